@@ -1,0 +1,65 @@
+// Command nwc compresses, decompresses and inspects language-model weights.
+//
+//	nwc inspect PATH|NAME [--json] [--verify]
+//	nwc compress --model PATH|NAME --codec lossless -o out.nwc [--json]
+//	nwc decompress IN.nwc -o out.safetensors
+//	nwc models
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+type command struct {
+	name  string
+	usage string
+	run   func(ctx context.Context, args []string) error
+}
+
+var commands = []command{
+	{"inspect", "PATH|NAME [--json] [--verify]    list tensors, dtypes, shapes, bytes and bits/weight", runInspect},
+	{"compress", "--model PATH|NAME --codec lossless -o OUT.nwc [--json] [-j N]", runCompress},
+	{"decompress", "IN.nwc|PATH|NAME -o OUT.safetensors", runDecompress},
+	{"models", "                                  list the reference models and where they are cached", runModels},
+}
+
+func usage() {
+	fmt.Fprintln(os.Stderr, "usage: nwc COMMAND [flags]")
+	for _, c := range commands {
+		fmt.Fprintf(os.Stderr, "  nwc %-11s %s\n", c.name, c.usage)
+	}
+}
+
+func main() {
+	if len(os.Args) < 2 || os.Args[1] == "-h" || os.Args[1] == "--help" || os.Args[1] == "help" {
+		usage()
+		if len(os.Args) < 2 {
+			os.Exit(2)
+		}
+		return
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	for _, c := range commands {
+		if c.name == os.Args[1] {
+			if err := c.run(ctx, os.Args[2:]); err != nil {
+				if errors.Is(err, errUsage) {
+					os.Exit(2)
+				}
+				fmt.Fprintln(os.Stderr, "nwc:", err)
+				os.Exit(1)
+			}
+			return
+		}
+	}
+	fmt.Fprintf(os.Stderr, "nwc: unknown command %q\n", os.Args[1])
+	usage()
+	os.Exit(2)
+}
+
+var errUsage = errors.New("usage")

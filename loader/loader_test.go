@@ -1,0 +1,241 @@
+package loader
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"math"
+	"math/rand"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/nwc-project/nwc/loader/container"
+	"github.com/nwc-project/nwc/loader/refmodel"
+	"github.com/nwc-project/nwc/loader/safetensors"
+	"github.com/nwc-project/nwc/loader/tensor"
+)
+
+// memSource is a small in-memory tensor.Source for tests.
+type memSource struct {
+	infos  []tensor.Info
+	data   map[string][]byte
+	assets []tensor.Asset
+}
+
+func (m *memSource) Tensors() []tensor.Info { return m.infos }
+func (m *memSource) Assets() []tensor.Asset { return m.assets }
+func (m *memSource) ReadRaw(name string, dst []byte) ([]byte, error) {
+	return append(dst[:0], m.data[name]...), nil
+}
+func (m *memSource) ReadFloat32(name string, dst []float32) ([]float32, error) {
+	ti, _ := tensor.Find(m.infos, name)
+	return tensor.ToFloat32(ti.DType, m.data[name], ti.NumElements(), dst)
+}
+func (m *memSource) Close() error { return nil }
+
+func (m *memSource) add(name string, dt tensor.DType, shape []int64, raw []byte) {
+	m.infos = append(m.infos, tensor.Info{Name: name, DType: dt, Shape: shape, Size: int64(len(raw))})
+	if m.data == nil {
+		m.data = map[string][]byte{}
+	}
+	m.data[name] = raw
+}
+
+func testSource() *memSource {
+	rng := rand.New(rand.NewSource(7))
+	m := &memSource{assets: []tensor.Asset{{Name: "config.json", Data: []byte(`{"hidden_size": 8}`)}}}
+	f32 := make([]byte, 4*64*48)
+	for i := 0; i < len(f32)/4; i++ {
+		binary.LittleEndian.PutUint32(f32[4*i:], math.Float32bits(float32(rng.NormFloat64())))
+	}
+	m.add("layer.0.weight", tensor.F32, []int64{64, 48}, f32)
+	bf := make([]byte, 2*256)
+	for i := range bf {
+		bf[i] = byte(rng.Intn(256))
+	}
+	m.add("layer.0.bias", tensor.BF16, []int64{256}, bf)
+	m.add("ids", tensor.I64, []int64{3}, []byte{1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0})
+	return m
+}
+
+func TestCompressDecompressRoundTrip(t *testing.T) {
+	dir := t.TempDir()
+	src := testSource()
+	out := filepath.Join(dir, "m.nwc")
+	sum, err := Compress(context.Background(), src, out, CompressOptions{Concurrency: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sum.Tensors) != 3 || sum.FileBytes == 0 {
+		t.Fatalf("summary: %+v", sum)
+	}
+	nf, err := OpenNWC(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nf.Close()
+	if err := nf.Container().Verify(); err != nil {
+		t.Fatal(err)
+	}
+	for _, ti := range src.Tensors() {
+		got, err := nf.ReadRaw(ti.Name, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, src.data[ti.Name]) {
+			t.Errorf("%s differs after round trip", ti.Name)
+		}
+	}
+	if len(nf.Assets()) != 1 || string(nf.Assets()[0].Data) != `{"hidden_size": 8}` {
+		t.Errorf("assets: %+v", nf.Assets())
+	}
+	st := filepath.Join(dir, "m.safetensors")
+	if err := Decompress(context.Background(), nf, st, DecompressOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	back, err := safetensors.Open(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer back.Close()
+	for _, ti := range src.Tensors() {
+		got, err := back.ReadRaw(ti.Name, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, src.data[ti.Name]) {
+			t.Errorf("%s differs after decompress", ti.Name)
+		}
+	}
+	if b, err := os.ReadFile(st + ".config.json"); err != nil || string(b) != `{"hidden_size": 8}` {
+		t.Errorf("asset beside output: %q %v", b, err)
+	}
+	// Decoding twice gives identical bytes.
+	st2 := filepath.Join(dir, "m2.safetensors")
+	if err := Decompress(context.Background(), nf, st2, DecompressOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := os.ReadFile(st)
+	b, _ := os.ReadFile(st2)
+	if !bytes.Equal(a, b) {
+		t.Error("two decompressions differ")
+	}
+}
+
+// A corrupted byte inside a tensor's section gives an error naming the tensor.
+func TestCorruptSectionNamesTensor(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "m.nwc")
+	if _, err := Compress(context.Background(), testSource(), out, CompressOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := container.Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, _ := r.Lookup(container.KindTensor, "layer.0.weight")
+	r.Close()
+	data, _ := os.ReadFile(out)
+	data[e.PayloadOffset+e.PayloadSize/2] ^= 0x10
+	bad := filepath.Join(dir, "bad.nwc")
+	os.WriteFile(bad, data, 0o644)
+	nf, err := OpenNWC(bad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nf.Close()
+	_, err = nf.ReadRaw("layer.0.weight", nil)
+	if !errors.Is(err, container.ErrChecksum) || !strings.Contains(err.Error(), `"layer.0.weight"`) || !strings.Contains(err.Error(), "bad.nwc") {
+		t.Fatalf("want checksum error naming file and tensor, got %v", err)
+	}
+	if _, err := nf.ReadRaw("layer.0.bias", nil); err != nil {
+		t.Fatalf("intact tensor unreadable: %v", err)
+	}
+}
+
+func TestCompressCancelled(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	dir := t.TempDir()
+	if _, err := Compress(ctx, testSource(), filepath.Join(dir, "c.nwc"), CompressOptions{}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled compress: %v", err)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+		t.Fatalf("cancelled compress left files: %v", ents)
+	}
+}
+
+func TestDetect(t *testing.T) {
+	dir := t.TempDir()
+	junk := filepath.Join(dir, "junk.bin")
+	os.WriteFile(junk, []byte("hello world"), 0o644)
+	if _, _, err := Open(junk); err == nil || !strings.Contains(err.Error(), "junk.bin") {
+		t.Fatalf("junk file: %v", err)
+	}
+	if _, _, err := Open("no-such-model"); err == nil {
+		t.Fatal("unknown name accepted")
+	}
+}
+
+// The real fp32 model round-trips bit for bit through the lossless codec.
+func TestMiniLMLossless(t *testing.T) {
+	m, err := refmodel.Lookup("minilm-l6")
+	if err == nil {
+		_, err = os.Stat(m.File)
+	}
+	if err != nil {
+		if os.Getenv("NWC_REQUIRE_MODELS") == "1" {
+			t.Fatal(err)
+		}
+		t.Skip("minilm-l6 not cached (make setup):", err)
+	}
+	src, _, err := Open("minilm-l6")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	dir := t.TempDir()
+	out := filepath.Join(dir, "minilm.nwc")
+	sum, err := Compress(context.Background(), src, out, CompressOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("minilm-l6: %d tensors, %d weights, %.3f bits/weight (file)", len(sum.Tensors), sum.Weights, sum.BitsPerWeight)
+	if sum.BitsPerWeight >= 32 {
+		t.Errorf("lossless fp32 at %.3f bits/weight, want < 32", sum.BitsPerWeight)
+	}
+	st := filepath.Join(dir, "minilm.safetensors")
+	nf, err := OpenNWC(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nf.Close()
+	if err := Decompress(context.Background(), nf, st, DecompressOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	back, err := safetensors.Open(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer back.Close()
+	if len(back.Tensors()) != len(src.Tensors()) {
+		t.Fatalf("%d tensors back, want %d", len(back.Tensors()), len(src.Tensors()))
+	}
+	for _, ti := range src.Tensors() {
+		want, err := src.ReadRaw(ti.Name, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := back.ReadRaw(ti.Name, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bi, _ := tensor.Find(back.Tensors(), ti.Name)
+		if !bytes.Equal(got, want) || bi.DType != ti.DType {
+			t.Fatalf("%s not bit-identical", ti.Name)
+		}
+	}
+}

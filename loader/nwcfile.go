@@ -1,0 +1,124 @@
+// Package loader moves tensors between model files and the .nwc container:
+// it opens any supported model file as a tensor.Source (Open), compresses a
+// source into a .nwc file (Compress), and reads a .nwc file back as a
+// tensor.Source that decodes each tensor as it is asked for (OpenNWC).
+//
+// Data flow:
+//
+//	gguf / safetensors / onnxinit  ->  tensor.Source  ->  codec  ->  container (.nwc)
+//	container (.nwc)  ->  codec  ->  tensor.Source  ->  runtime / safetensors writer
+package loader
+
+import (
+	"fmt"
+
+	"github.com/nwc-project/nwc/loader/codec"
+	"github.com/nwc-project/nwc/loader/container"
+	"github.com/nwc-project/nwc/loader/tensor"
+)
+
+// NWCFile is a .nwc container opened as a tensor.Source. Tensors are decoded
+// on demand; its methods are safe for concurrent use.
+type NWCFile struct {
+	r        *container.Reader
+	lossless *codec.Lossless
+	infos    []tensor.Info
+	assets   []tensor.Asset
+}
+
+// OpenNWC opens a .nwc container: it reads the index and the (small) asset
+// sections, not the tensors.
+func OpenNWC(path string) (*NWCFile, error) {
+	r, err := container.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	f := &NWCFile{r: r}
+	if f.lossless, err = codec.NewLossless(); err != nil {
+		r.Close()
+		return nil, err
+	}
+	for _, e := range r.Entries() {
+		switch e.Kind {
+		case container.KindTensor:
+			f.infos = append(f.infos, e.Info())
+		case container.KindAsset:
+			data, err := f.decode(e, nil)
+			if err != nil {
+				f.Close()
+				return nil, err
+			}
+			f.assets = append(f.assets, tensor.Asset{Name: e.Name, Data: data})
+		}
+	}
+	return f, nil
+}
+
+// Container gives access to the underlying container (index, section sizes,
+// verification).
+func (f *NWCFile) Container() *container.Reader { return f.r }
+
+// Tensors lists the tensors in file order.
+func (f *NWCFile) Tensors() []tensor.Info { return f.infos }
+
+// Assets returns the model metadata stored in the file.
+func (f *NWCFile) Assets() []tensor.Asset { return f.assets }
+
+func (f *NWCFile) decode(e container.Entry, dst []byte) ([]byte, error) {
+	payload, err := f.r.ReadPayload(e)
+	if err != nil {
+		return nil, err
+	}
+	switch e.Codec {
+	case codec.IDRaw, codec.IDZstd, codec.IDFloatSplit:
+		out, err := f.lossless.Decode(e.Codec, e.DType, e.RawSize, e.Params, payload, dst)
+		if err != nil {
+			return nil, fmt.Errorf("nwc: %s: %s %q: %w", f.r.Name(), e.Kind, e.Name, err)
+		}
+		return out, nil
+	}
+	return nil, fmt.Errorf("nwc: %s: %s %q: %w: id %d (this build knows raw, zstd, float-split)",
+		f.r.Name(), e.Kind, e.Name, codec.ErrUnknownCodec, e.Codec)
+}
+
+// ReadRaw decodes the named tensor to its stored bytes.
+func (f *NWCFile) ReadRaw(name string, dst []byte) ([]byte, error) {
+	e, err := f.r.Lookup(container.KindTensor, name)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", tensor.ErrNotFound, err)
+	}
+	return f.decode(e, dst)
+}
+
+// ReadFloat32 decodes the named tensor and converts it to float32.
+func (f *NWCFile) ReadFloat32(name string, dst []float32) ([]float32, error) {
+	e, err := f.r.Lookup(container.KindTensor, name)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", tensor.ErrNotFound, err)
+	}
+	raw, err := f.decode(e, nil)
+	if err != nil {
+		return nil, err
+	}
+	out, err := tensor.ToFloat32(e.DType, raw, tensor.NumElements(e.Shape), dst)
+	if err != nil {
+		return nil, fmt.Errorf("nwc: %s: tensor %q: %w", f.r.Name(), name, err)
+	}
+	return out, nil
+}
+
+// Close releases the file and the codec state.
+func (f *NWCFile) Close() error {
+	var err error
+	if f.lossless != nil {
+		err = f.lossless.Close()
+		f.lossless = nil
+	}
+	if f.r != nil {
+		if cerr := f.r.Close(); err == nil {
+			err = cerr
+		}
+		f.r = nil
+	}
+	return err
+}

@@ -1,0 +1,93 @@
+package loader
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/nwc-project/nwc/loader/gguf"
+	"github.com/nwc-project/nwc/loader/onnxinit"
+	"github.com/nwc-project/nwc/loader/refmodel"
+	"github.com/nwc-project/nwc/loader/safetensors"
+	"github.com/nwc-project/nwc/loader/tensor"
+)
+
+// Format names a model file format.
+type Format string
+
+// Formats Open recognises.
+const (
+	FormatNWC         Format = "nwc"
+	FormatGGUF        Format = "gguf"
+	FormatSafetensors Format = "safetensors"
+	FormatONNX        Format = "onnx"
+)
+
+// Resolve turns a reference model name (see `nwc models`) or a path into a
+// path on disk.
+func Resolve(nameOrPath string) (string, error) { return refmodel.Resolve(nameOrPath) }
+
+// Detect tells the format of the file or directory at path from its first
+// bytes (directories and index files are safetensors checkpoints).
+func Detect(path string) (Format, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return "", err
+	}
+	if st.IsDir() || strings.HasSuffix(path, ".index.json") {
+		return FormatSafetensors, nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	var head [9]byte
+	n, err := io.ReadFull(f, head[:])
+	if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
+		return "", fmt.Errorf("%s: %w", path, err)
+	}
+	switch {
+	case n >= 8 && bytes.Equal(head[:8], []byte{0x89, 'N', 'W', 'C', '\r', '\n', 0x1a, '\n'}):
+		return FormatNWC, nil
+	case n >= 4 && string(head[:4]) == "GGUF":
+		return FormatGGUF, nil
+	case n >= 9 && head[8] == '{' && binary.LittleEndian.Uint64(head[:8]) < uint64(st.Size()):
+		return FormatSafetensors, nil
+	case strings.EqualFold(filepath.Ext(path), ".onnx"):
+		return FormatONNX, nil
+	}
+	return "", fmt.Errorf("%s: unrecognised model file (not .nwc, GGUF, safetensors or .onnx; starts with %q)", path, head[:n])
+}
+
+// Open opens a model by reference name or path, whatever its format, as a
+// tensor.Source. A .nwc file decodes its tensors as they are read.
+func Open(nameOrPath string) (tensor.Source, Format, error) {
+	path, err := Resolve(nameOrPath)
+	if err != nil {
+		return nil, "", err
+	}
+	format, err := Detect(path)
+	if err != nil {
+		return nil, "", err
+	}
+	var src tensor.Source
+	switch format {
+	case FormatNWC:
+		src, err = OpenNWC(path)
+	case FormatGGUF:
+		src, err = gguf.Open(path)
+	case FormatSafetensors:
+		src, err = safetensors.OpenPath(path)
+	case FormatONNX:
+		src, err = onnxinit.Open(path)
+	}
+	if err != nil {
+		return nil, "", err
+	}
+	return src, format, nil
+}
