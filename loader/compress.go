@@ -13,8 +13,12 @@ import (
 
 // CompressOptions configures Compress. The zero value is valid.
 type CompressOptions struct {
-	// Codec names the codec: "lossless" (default).
+	// Codec names the codec: "lossless" (default), "rtn-g128" or "rtn-row".
+	// Lossy codecs code the linear weights of the transformer blocks
+	// (IsBlockLinear); every other tensor is kept losslessly.
 	Codec string
+	// Bits is the bit width of the lossy codecs.
+	Bits float64
 	// Concurrency is the number of tensors coded at once; 0 means GOMAXPROCS.
 	// Memory in flight is bounded by about 2 x Concurrency tensors (stored
 	// bytes plus payload) plus the one being written.
@@ -61,8 +65,9 @@ func Compress(ctx context.Context, src tensor.Source, path string, opts Compress
 	if opts.Codec == "" {
 		opts.Codec = "lossless"
 	}
-	if opts.Codec != "lossless" {
-		return nil, fmt.Errorf("compress: unknown codec %q (available: lossless)", opts.Codec)
+	lossy, err := lossyCodec(opts.Codec, opts.Bits)
+	if err != nil {
+		return nil, err
 	}
 	if opts.Concurrency <= 0 {
 		opts.Concurrency = runtime.GOMAXPROCS(0)
@@ -122,7 +127,7 @@ func Compress(ctx context.Context, src tensor.Source, path string, opts Compress
 			}
 			go func(ti tensor.Info) {
 				defer func() { <-sem }()
-				res <- encodeTensor(src, ll, ti)
+				res <- encodeTensor(src, ll, lossy, ti)
 			}(ti)
 		}
 	}()
@@ -181,7 +186,40 @@ func Compress(ctx context.Context, src tensor.Source, path string, opts Compress
 	return sum, nil
 }
 
-func encodeTensor(src tensor.Source, ll *codec.Lossless, ti tensor.Info) coded {
+// lossyCodec parses a codec name; nil means lossless only.
+func lossyCodec(name string, bits float64) (*codec.RTN, error) {
+	var q codec.RTN
+	switch name {
+	case "lossless":
+		return nil, nil
+	case "rtn-g128":
+		q.Group = 128
+	case "rtn-row":
+		q.Group = 0
+	default:
+		return nil, fmt.Errorf("compress: unknown codec %q (available: lossless, rtn-g128, rtn-row)", name)
+	}
+	q.Bits = int(bits)
+	if float64(q.Bits) != bits {
+		return nil, fmt.Errorf("compress: %s needs a whole number of bits, got %g", name, bits)
+	}
+	if err := q.Validate(); err != nil {
+		return nil, fmt.Errorf("compress: %s: %w", name, err)
+	}
+	return &q, nil
+}
+
+func encodeTensor(src tensor.Source, ll *codec.Lossless, lossy *codec.RTN, ti tensor.Info) coded {
+	if lossy != nil && IsBlockLinear(ti) && ti.DType.IsFloat() {
+		w, err := src.ReadFloat32(ti.Name, nil)
+		if err != nil {
+			return coded{err: err}
+		}
+		rows, cols := int(ti.Shape[0]), int(ti.Shape[1])
+		payload := lossy.Encode(w, rows, cols)
+		return coded{d: container.Descriptor{Kind: container.KindTensor, Name: ti.Name, DType: tensor.F32,
+			Shape: ti.Shape, Codec: codec.IDRTN, Params: lossy.Params(), RawSize: 4 * int64(len(w))}, payload: payload}
+	}
 	raw, err := src.ReadRaw(ti.Name, nil)
 	if err != nil {
 		return coded{err: err}

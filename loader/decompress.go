@@ -4,10 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"math"
 	"os"
 	"path/filepath"
 
+	"github.com/nwc-project/nwc/loader/codec"
 	"github.com/nwc-project/nwc/loader/safetensors"
 	"github.com/nwc-project/nwc/loader/tensor"
 )
@@ -67,7 +67,7 @@ func Decompress(ctx context.Context, src tensor.Source, path string, opts Decomp
 			raw, err = src.ReadRaw(ti.Name, raw)
 		} else {
 			f32, err = src.ReadFloat32(ti.Name, f32)
-			raw = float32Bytes(f32, raw)
+			raw = codec.F32Bytes(f32, raw)
 		}
 		if err != nil {
 			return err
@@ -94,19 +94,6 @@ func Decompress(ctx context.Context, src tensor.Source, path string, opts Decomp
 		}
 	}
 	return nil
-}
-
-func float32Bytes(f []float32, dst []byte) []byte {
-	n := 4 * len(f)
-	if cap(dst) < n {
-		dst = make([]byte, n)
-	}
-	dst = dst[:n]
-	for i, v := range f {
-		u := math.Float32bits(v)
-		dst[4*i], dst[4*i+1], dst[4*i+2], dst[4*i+3] = byte(u), byte(u>>8), byte(u>>16), byte(u>>24)
-	}
-	return dst
 }
 
 // AssetJSON decodes a JSON asset by name, if present.

@@ -76,8 +76,17 @@ func (f *NWCFile) decode(e container.Entry, dst []byte) ([]byte, error) {
 			return nil, fmt.Errorf("nwc: %s: %s %q: %w", f.r.Name(), e.Kind, e.Name, err)
 		}
 		return out, nil
+	case codec.IDRTN:
+		if e.DType != tensor.F32 {
+			return nil, fmt.Errorf("nwc: %s: tensor %q: %w: rtn section with dtype %s", f.r.Name(), e.Name, codec.ErrCorrupt, e.DType)
+		}
+		out, err := codec.DecodeRTN(e.Shape, e.Params, payload, dst)
+		if err != nil {
+			return nil, fmt.Errorf("nwc: %s: tensor %q: %w", f.r.Name(), e.Name, err)
+		}
+		return out, nil
 	}
-	return nil, fmt.Errorf("nwc: %s: %s %q: %w: id %d (this build knows raw, zstd, float-split)",
+	return nil, fmt.Errorf("nwc: %s: %s %q: %w: id %d (this build knows raw, zstd, float-split, rtn)",
 		f.r.Name(), e.Kind, e.Name, codec.ErrUnknownCodec, e.Codec)
 }
 

@@ -12,7 +12,8 @@ import (
 func runCompress(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("compress", flag.ContinueOnError)
 	model := fs.String("model", "", "model to compress: reference name (nwc models) or path")
-	codecName := fs.String("codec", "lossless", "codec: lossless")
+	codecName := fs.String("codec", "lossless", "codec: lossless, rtn-g128, rtn-row")
+	bits := fs.Float64("bits", 4, "bit width of the lossy codecs")
 	out := fs.String("o", "", "output .nwc file")
 	jobs := fs.Int("j", 0, "tensors coded in parallel (0 = all cores)")
 	asJSON := fs.Bool("json", false, "print a JSON summary")
@@ -36,7 +37,7 @@ func runCompress(ctx context.Context, args []string) error {
 	}
 	defer src.Close()
 	progress, finish := newProgress("compress", *quiet || *asJSON)
-	sum, err := loader.Compress(ctx, src, *out, loader.CompressOptions{Codec: *codecName, Concurrency: *jobs, Progress: progress})
+	sum, err := loader.Compress(ctx, src, *out, loader.CompressOptions{Codec: *codecName, Bits: *bits, Concurrency: *jobs, Progress: progress})
 	finish()
 	if err != nil {
 		return err

@@ -23,7 +23,7 @@ type command struct {
 
 var commands = []command{
 	{"inspect", "PATH|NAME [--json] [--verify]    list tensors, dtypes, shapes, bytes and bits/weight", runInspect},
-	{"compress", "--model PATH|NAME --codec lossless -o OUT.nwc [--json] [-j N]", runCompress},
+	{"compress", "--model PATH|NAME --codec lossless|rtn-g128|rtn-row [--bits B] -o OUT.nwc [--json] [-j N]", runCompress},
 	{"decompress", "IN.nwc|PATH|NAME -o OUT.safetensors", runDecompress},
 	{"models", "                                  list the reference models and where they are cached", runModels},
 }

@@ -30,6 +30,8 @@ func Name(id uint8) string {
 		return "zstd"
 	case IDFloatSplit:
 		return "float-split"
+	case IDRTN:
+		return "rtn"
 	}
 	return fmt.Sprintf("codec(%d)", id)
 }
