@@ -1,0 +1,42 @@
+package report
+
+import (
+	"bytes"
+	"image/png"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestReport(t *testing.T) {
+	r := &Report{Title: "test", Model: "m", Text: "t", SeqLen: 8, Windows: 2, RefPerplexity: 10, Command: "nwc bench rd",
+		Points: []Point{
+			{Method: "rtn-g128", Setting: "4 bits", BitsPerWeight: 4.25, Perplexity: 12, MeanKL: 0.05, Tokens: 14},
+			{Method: "rtn-g128", Setting: "3 bits", BitsPerWeight: 3.25, Perplexity: 20, MeanKL: 0.3, Tokens: 14},
+			{Method: "rtn-row", Setting: "4 bits", BitsPerWeight: 4.05, Perplexity: 15, MeanKL: 0.1, Tokens: 14},
+		}}
+	var md bytes.Buffer
+	if err := r.WriteMarkdown(&md); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(md.String(), "| rtn-g128 | 3 bits | 3.250 | 20.0000 |") {
+		t.Fatalf("table:\n%s", md.String())
+	}
+	path := filepath.Join(t.TempDir(), "rd.png")
+	if err := r.WritePlot(path); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	img, err := png.Decode(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if img.Bounds().Dx() < 500 {
+		t.Fatalf("plot too small: %v", img.Bounds())
+	}
+}
