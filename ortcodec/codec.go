@@ -1,0 +1,519 @@
+// Package ortcodec runs a trained NWC codec (a folder per models/README.md:
+// encoder.onnx, decoder.onnx, entropy.json, card.json) through ONNX Runtime.
+//
+// Encode maps normalized 16-value weight chunks and their quality levels to
+// latents; Decode maps dequantized latents back to chunks. Both run in large
+// batches through a pool of sessions, each owning preallocated tensors that
+// are refilled in place. Quantization and entropy coding of the latents live
+// in the pure-Go package ortcodec/entropy; the tables loaded here are exposed
+// through Tables.
+//
+// The process-wide ONNX Runtime environment is owned by internal/ortenv.
+package ortcodec
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	ort "github.com/yalue/onnxruntime_go"
+
+	"github.com/nwc-project/nwc/internal/ortenv"
+	"github.com/nwc-project/nwc/ortcodec/entropy"
+)
+
+// D is the number of values per chunk (and latent channels per chunk).
+const D = 16
+
+// NumLevels is the number of quality levels (q in 0..NumLevels-1).
+const NumLevels = 4
+
+// File names inside a codec folder.
+const (
+	EncoderFile = "encoder.onnx"
+	DecoderFile = "decoder.onnx"
+	EntropyFile = "entropy.json"
+	CardFile    = "card.json"
+)
+
+// Errors returned by this package; they are wrapped with context, so test
+// with errors.Is.
+var (
+	// ErrClosed: the codec was closed.
+	ErrClosed = errors.New("ortcodec: codec closed")
+	// ErrModel: a codec folder does not match the expected layout (missing
+	// file, wrong ONNX input/output names, dims or dtypes, bad card).
+	ErrModel = errors.New("ortcodec: codec folder does not match the layout")
+	// ErrInput: Encode/Decode arguments are inconsistent (length not
+	// 16*len(q), level outside 0..3).
+	ErrInput = errors.New("ortcodec: invalid input")
+)
+
+// Codec is a loaded codec. Its methods are safe for concurrent use; Close
+// waits for running calls to finish.
+type Codec struct {
+	dir    string
+	opts   options
+	tables *entropy.Tables
+	card   json.RawMessage
+
+	mu     sync.RWMutex // held shared by Encode/Decode, exclusively by Close
+	closed bool
+	enc    *pool
+	dec    *pool
+}
+
+// Load opens the codec folder dir. It initializes ONNX Runtime through
+// ortenv, checks the IO of both networks, loads the entropy tables and the
+// card, and creates the session pools. On error everything built so far is
+// released.
+func Load(dir string, opts ...Option) (c *Codec, err error) {
+	o := defaultOptions()
+	for _, opt := range opts {
+		if err := opt(&o); err != nil {
+			return nil, err
+		}
+	}
+	if err := ortenv.Init(o.library); err != nil {
+		return nil, fmt.Errorf("ortcodec: %w", err)
+	}
+	c = &Codec{dir: dir, opts: o}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, c.Close())
+			c = nil
+		}
+	}()
+
+	c.tables, err = entropy.LoadTables(filepath.Join(dir, EntropyFile))
+	if err != nil {
+		return nil, fmt.Errorf("ortcodec: %s: %w", dir, err)
+	}
+	if n := c.tables.NumChannels(); n != D {
+		return nil, fmt.Errorf("%w: %s: %s has %d channels, want %d", ErrModel, dir, EntropyFile, n, D)
+	}
+	if c.card, err = readCard(filepath.Join(dir, CardFile)); err != nil {
+		return nil, err
+	}
+
+	encPath, decPath := filepath.Join(dir, EncoderFile), filepath.Join(dir, DecoderFile)
+	if err := checkIO(encPath, "x", "y"); err != nil {
+		return nil, err
+	}
+	if err := checkIO(decPath, "y_hat", "x_hat"); err != nil {
+		return nil, err
+	}
+	so, err := ortenv.SessionOptions(o.provider, o.threads)
+	if err != nil {
+		return nil, fmt.Errorf("ortcodec: %s: provider %s: %w", dir, o.provider, err)
+	}
+	defer so.Destroy()
+	if c.enc, err = newPool(encPath, "x", "y", so, o); err != nil {
+		return nil, err
+	}
+	if c.dec, err = newPool(decPath, "y_hat", "x_hat", so, o); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func readCard(path string) (json.RawMessage, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrModel, err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("%w: %s is not a JSON object: %v", ErrModel, path, err)
+	}
+	return json.RawMessage(b), nil
+}
+
+// Dir returns the codec folder.
+func (c *Codec) Dir() string { return c.dir }
+
+// Provider returns the execution provider in use ("cpu" or "cuda").
+func (c *Codec) Provider() string { return c.opts.provider }
+
+// Batch returns the number of chunks per Run.
+func (c *Codec) Batch() int { return c.opts.batch }
+
+// Tables returns the validated entropy tables of entropy.json.
+func (c *Codec) Tables() *entropy.Tables { return c.tables }
+
+// Card returns card.json as read (a JSON object).
+func (c *Codec) Card() json.RawMessage { return c.card }
+
+// Encode runs the encoder on x (N*16 values, chunk-major) with quality levels
+// q (N values in 0..3) and returns the latents y (N*16, not rounded).
+func (c *Codec) Encode(ctx context.Context, x []float32, q []int64) ([]float32, error) {
+	return c.run(ctx, c.encPool, "encode", x, q)
+}
+
+// Decode runs the decoder on dequantized latents yhat (N*16) with quality
+// levels q (N values in 0..3) and returns the chunks xhat (N*16).
+func (c *Codec) Decode(ctx context.Context, yhat []float32, q []int64) ([]float32, error) {
+	return c.run(ctx, c.decPool, "decode", yhat, q)
+}
+
+func (c *Codec) encPool() *pool { return c.enc }
+func (c *Codec) decPool() *pool { return c.dec }
+
+func (c *Codec) run(ctx context.Context, which func() *pool, op string, in []float32, q []int64) ([]float32, error) {
+	if len(in) != D*len(q) {
+		return nil, fmt.Errorf("ortcodec: %s: %w: %d values for %d levels (want %d per chunk)", op, ErrInput, len(in), len(q), D)
+	}
+	for i, v := range q {
+		if v < 0 || v >= NumLevels {
+			return nil, fmt.Errorf("ortcodec: %s: %w: level %d of chunk %d outside 0..%d", op, ErrInput, v, i, NumLevels-1)
+		}
+	}
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.closed {
+		return nil, ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	p := which()
+	out := make([]float32, len(in))
+	n := len(q)
+	batch := c.opts.batch
+	nb := (n + batch - 1) / batch
+	workers := min(nb, cap(p.free))
+	if workers <= 1 {
+		for b := 0; b < nb; b++ {
+			if err := p.runBatch(ctx, in, q, out, b*batch, min(n, (b+1)*batch)); err != nil {
+				return nil, fmt.Errorf("ortcodec: %s: %w", op, err)
+			}
+		}
+		return out, nil
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		first error
+		next  int
+	)
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				mu.Lock()
+				b := next
+				next++
+				stop := first != nil
+				mu.Unlock()
+				if stop || b >= nb {
+					return
+				}
+				if err := p.runBatch(ctx, in, q, out, b*batch, min(n, (b+1)*batch)); err != nil {
+					mu.Lock()
+					if first == nil {
+						first = err
+						cancel()
+					}
+					mu.Unlock()
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if first != nil {
+		return nil, fmt.Errorf("ortcodec: %s: %w", op, first)
+	}
+	return out, nil
+}
+
+// Close releases all sessions and tensors. It waits for running Encode and
+// Decode calls, is idempotent, and is safe on a partly built Codec.
+func (c *Codec) Close() error {
+	if c == nil {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil
+	}
+	c.closed = true
+	var errs []error
+	if c.enc != nil {
+		errs = append(errs, c.enc.destroy())
+	}
+	if c.dec != nil {
+		errs = append(errs, c.dec.destroy())
+	}
+	return errors.Join(errs...)
+}
+
+// checkIO verifies that the model has inputs (in: float32 [N,16], q: int64
+// [N]) and output (out: float32 [N,16]) with a dynamic N, in any order, and
+// nothing else.
+func checkIO(path, in, out string) error {
+	if _, err := os.Stat(path); err != nil {
+		return fmt.Errorf("%w: %v", ErrModel, err)
+	}
+	ins, outs, err := ort.GetInputOutputInfo(path)
+	if err != nil {
+		return fmt.Errorf("%w: %s: %v", ErrModel, path, err)
+	}
+	type want struct {
+		name string
+		dt   ort.TensorElementDataType
+		rank int
+	}
+	check := func(kind string, got []ort.InputOutputInfo, ws []want) error {
+		ok := len(got) == len(ws)
+		for _, w := range ws {
+			found := false
+			for _, g := range got {
+				if g.Name != w.name {
+					continue
+				}
+				found = g.OrtValueType == ort.ONNXTypeTensor && g.DataType == w.dt && len(g.Dimensions) == w.rank &&
+					g.Dimensions[0] <= 0 && (w.rank == 1 || g.Dimensions[1] == D)
+			}
+			ok = ok && found
+		}
+		if ok {
+			return nil
+		}
+		wantS := ""
+		for i, w := range ws {
+			if i > 0 {
+				wantS += ", "
+			}
+			wantS += w.name + " " + dtName(w.dt) + " [N"
+			if w.rank == 2 {
+				wantS += fmt.Sprintf(",%d", D)
+			}
+			wantS += "]"
+		}
+		return fmt.Errorf("%w: %s: %s are %s, want %s (N dynamic)", ErrModel, path, kind, describe(got), wantS)
+	}
+	f32 := ort.TensorElementDataType(ort.TensorElementDataTypeFloat)
+	i64 := ort.TensorElementDataType(ort.TensorElementDataTypeInt64)
+	if err := check("inputs", ins, []want{{in, f32, 2}, {"q", i64, 1}}); err != nil {
+		return err
+	}
+	return check("outputs", outs, []want{{out, f32, 2}})
+}
+
+func describe(infos []ort.InputOutputInfo) string {
+	if len(infos) == 0 {
+		return "(none)"
+	}
+	s := ""
+	for i, g := range infos {
+		if i > 0 {
+			s += ", "
+		}
+		if g.OrtValueType != ort.ONNXTypeTensor {
+			s += fmt.Sprintf("%s %s", g.Name, g.OrtValueType)
+			continue
+		}
+		s += fmt.Sprintf("%s %s %s", g.Name, dtName(g.DataType), g.Dimensions)
+	}
+	return s
+}
+
+func dtName(dt ort.TensorElementDataType) string {
+	switch dt {
+	case ort.TensorElementDataTypeFloat:
+		return "float32"
+	case ort.TensorElementDataTypeInt64:
+		return "int64"
+	}
+	return strings.ToLower(strings.TrimPrefix(dt.String(), "ONNX_TENSOR_ELEMENT_DATA_TYPE_"))
+}
+
+// pool is a fixed set of sessions of one network; free is the semaphore.
+type pool struct {
+	free chan *session
+	all  []*session
+}
+
+// session is one ONNX Runtime session with its own preallocated full-batch
+// tensors and run options.
+type session struct {
+	s     *ort.DynamicAdvancedSession
+	in    *ort.Tensor[float32] // [batch, 16]
+	q     *ort.Tensor[int64]   // [batch]
+	out   *ort.Tensor[float32] // [batch, 16]
+	ropts *ort.RunOptions
+}
+
+func newPool(path, in, out string, so *ort.SessionOptions, o options) (*pool, error) {
+	p := &pool{free: make(chan *session, o.sessions)}
+	for i := 0; i < o.sessions; i++ {
+		s, err := newSession(path, in, out, so, o.batch)
+		if err != nil {
+			return nil, errors.Join(fmt.Errorf("ortcodec: %s: session %d: %w", path, i, err), p.destroy())
+		}
+		p.all = append(p.all, s)
+		p.free <- s
+	}
+	return p, nil
+}
+
+func newSession(path, in, out string, so *ort.SessionOptions, batch int) (s *session, err error) {
+	s = &session{}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, s.destroy())
+			s = nil
+		}
+	}()
+	if s.in, err = ort.NewEmptyTensor[float32](ort.NewShape(int64(batch), D)); err != nil {
+		return nil, err
+	}
+	liveObjects.Add(1)
+	if s.q, err = ort.NewEmptyTensor[int64](ort.NewShape(int64(batch))); err != nil {
+		return nil, err
+	}
+	liveObjects.Add(1)
+	if s.out, err = ort.NewEmptyTensor[float32](ort.NewShape(int64(batch), D)); err != nil {
+		return nil, err
+	}
+	liveObjects.Add(1)
+	if s.ropts, err = ort.NewRunOptions(); err != nil {
+		return nil, err
+	}
+	liveObjects.Add(1)
+	if s.s, err = ort.NewDynamicAdvancedSession(path, []string{in, "q"}, []string{out}, so); err != nil {
+		return nil, err
+	}
+	liveObjects.Add(1)
+	return s, nil
+}
+
+func (s *session) destroy() error {
+	var errs []error
+	if s.s != nil {
+		errs = append(errs, s.s.Destroy())
+		s.s = nil
+		liveObjects.Add(-1)
+	}
+	if s.in != nil {
+		errs = append(errs, s.in.Destroy())
+		s.in = nil
+		liveObjects.Add(-1)
+	}
+	if s.q != nil {
+		errs = append(errs, s.q.Destroy())
+		s.q = nil
+		liveObjects.Add(-1)
+	}
+	if s.out != nil {
+		errs = append(errs, s.out.Destroy())
+		s.out = nil
+		liveObjects.Add(-1)
+	}
+	if s.ropts != nil {
+		errs = append(errs, s.ropts.Destroy())
+		s.ropts = nil
+		liveObjects.Add(-1)
+	}
+	return errors.Join(errs...)
+}
+
+func (p *pool) destroy() error {
+	if p == nil {
+		return nil
+	}
+	var errs []error
+	for _, s := range p.all {
+		errs = append(errs, s.destroy())
+	}
+	p.all = nil
+	return errors.Join(errs...)
+}
+
+// runBatch runs chunks [lo, hi) of in/q into out on a free session.
+func (p *pool) runBatch(ctx context.Context, in []float32, q []int64, out []float32, lo, hi int) (err error) {
+	var s *session
+	select {
+	case s = <-p.free:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { p.free <- s }()
+	m := hi - lo
+	copy(s.in.GetData(), in[lo*D:hi*D])
+	copy(s.q.GetData(), q[lo:hi])
+	inT, qT, outT := s.in, s.q, s.out
+	if m*D != len(s.in.GetData()) {
+		// Partial batch: tensors of the exact shape over the same buffers.
+		if inT, err = newTempTensor(ort.NewShape(int64(m), D), s.in.GetData()); err != nil {
+			return err
+		}
+		defer destroyTemp(inT, &err)
+		if qT, err = newTempTensor(ort.NewShape(int64(m)), s.q.GetData()); err != nil {
+			return err
+		}
+		defer destroyTemp(qT, &err)
+		if outT, err = newTempTensor(ort.NewShape(int64(m), D), s.out.GetData()); err != nil {
+			return err
+		}
+		defer destroyTemp(outT, &err)
+	}
+	if err := runWithContext(ctx, s, []ort.Value{inT, qT}, []ort.Value{outT}); err != nil {
+		if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+			return err
+		}
+		return fmt.Errorf("chunks %d..%d: %w", lo, hi, err)
+	}
+	copy(out[lo*D:hi*D], s.out.GetData()[:m*D])
+	return nil
+}
+
+// liveObjects counts the ORT objects (tensors, run options, sessions) this
+// package has created and not yet destroyed; tests require 0 at exit.
+var liveObjects atomic.Int64
+
+func newTempTensor[T float32 | int64](shape ort.Shape, data []T) (*ort.Tensor[T], error) {
+	t, err := ort.NewTensor(shape, data)
+	if err == nil {
+		liveObjects.Add(1)
+	}
+	return t, err
+}
+
+func destroyTemp(t interface{ Destroy() error }, err *error) {
+	*err = errors.Join(*err, t.Destroy())
+	liveObjects.Add(-1)
+}
+
+// runWithContext runs the session, setting the run options' terminate flag
+// if ctx is cancelled meanwhile, and clears the flag afterwards.
+func runWithContext(ctx context.Context, s *session, ins, outs []ort.Value) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	fired := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		defer close(fired)
+		_ = s.ropts.Terminate()
+	})
+	err := s.s.RunWithOptions(ins, outs, s.ropts)
+	if !stop() {
+		<-fired
+		if uerr := s.ropts.UnsetTerminate(); uerr != nil {
+			return errors.Join(ctx.Err(), uerr)
+		}
+		return ctx.Err()
+	}
+	return err
+}
