@@ -1,0 +1,79 @@
+# nwc: build, test and demo targets. Everything that is downloaded lives in
+# $(NWC_CACHE) (scripts/setup.sh), never in the repository.
+#
+#   make setup        ONNX Runtime, libtokenizers.a, reference models, venv-check
+#   make setup-train  Python venv for codec training (torch from PyPI: large)
+#   make build        bin/nwc
+#   make test         setup + gofmt check + go vet + go test (models and ORT required)
+#   make fuzz         every Fuzz* target for $(FUZZTIME) each
+#   make demo         inspect / compress / decompress a reference model into $(OUT)
+#   make clean        remove bin/ and $(OUT) (the cache stays; rm -rf $(NWC_CACHE) for that)
+
+NWC_CACHE ?= $(HOME)/.cache/nwc
+GO        ?= go
+BIN       ?= bin
+OUT       ?= out
+FUZZTIME  ?= 60s
+TESTFLAGS ?=
+GOFLAGS_BUILD ?=
+
+ORT_LIB := $(NWC_CACHE)/lib/libonnxruntime.so
+
+# cgo: github.com/daulet/tokenizers links against $(NWC_CACHE)/lib/libtokenizers.a
+CGO_LDFLAGS += -L$(NWC_CACHE)/lib
+export CGO_LDFLAGS
+export NWC_CACHE
+
+TEST_ENV := ONNXRUNTIME_SHARED_LIBRARY_PATH=$(ORT_LIB) NWC_REQUIRE_ORT=1 NWC_REQUIRE_MODELS=1
+
+# Go files to gofmt-check (skip VCS, testdata, outputs).
+FIND_GOFILES = find . -type d \( -name .git -o -name testdata -o -path ./out -o -path ./bin -o -name node_modules \) -prune -o -type f -name '*.go' -print
+
+.PHONY: all setup setup-check setup-train build test fmt-check vet fuzz demo clean
+
+all: build
+
+setup:
+	NWC_CACHE=$(NWC_CACHE) scripts/setup.sh
+
+# only the small numpy+gguf venv (also part of `make setup`)
+setup-check:
+	NWC_CACHE=$(NWC_CACHE) scripts/setup.sh check-venv
+
+setup-train:
+	NWC_CACHE=$(NWC_CACHE) scripts/setup-train.sh
+
+build:
+	@mkdir -p $(BIN)
+	$(GO) build $(GOFLAGS_BUILD) -o $(BIN)/nwc ./cmd/nwc
+
+fmt-check:
+	@bad="$$($(FIND_GOFILES) | xargs -r gofmt -l)"; \
+	if [ -n "$$bad" ]; then echo "gofmt: these files need formatting (run gofmt -w):"; echo "$$bad"; exit 1; fi; \
+	echo "gofmt: ok"
+
+vet:
+	$(GO) vet ./...
+
+test: setup fmt-check
+	$(TEST_ENV) $(GO) vet ./...
+	$(TEST_ENV) $(GO) test $(TESTFLAGS) ./...
+
+# Runs each fuzz target (go test -list 'Fuzz.*', per package) for $(FUZZTIME).
+fuzz:
+	@set -e; for pkg in $$($(GO) list ./...); do \
+		for f in $$($(GO) test -list 'Fuzz.*' $$pkg | grep '^Fuzz' || true); do \
+			echo "== $$pkg $$f ($(FUZZTIME))"; \
+			$(TEST_ENV) $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
+		done; \
+	done
+
+demo: setup build
+	@mkdir -p $(OUT)
+	$(BIN)/nwc inspect smollm2-135m
+	$(BIN)/nwc compress --codec lossless --model minilm-l6 -o $(OUT)/minilm.nwc
+	$(BIN)/nwc inspect $(OUT)/minilm.nwc
+	$(BIN)/nwc decompress $(OUT)/minilm.nwc -o $(OUT)/minilm.safetensors
+
+clean:
+	rm -rf $(BIN) $(OUT)
