@@ -1,0 +1,367 @@
+// Package gptq implements GPTQ (Frantar et al., 2022) as a baseline codec:
+// asymmetric uniform quantization with per-(row, group) fp16 scale and zero
+// point, columns quantized first to last with optimal-brain-surgeon error
+// compensation through the upper Cholesky factor of H^-1. Its output is a
+// loader/codec RTN payload (codec id 16), so GPTQ needs no decoder of its
+// own.
+//
+// It follows the reference code (gptq.py, fasterquant) with act_order off
+// and static_groups off:
+//
+//	dead = diag(H) == 0: H[dead, dead] = 1, W[:, dead] = 0
+//	H += Damping * mean(diag(H)) * I
+//	U = cholesky(H^-1, upper)            (H^-1 = U^T U)
+//	for blocks [i1, i2) of BlockSize columns:
+//	    W1 = W[:, i1:i2]
+//	    for i in i1..i2-1:
+//	        if i % Group == 0: scale, zero per row from W[:, i:i+Group]
+//	            (W as lazily updated: in-block updates are in W1 only)
+//	        q = (clamp(round(W1[:, i]/scale) + zero, 0, maxq) - zero) * scale
+//	        err = (W1[:, i] - q) / U[i, i]
+//	        W1[:, i:i2] -= err U[i, i:i2]
+//	        E[:, i] = err
+//	    W[:, i2:] -= E U[i1:i2, i2:]
+//
+// Deviations, all deliberate: the scale and zero point are rounded to fp16
+// before any code is chosen, and the error fed back is the one of the
+// fp16-decoded value, so what GPTQ optimized is exactly what DecodeRTN
+// gives; the group-parameter rule is loader/codec RTN's (range always holds
+// 0; an all-zero range gets scale 1, where the reference uses [-1, 1]), so
+// with H = I GPTQ gives RTN's payload byte for byte; arithmetic is float64
+// (the reference runs float32 on a GPU); a non-PD H gets its damping raised
+// by factors of 10 (Result.Note) instead of failing.
+package gptq
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"runtime"
+	"sync"
+	"sync/atomic"
+
+	"github.com/nwc-project/nwc/loader/codec"
+	"github.com/nwc-project/nwc/loader/tensor"
+	"github.com/nwc-project/nwc/ortcodec/ldlq"
+)
+
+// Defaults of the reference configuration.
+const (
+	DefaultGroup      = 128
+	DefaultBlockSize  = 128
+	DefaultDamping    = 0.01
+	DefaultMaxDamping = 1.0
+)
+
+// Errors, wrapped with context; test with errors.Is. Shape and finiteness
+// errors reuse the ldlq sentinels.
+var (
+	ErrShape     = ldlq.ErrShape
+	ErrNotFinite = ldlq.ErrNotFinite
+	ErrNotPD     = ldlq.ErrNotPD
+	ErrOptions   = errors.New("gptq: bad options")
+)
+
+// Options configures Quantize.
+type Options struct {
+	// Bits per code, 1..8 (required).
+	Bits int
+	// Group is the number of columns per (scale, zero) group (0 = 128).
+	Group int
+	// BlockSize is the lazy-update block width (0 = 128).
+	BlockSize int
+	// Damping is the relative damping (0 = 0.01): Damping*mean(diag(H)) is
+	// added to the diagonal.
+	Damping float64
+	// MaxDamping bounds the damping raised for a non-PD H (0 = 1.0).
+	MaxDamping float64
+	// Workers bounds the goroutines (0 = GOMAXPROCS). Results do not depend
+	// on it.
+	Workers int
+}
+
+func (o Options) withDefaults() (Options, error) {
+	if o.Group == 0 {
+		o.Group = DefaultGroup
+	}
+	if o.BlockSize == 0 {
+		o.BlockSize = DefaultBlockSize
+	}
+	if o.Damping == 0 {
+		o.Damping = DefaultDamping
+	}
+	if o.MaxDamping == 0 {
+		o.MaxDamping = DefaultMaxDamping
+	}
+	if o.Workers <= 0 {
+		o.Workers = runtime.GOMAXPROCS(0)
+	}
+	if o.Bits < 1 || o.Bits > 8 {
+		return o, fmt.Errorf("%w: bits %d outside 1..8", ErrOptions, o.Bits)
+	}
+	if o.Group < 1 || o.Group > 1<<20 || o.BlockSize < 1 || o.BlockSize > ldlq.MaxN {
+		return o, fmt.Errorf("%w: group %d, block size %d", ErrOptions, o.Group, o.BlockSize)
+	}
+	if !(o.Damping > 0) || !(o.MaxDamping >= o.Damping) || math.IsInf(o.MaxDamping, 0) {
+		return o, fmt.Errorf("%w: damping %g, max damping %g", ErrOptions, o.Damping, o.MaxDamping)
+	}
+	return o, nil
+}
+
+// Result is a GPTQ-quantized matrix.
+type Result struct {
+	// Codec and Payload: a loader/codec RTN payload (codec id
+	// codec.IDRTN, params Codec.Params()) of the m x n matrix.
+	Codec   codec.RTN
+	Payload []byte
+	// What is the m x n reconstruction, exactly what the payload decodes to.
+	What []float32
+	// Damping is the relative damping used; Note is set when it had to be
+	// raised above Options.Damping.
+	Damping float64
+	Note    string
+	// Dead counts the columns with diag(H) = 0 (zeroed, as the reference).
+	Dead int
+}
+
+// Quantize runs GPTQ on W (m x n, row-major) with H (n x n, row-major, = X^T
+// X over the inputs; nil means the identity, where GPTQ is exactly RTN).
+func Quantize(ctx context.Context, W []float32, m, n int, H []float64, opts Options) (*Result, error) {
+	opts, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if m < 1 || n < 1 || n > ldlq.MaxN || int64(m)*int64(n) > ldlq.MaxWeights || len(W) != m*n {
+		return nil, fmt.Errorf("%w: W has %d values as %d x %d", ErrShape, len(W), m, n)
+	}
+	if H != nil && len(H) != n*n {
+		return nil, fmt.Errorf("%w: H has %d values, want %d x %d", ErrShape, len(H), n, n)
+	}
+	for i, v := range W {
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+			return nil, fmt.Errorf("%w: W[%d, %d] = %v", ErrNotFinite, i/n, i%n, v)
+		}
+	}
+	res := &Result{Codec: codec.RTN{Bits: opts.Bits, Group: opts.Group}, Damping: opts.Damping}
+	dead := make([]bool, n)
+	U, err := res.hinvFactor(H, n, dead, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	g := min(opts.Group, n)
+	ng := (n + g - 1) / g
+	st := &state{
+		n: n, g: g, ng: ng, bs: opts.BlockSize, maxq: float32(int(1)<<opts.Bits - 1), U: U, dead: dead,
+		W: W, What: make([]float32, m*n), codes: make([]uint8, m*n),
+		scales: make([]uint16, m*ng), zeros: make([]uint16, m*ng),
+	}
+	const batch = 8 // rows sharing each pass over U
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	workers := min(opts.Workers, (m+batch-1)/batch)
+	for k := 0; k < workers; k++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				lo := int(next.Add(batch)) - batch
+				if lo >= m || ctx.Err() != nil {
+					return
+				}
+				st.rows(lo, min(lo+batch, m))
+			}
+		}()
+	}
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	res.What = st.What
+	res.Payload, err = codec.PackRTN(res.Codec, m, n, st.scales, st.zeros, st.codes)
+	if err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// hinvFactor returns U (n x n row-major, upper) with (H')^-1 = U^T U for
+// the damped H' (identity H: U = I/sqrt(1+damping)), marking dead columns.
+func (res *Result) hinvFactor(H []float64, n int, dead []bool, opts Options) ([]float64, error) {
+	a := make([]float64, n*n)
+	if H == nil {
+		for i := 0; i < n; i++ {
+			a[i*n+i] = 1
+		}
+	} else {
+		for i, v := range H {
+			if math.IsNaN(v) || math.IsInf(v, 0) {
+				return nil, fmt.Errorf("%w: H[%d, %d] = %v", ErrNotFinite, i/n, i%n, v)
+			}
+		}
+		for i := 0; i < n; i++ {
+			for j := 0; j < n; j++ {
+				a[i*n+j] = (H[i*n+j] + H[j*n+i]) / 2
+			}
+			if a[i*n+i] == 0 {
+				dead[i] = true
+				res.Dead++
+				a[i*n+i] = 1
+			}
+		}
+	}
+	var mean float64
+	for i := 0; i < n; i++ {
+		mean += a[i*n+i]
+	}
+	mean /= float64(n)
+	if !(mean > 0) || math.IsInf(mean, 0) {
+		return nil, fmt.Errorf("%w: mean diagonal %g", ErrNotPD, mean)
+	}
+	// H' = J K K^T J with K = chol(J H' J) (J reverses the order) is
+	// R R^T with R = J K J upper, so H'^-1 = R^-T R^-1 = U^T U with
+	// U = R^-1 = J K^-1 J: one Cholesky and one triangular inverse.
+	rev := make([]float64, n*n)
+	var err error
+	for damp := opts.Damping; damp <= opts.MaxDamping*(1+1e-12); damp *= 10 {
+		for i := 0; i < n; i++ {
+			for j := 0; j <= i; j++ {
+				rev[i*n+j] = a[(n-1-i)*n+(n-1-j)]
+			}
+			rev[i*n+i] += damp * mean
+		}
+		if err = ldlq.Cholesky(rev, n, opts.Workers); err == nil {
+			if damp != opts.Damping {
+				res.Note = fmt.Sprintf("H + %g*mean(diag)*I not positive definite; damping raised to %g", opts.Damping, damp)
+			}
+			res.Damping = damp
+			break
+		}
+		if !errors.Is(err, ErrNotPD) {
+			return nil, err
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w (tried damping %g to %g)", err, opts.Damping, opts.MaxDamping)
+	}
+	kinv, err := ldlq.InvertLower(rev, n, opts.Workers)
+	if err != nil {
+		return nil, err
+	}
+	U := rev // reuse: U[i, j] = K^-1[n-1-i, n-1-j]
+	for i := 0; i < n; i++ {
+		for j := 0; j < n; j++ {
+			U[i*n+j] = kinv[(n-1-i)*n+(n-1-j)]
+		}
+	}
+	return U, nil
+}
+
+type state struct {
+	n, g, ng, bs int
+	maxq         float32
+	U            []float64
+	dead         []bool
+	W            []float32
+	What         []float32
+	codes        []uint8
+	scales       []uint16
+	zeros        []uint16
+}
+
+// rows quantizes rows [lo, hi) (independent of all other rows).
+func (st *state) rows(lo, hi int) {
+	n, bs, U := st.n, st.bs, st.U
+	R := hi - lo
+	w := make([][]float64, R)  // lazily updated rows
+	w1 := make([][]float64, R) // current block, eagerly updated
+	errs := make([][]float64, R)
+	scale := make([]float32, R)
+	zero := make([]float32, R)
+	for k := range w {
+		w[k] = make([]float64, n)
+		for c, v := range st.W[(lo+k)*n : (lo+k+1)*n] {
+			if !st.dead[c] {
+				w[k][c] = float64(v)
+			}
+		}
+		w1[k] = make([]float64, bs)
+		errs[k] = make([]float64, bs)
+	}
+	for i1 := 0; i1 < n; i1 += bs {
+		i2 := min(i1+bs, n)
+		for k := range w {
+			copy(w1[k], w[k][i1:i2])
+		}
+		for col := i1; col < i2; col++ {
+			i := col - i1
+			if col%st.g == 0 {
+				gi := col / st.g
+				for k := range w {
+					o := (lo+k)*st.ng + gi
+					st.scales[o], st.zeros[o], scale[k], zero[k] = params(w[k][col:min(col+st.g, n)], st.maxq)
+				}
+			}
+			urow := U[col*n : (col+1)*n]
+			d := urow[col]
+			for k := range w {
+				v := float32(w1[k][i])
+				c := float32(math.RoundToEven(float64(v/scale[k]))) + zero[k]
+				c = min(max(c, 0), st.maxq)
+				q := (c - zero[k]) * scale[k]
+				o := (lo+k)*n + col
+				st.codes[o] = uint8(c)
+				st.What[o] = q
+				e := (w1[k][i] - float64(q)) / d
+				errs[k][i] = e
+				axpyNeg(w1[k][i:i2-i1], e, urow[col:i2])
+			}
+		}
+		if i2 == n {
+			break
+		}
+		for col := i1; col < i2; col++ {
+			urow := U[col*n+i2 : (col+1)*n]
+			for k := range w {
+				if e := errs[k][col-i1]; e != 0 {
+					axpyNeg(w[k][i2:], e, urow)
+				}
+			}
+		}
+	}
+}
+
+// params returns the fp16 scale and zero of a group and their float32
+// values, exactly as codec.RTN.Encode computes them.
+func params(grp []float64, maxq float32) (hs, hz uint16, scale, zero float32) {
+	lo, hi := float32(0), float32(0)
+	for _, v := range grp {
+		lo = min(lo, float32(v))
+		hi = max(hi, float32(v))
+	}
+	scale = (hi - lo) / maxq
+	if scale == 0 {
+		scale = 1
+	}
+	hs = tensor.F32ToF16(scale)
+	scale = tensor.F16ToF32(hs)
+	if scale == 0 || math.IsInf(float64(scale), 0) {
+		hs = tensor.F32ToF16(1)
+		scale = 1
+	}
+	z := min(max(float32(math.RoundToEven(float64(-lo/scale))), 0), maxq)
+	hz = tensor.F32ToF16(z)
+	zero = tensor.F16ToF32(hz)
+	return
+}
+
+// axpyNeg computes y -= a*x over len(y).
+func axpyNeg(y []float64, a float64, x []float64) {
+	x = x[:len(y)]
+	for i := range y {
+		y[i] -= a * x[i]
+	}
+}
