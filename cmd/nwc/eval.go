@@ -1,0 +1,160 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+
+	"github.com/nwc-project/nwc/eval"
+	"github.com/nwc-project/nwc/loader"
+	"github.com/nwc-project/nwc/plugin/llama"
+	"github.com/nwc-project/nwc/plugin/tokenizer"
+)
+
+// evalJSON is what `nwc eval --json` prints: the eval report plus how long
+// opening (and, for .nwc files, decoding) the model took.
+type evalJSON struct {
+	eval.Report
+	Provider           string  `json:"provider"`
+	LoadSeconds        float64 `json:"load_seconds"`
+	FileBytes          int64   `json:"file_bytes,omitempty"`
+	LinearBitsPerW     float64 `json:"linear_bits_per_weight,omitempty"`
+	ReferenceLoadSecs  float64 `json:"reference_load_seconds,omitempty"`
+	ReferenceTokenizer string  `json:"tokenizer_origin"`
+}
+
+type lmFlags struct {
+	provider string
+	threads  int
+}
+
+func (f *lmFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.provider, "provider", "cpu", "ONNX Runtime execution provider: cpu or cuda (falls back to cpu)")
+	fs.IntVar(&f.threads, "threads", 0, "ONNX Runtime intra-op threads (0 = its default)")
+}
+
+// openLM opens a model and its runtime; it returns the load time.
+func openLM(nameOrPath string, f lmFlags) (*llama.Model, float64, error) {
+	start := time.Now()
+	m, err := llama.Open(nameOrPath, llama.Options{Provider: f.provider, Threads: f.threads,
+		Logf: func(format string, args ...any) { fmt.Fprintf(os.Stderr, "nwc: "+format+"\n", args...) }})
+	if err != nil {
+		return nil, 0, err
+	}
+	return m, time.Since(start).Seconds(), nil
+}
+
+func runEval(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("eval", flag.ContinueOnError)
+	model := fs.String("model", "", "model: reference name, GGUF, safetensors or .nwc path")
+	ref := fs.String("reference", "", "reference model for the KL divergence (same tokenizer)")
+	text := fs.String("text", "", "text file, one row per line (default: the WikiText-2 test text the project carries)")
+	seqLen := fs.Int("seq-len", eval.DefaultSeqLen, "window length in tokens")
+	maxWin := fs.Int("max-windows", 0, "evaluate only the first K windows (0 = all)")
+	asJSON := fs.Bool("json", false, "print a JSON report")
+	quiet := fs.Bool("q", false, "no progress bar")
+	var lf lmFlags
+	lf.register(fs)
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if *model == "" && len(pos) == 1 {
+		*model = pos[0]
+	} else if len(pos) > 0 {
+		return fmt.Errorf("eval: unexpected arguments %v", pos)
+	}
+	if *model == "" {
+		fmt.Fprintln(os.Stderr, "usage: nwc eval --model NAME|PATH [--reference NAME|PATH] [--text PATH] [--seq-len N] [--max-windows K] [--json]")
+		return errUsage
+	}
+	src, _, err := loader.Open(*model)
+	if err != nil {
+		return err
+	}
+	tok, err := tokenizer.ForSource(src)
+	if err != nil {
+		src.Close()
+		return err
+	}
+	defer tok.Close()
+	out := evalJSON{}
+	if nf, ok := src.(*loader.NWCFile); ok {
+		out.FileBytes = nf.Container().Size()
+		out.LinearBitsPerW = linearBits(nf)
+	}
+	src.Close()
+
+	lm, loadSecs, err := openLM(*model, lf)
+	if err != nil {
+		return err
+	}
+	defer lm.Close()
+	out.LoadSeconds, out.Provider = loadSecs, lm.Provider()
+	var refLM eval.LM
+	if *ref != "" {
+		r, secs, err := openLM(*ref, lf)
+		if err != nil {
+			return err
+		}
+		defer r.Close()
+		if r.Vocab() != lm.Vocab() {
+			return fmt.Errorf("eval: reference vocabulary %d differs from the model's %d", r.Vocab(), lm.Vocab())
+		}
+		refLM, out.ReferenceLoadSecs = r, secs
+	}
+	var bar *progressbar.ProgressBar
+	opts := eval.Options{SeqLen: *seqLen, MaxWindows: *maxWin}
+	if !*quiet && !*asJSON {
+		opts.Progress = func(p eval.Progress) {
+			if bar == nil {
+				bar = progressbar.NewOptions(p.Windows, progressbar.OptionSetWriter(os.Stderr),
+					progressbar.OptionSetDescription("eval"), progressbar.OptionShowCount(),
+					progressbar.OptionSetPredictTime(true), progressbar.OptionSetWidth(30))
+			}
+			bar.Describe(fmt.Sprintf("eval ppl %.3f", p.Perplexity))
+			bar.Set(p.Window)
+		}
+	}
+	rep, err := eval.Evaluate(ctx, lm, refLM, tok, eval.Config{Model: *model, Reference: *ref, TextPath: *text, Options: opts})
+	if bar != nil {
+		bar.Finish()
+		fmt.Fprintln(os.Stderr)
+	}
+	if err != nil {
+		return err
+	}
+	out.Report = rep
+	if *asJSON {
+		return writeJSON(os.Stdout, out)
+	}
+	if err := rep.WriteText(os.Stdout); err != nil {
+		return err
+	}
+	fmt.Printf("load:            %.1f s (%s)\n", out.LoadSeconds, out.Provider)
+	if out.FileBytes > 0 {
+		fmt.Printf("file:            %d bytes; linear weights at %.3f bits/weight\n", out.FileBytes, out.LinearBitsPerW)
+	}
+	return nil
+}
+
+// linearBits is the bits/weight of the transformer blocks' linear weights
+// in a .nwc file, from section bytes.
+func linearBits(nf *loader.NWCFile) float64 {
+	var bytes, n int64
+	for _, e := range nf.Container().Entries() {
+		ti := e.Info()
+		if loader.IsBlockLinear(ti) {
+			bytes += e.SectionSize()
+			n += ti.NumElements()
+		}
+	}
+	if n == 0 {
+		return 0
+	}
+	return 8 * float64(bytes) / float64(n)
+}
