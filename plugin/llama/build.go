@@ -1,0 +1,356 @@
+package llama
+
+import (
+	"fmt"
+	"math"
+	"slices"
+
+	"github.com/nwc-project/nwc/loader/tensor"
+	"github.com/nwc-project/nwc/plugin/onnx"
+)
+
+// Graph input and output names.
+const (
+	InputIDs   = "input_ids" // int64 [batch, seq]
+	OutputName = "logits"    // float32 [batch, seq, vocab]
+)
+
+// Attention implementations Build can emit.
+const (
+	// AttentionStandard: standard ONNX operators only (MatMul, Where,
+	// Softmax, ...); runs on any ONNX Runtime execution provider.
+	AttentionStandard = "standard"
+	// AttentionGQA: ONNX Runtime's com.microsoft GroupQueryAttention contrib
+	// operator (causal, rotary applied inside); faster on the CPU for long
+	// windows, ONNX Runtime only.
+	AttentionGQA = "gqa"
+)
+
+// BuildOptions tunes Build.
+type BuildOptions struct {
+	// Opset is the default-domain opset, 17..23 (0: onnx.DefaultOpset = 17).
+	Opset int64
+	// Attention is AttentionStandard (default, "") or AttentionGQA.
+	Attention string
+}
+
+// Build constructs the ONNX model of a Llama decoder with cfg's
+// hyper-parameters and src's weights (dequantized to float32, stored as
+// initializers) and returns the serialised model.
+//
+// Graph: input_ids int64 [batch, seq] (both dynamic); positions 0..seq-1;
+// output logits float32 [batch, seq, vocab]. Everything is computed in
+// float32:
+//
+//	x = Gather(embed, ids)
+//	per layer: h = x + Wo·Attn(RoPE(Wq·n), RoPE(Wk·n), Wv·n), n = RMSNorm(x)
+//	           x = h + Wdown·(SiLU(Wgate·m) * Wup·m),        m = RMSNorm(h)
+//	logits = RMSNorm(x) · Eᵀ   (E = output head, or the embedding when tied)
+//
+// Rotary embedding uses the Hugging Face rotate-half convention; GGUF
+// attn_q/attn_k rows (permuted by llama.cpp's converter for ggml's
+// adjacent-pair rotation) are un-permuted here. Attention is grouped-query
+// with a causal mask; there is no KV cache (the graph scores whole windows).
+func Build(cfg Config, src tensor.Source, opts BuildOptions) ([]byte, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	switch opts.Attention {
+	case "", AttentionStandard, AttentionGQA:
+	default:
+		return nil, fmt.Errorf("llama: unknown attention implementation %q (want %q or %q)", opts.Attention, AttentionStandard, AttentionGQA)
+	}
+	if opts.Opset != 0 && (opts.Opset < 17 || opts.Opset > 23) {
+		return nil, fmt.Errorf("llama: opset %d not supported (17..23)", opts.Opset)
+	}
+	if opts.Attention == AttentionGQA && cfg.HeadDim%16 != 0 {
+		return nil, fmt.Errorf("llama: GroupQueryAttention with rotary needs head_dim %% 16 == 0, have %d (use %q attention)", cfg.HeadDim, AttentionStandard)
+	}
+	b := &builder{cfg: cfg, src: src, infos: src.Tensors(), n: names(cfg.Naming), gqa: opts.Attention == AttentionGQA}
+	g := onnx.NewGraph("llama")
+	if opts.Opset > 0 {
+		g.Opset = opts.Opset
+	}
+	b.g = g
+	if err := b.build(); err != nil {
+		return nil, err
+	}
+	return g.Marshal()
+}
+
+type builder struct {
+	cfg   Config
+	src   tensor.Source
+	infos []tensor.Info
+	n     tensorNames
+	g     *onnx.Graph
+	buf   []float32
+	gqa   bool
+}
+
+// read reads the named tensor as float32 and checks its shape.
+func (b *builder) read(name string, shape ...int64) ([]float32, error) {
+	info, ok := tensor.Find(b.infos, name)
+	if !ok {
+		return nil, fmt.Errorf("llama: weight %s: %w", name, tensor.ErrNotFound)
+	}
+	if !slices.Equal(info.Shape, shape) {
+		return nil, fmt.Errorf("llama: weight %s has shape %v, want %v: %w", name, info.Shape, shape, tensor.ErrShape)
+	}
+	v, err := b.src.ReadFloat32(name, b.buf)
+	if err != nil {
+		return nil, fmt.Errorf("llama: read %s: %w", name, err)
+	}
+	b.buf = v
+	return v, nil
+}
+
+// vector adds a 1-D weight as an initializer under its own name.
+func (b *builder) vector(name string, n int) (string, error) {
+	v, err := b.read(name, int64(n))
+	if err != nil {
+		return "", err
+	}
+	return b.g.InitFloat32(name, []int64{int64(n)}, v), nil
+}
+
+// linear adds the weight W [out, in] of y = x·Wᵀ as the initializer
+// "<name>.T" of shape [in, out], after un-permuting rotary rows when
+// heads > 0 (GGUF attn_q / attn_k).
+func (b *builder) linear(name string, out, in int, heads int) (string, error) {
+	w, err := b.read(name, int64(out), int64(in))
+	if err != nil {
+		return "", err
+	}
+	if heads > 0 && b.cfg.Naming == NamingGGUF {
+		w = unpermuteRows(w, out, in, heads)
+	}
+	return b.g.InitFloat32(name+".T", []int64{int64(in), int64(out)}, transpose(w, out, in)), nil
+}
+
+// transpose returns the [cols, rows] transpose of the row-major [rows, cols]
+// matrix w, in cache-friendly blocks.
+func transpose(w []float32, rows, cols int) []float32 {
+	const bs = 32
+	t := make([]float32, len(w))
+	for r0 := 0; r0 < rows; r0 += bs {
+		r1 := min(r0+bs, rows)
+		for c0 := 0; c0 < cols; c0 += bs {
+			c1 := min(c0+bs, cols)
+			for r := r0; r < r1; r++ {
+				row := w[r*cols : (r+1)*cols]
+				for c := c0; c < c1; c++ {
+					t[c*rows+r] = row[c]
+				}
+			}
+		}
+	}
+	return t
+}
+
+// unpermuteRows undoes llama.cpp's permutation of attn_q/attn_k rows: per
+// head, GGUF row 2j+i (i in {0,1}, j < head_dim/2) is Hugging Face row
+// i*head_dim/2 + j. It returns a new slice.
+func unpermuteRows(w []float32, out, in, heads int) []float32 {
+	hd := out / heads
+	half := hd / 2
+	res := make([]float32, len(w))
+	for h := 0; h < heads; h++ {
+		for i := 0; i < 2; i++ {
+			for j := 0; j < half; j++ {
+				dst := h*hd + i*half + j
+				src := h*hd + 2*j + i
+				copy(res[dst*in:(dst+1)*in], w[src*in:(src+1)*in])
+			}
+		}
+	}
+	return res
+}
+
+func (b *builder) build() error {
+	c := b.cfg
+	g := b.g
+	D, H, KV, hd := c.Hidden, c.Heads, c.KVHeads, c.HeadDim
+	G := H / KV
+	ids := g.Input(InputIDs, onnx.Int64, onnx.P("batch"), onnx.P("seq"))
+
+	// Embedding (kept as [vocab, d]; the tied head reuses it through Gemm).
+	emb, err := b.read(b.n.embed, int64(c.Vocab), int64(D))
+	if err != nil {
+		return err
+	}
+	embName := g.InitFloat32(b.n.embed, []int64{int64(c.Vocab), int64(D)}, emb)
+	x := g.Node("Gather", []string{embName, ids}, onnx.AttrInt("axis", 0))
+
+	// Positions and the rotary tables cos/sin [seq, 1, hd], in float32 as
+	// Hugging Face computes them: inv_freq = theta^(-2j/hd), angle = pos*inv_freq.
+	idsShape := g.Op("Shape", ids)
+	seqLen := g.Node("Gather", []string{idsShape, g.ScalarInt64(1)}, onnx.AttrInt("axis", 0))
+	pos := g.Op("Range", g.ScalarInt64(0), seqLen, g.ScalarInt64(1)) // [seq] int64
+	posF := g.Node("Cast", []string{pos}, onnx.AttrInt("to", int64(onnx.Float)))
+	invFreq := make([]float32, hd)
+	for j := 0; j < hd/2; j++ {
+		// HF: 1 / (base ** (arange(0, dim, 2).float() / dim)), in float32.
+		e := float32(2*j) / float32(hd)
+		f := float32(1 / math.Pow(c.RopeTheta, float64(e)))
+		invFreq[j], invFreq[j+hd/2] = f, f
+	}
+	invF := g.InitFloat32("rope.inv_freq", []int64{1, int64(hd)}, invFreq)
+	angles := g.Op("Mul", g.Node("Unsqueeze", []string{posF, g.ConstInt64(1)}), invF) // [seq, hd]
+
+	eps := g.ScalarFloat32(float32(c.RMSEps))
+	two := g.ScalarFloat32(2)
+	lastAxis := g.ConstInt64(-1)
+	rmsnorm := func(x, w string) string {
+		var ms string
+		if g.Opset >= 18 { // axes became an input
+			ms = g.Node("ReduceMean", []string{g.Op("Pow", x, two), lastAxis}, onnx.AttrInt("keepdims", 1))
+		} else {
+			ms = g.Node("ReduceMean", []string{g.Op("Pow", x, two)}, onnx.AttrInts("axes", -1), onnx.AttrInt("keepdims", 1))
+		}
+		return g.Op("Mul", w, g.Op("Div", x, g.Op("Sqrt", g.Op("Add", ms, eps))))
+	}
+
+	// GroupQueryAttention inputs: the rotary caches [seq, hd/2], the
+	// per-sequence seqlens_k (total length - 1, int32 [batch]) and the total
+	// length (int32 scalar).
+	var gqaIn []string
+	if b.gqa {
+		anglesHalf := g.Node("Slice", []string{angles, g.ConstInt64(0), g.ConstInt64(int64(hd / 2)), g.ConstInt64(1)})
+		batch := g.Node("Slice", []string{idsShape, g.ConstInt64(0), g.ConstInt64(1)})
+		seqM1 := g.Op("Sub", seqLen, g.ScalarInt64(1))
+		seqlensK := g.Node("Cast", []string{g.Op("Expand", seqM1, batch)}, onnx.AttrInt("to", int64(onnx.Int32)))
+		total := g.Node("Cast", []string{seqLen}, onnx.AttrInt("to", int64(onnx.Int32)))
+		gqaIn = []string{seqlensK, total, g.Op("Cos", anglesHalf), g.Op("Sin", anglesHalf)}
+	}
+
+	// The standard-operator attention's shared values, made on first use.
+	var cos, sin, keep, negInf, scale, shape4q, shape4kv, shape5q, shape5kv, shape3 string
+	setup := func() {
+		if cos != "" {
+			return
+		}
+		angles3 := g.Op("Unsqueeze", angles, g.ConstInt64(1)) // [seq, 1, hd]
+		cos, sin = g.Op("Cos", angles3), g.Op("Sin", angles3)
+		// Causal mask [seq, seq]: key position <= query position.
+		keep = g.Op("LessOrEqual", g.Op("Unsqueeze", pos, g.ConstInt64(0)), g.Op("Unsqueeze", pos, g.ConstInt64(1)))
+		negInf = g.ScalarFloat32(float32(math.Inf(-1)))
+		scale = g.ScalarFloat32(float32(1 / math.Sqrt(float64(hd))))
+		shape4q = g.ConstInt64(0, 0, int64(H), int64(hd))
+		shape4kv = g.ConstInt64(0, 0, int64(KV), int64(hd))
+		shape5q = g.ConstInt64(0, 0, int64(KV), int64(G), int64(hd))
+		shape5kv = g.ConstInt64(0, 0, int64(KV), 1, int64(hd))
+		shape3 = g.ConstInt64(0, 0, int64(H*hd))
+	}
+	rope := func(x string) string { // x [batch, seq, heads, hd]
+		splitAttrs := []onnx.Attr{onnx.AttrInt("axis", -1)}
+		if g.Opset >= 18 { // num_outputs is required from opset 18
+			splitAttrs = append(splitAttrs, onnx.AttrInt("num_outputs", 2))
+		}
+		halves := g.NodeN("Split", []string{x}, 2, splitAttrs...)
+		rot := g.Node("Concat", []string{g.Op("Neg", halves[1]), halves[0]}, onnx.AttrInt("axis", -1))
+		return g.Op("Add", g.Op("Mul", x, cos), g.Op("Mul", rot, sin))
+	}
+	transpose := func(x string, perm ...int64) string {
+		return g.Node("Transpose", []string{x}, onnx.AttrInts("perm", perm...))
+	}
+	// attention in standard ONNX operators; returns Wo·Attn(...) [b, s, d].
+	attention := func(n, wq, wk, wv, wo string) string {
+		setup()
+		q := rope(g.Op("Reshape", g.Op("MatMul", n, wq), shape4q))  // [b, s, H, hd]
+		k := rope(g.Op("Reshape", g.Op("MatMul", n, wk), shape4kv)) // [b, s, KV, hd]
+		v := g.Op("MatMul", n, wv)
+		// Grouped-query attention without copying kv heads: query head
+		// h = kv*G + g attends with kv head kv (as HF's repeat_kv).
+		q5 := transpose(g.Op("Reshape", q, shape5q), 0, 2, 3, 1, 4)  // [b, KV, G, s, hd]
+		kT := transpose(g.Op("Reshape", k, shape5kv), 0, 2, 3, 4, 1) // [b, KV, 1, hd, s]
+		v5 := transpose(g.Op("Reshape", v, shape5kv), 0, 2, 3, 1, 4) // [b, KV, 1, s, hd]
+		scores := g.Op("Mul", g.Op("MatMul", q5, kT), scale)         // [b, KV, G, s, s]
+		scores = g.Op("Where", keep, scores, negInf)
+		probs := g.Node("Softmax", []string{scores}, onnx.AttrInt("axis", -1))
+		ctx := g.Op("MatMul", probs, v5)                             // [b, KV, G, s, hd]
+		ctx = g.Op("Reshape", transpose(ctx, 0, 3, 1, 2, 4), shape3) // [b, s, H*hd]
+		return g.Op("MatMul", ctx, wo)
+	}
+
+	for l := 0; l < c.Layers; l++ {
+		ln := func(part string) string { return b.n.layer(l, part) }
+		attnNorm, err := b.vector(ln(partAttnNorm), D)
+		if err != nil {
+			return err
+		}
+		wq, err := b.linear(ln(partQ), H*hd, D, H)
+		if err != nil {
+			return err
+		}
+		wk, err := b.linear(ln(partK), KV*hd, D, KV)
+		if err != nil {
+			return err
+		}
+		wv, err := b.linear(ln(partV), KV*hd, D, 0)
+		if err != nil {
+			return err
+		}
+		wo, err := b.linear(ln(partO), D, H*hd, 0)
+		if err != nil {
+			return err
+		}
+		n := rmsnorm(x, attnNorm)
+		if b.gqa {
+			outs := g.NodeDomain(onnx.MicrosoftDomain, 1, "GroupQueryAttention",
+				append([]string{g.Op("MatMul", n, wq), g.Op("MatMul", n, wk), g.Op("MatMul", n, wv), "", ""}, gqaIn...), 3,
+				onnx.AttrInt("num_heads", int64(H)), onnx.AttrInt("kv_num_heads", int64(KV)),
+				onnx.AttrInt("do_rotary", 1), onnx.AttrInt("rotary_interleaved", 0),
+				onnx.AttrFloat("scale", float32(1/math.Sqrt(float64(hd)))))
+			x = g.Op("Add", x, g.Op("MatMul", outs[0], wo))
+		} else {
+			x = g.Op("Add", x, attention(n, wq, wk, wv, wo))
+		}
+
+		ffnNorm, err := b.vector(ln(partFFNNorm), D)
+		if err != nil {
+			return err
+		}
+		wg, err := b.linear(ln(partGate), c.FFN, D, 0)
+		if err != nil {
+			return err
+		}
+		wu, err := b.linear(ln(partUp), c.FFN, D, 0)
+		if err != nil {
+			return err
+		}
+		wd, err := b.linear(ln(partDown), D, c.FFN, 0)
+		if err != nil {
+			return err
+		}
+		m := rmsnorm(x, ffnNorm)
+		gate := g.Op("MatMul", m, wg)
+		act := g.Op("Mul", g.Op("Mul", gate, g.Op("Sigmoid", gate)), g.Op("MatMul", m, wu))
+		x = g.Op("Add", x, g.Op("MatMul", act, wd))
+	}
+
+	normW, err := b.vector(b.n.norm, D)
+	if err != nil {
+		return err
+	}
+	x = rmsnorm(x, normW)
+	head := embName
+	if !c.Tied {
+		w, err := b.read(b.n.head, int64(c.Vocab), int64(D))
+		if err != nil {
+			return err
+		}
+		head = g.InitFloat32(b.n.head, []int64{int64(c.Vocab), int64(D)}, w)
+	}
+	// logits = x · headᵀ as one Gemm over [batch*seq, d] (transB: the
+	// [vocab, d] weight is used as stored, shared with the embedding).
+	flat := g.Op("Reshape", x, g.ConstInt64(-1, int64(D)))
+	logits2 := g.Node("Gemm", []string{flat, head}, onnx.AttrInt("transB", 1))
+	outShape := g.Node("Concat", []string{
+		g.Node("Slice", []string{idsShape, g.ConstInt64(0), g.ConstInt64(2)}),
+		g.ConstInt64(int64(c.Vocab)),
+	}, onnx.AttrInt("axis", 0))
+	g.NodeOut("Reshape", []string{logits2, outShape}, []string{OutputName})
+	g.Output(OutputName, onnx.Float, onnx.P("batch"), onnx.P("seq"), onnx.D(int64(c.Vocab)))
+	return nil
+}

@@ -1,0 +1,292 @@
+package llama
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/nwc-project/nwc/loader/gguf"
+	"github.com/nwc-project/nwc/loader/tensor"
+)
+
+// Naming tells which tensor names (and q/k row layout) a checkpoint uses.
+type Naming string
+
+const (
+	// NamingGGUF: llama.cpp names (token_embd.weight, blk.N.attn_q.weight,
+	// ...), attn_q/attn_k rows permuted for ggml's rotary embedding.
+	NamingGGUF Naming = "gguf"
+	// NamingHF: Hugging Face names (model.embed_tokens.weight,
+	// model.layers.N.self_attn.q_proj.weight, ...), rows as trained.
+	NamingHF Naming = "hf"
+)
+
+// HFConfigAsset is the asset name of a Hugging Face config.json.
+const HFConfigAsset = "config.json"
+
+// ErrConfig is wrapped by the config readers when hyper-parameters are
+// missing or inconsistent.
+var ErrConfig = errors.New("llama config")
+
+// Config holds the hyper-parameters of a Llama-architecture decoder.
+type Config struct {
+	Arch       string // "llama"
+	Layers     int
+	Hidden     int // model width d
+	Heads      int
+	KVHeads    int
+	HeadDim    int
+	FFN        int // MLP inner width
+	Vocab      int
+	RopeTheta  float64
+	RMSEps     float64
+	ContextLen int // trained context (0: unknown); informational
+	// Tied: the output head is the token embedding (no separate tensor).
+	Tied   bool
+	Naming Naming
+}
+
+// Validate checks that the numbers are positive and consistent.
+func (c Config) Validate() error {
+	switch {
+	case c.Layers <= 0 || c.Hidden <= 0 || c.Heads <= 0 || c.KVHeads <= 0 || c.HeadDim <= 0 || c.FFN <= 0 || c.Vocab <= 0:
+		return fmt.Errorf("%w: non-positive size in %+v", ErrConfig, c)
+	case c.Heads%c.KVHeads != 0:
+		return fmt.Errorf("%w: %d heads not a multiple of %d kv heads", ErrConfig, c.Heads, c.KVHeads)
+	case c.HeadDim%2 != 0:
+		return fmt.Errorf("%w: odd head_dim %d", ErrConfig, c.HeadDim)
+	case c.RopeTheta <= 0 || c.RMSEps <= 0:
+		return fmt.Errorf("%w: rope theta %g / rms eps %g must be positive", ErrConfig, c.RopeTheta, c.RMSEps)
+	case c.Naming != NamingGGUF && c.Naming != NamingHF:
+		return fmt.Errorf("%w: unknown naming %q", ErrConfig, c.Naming)
+	}
+	return nil
+}
+
+// ConfigFromSource reads the config of src: from its GGUF metadata asset
+// (gguf-metadata.json, which GGUF files and .nwc files made from them carry),
+// else from a Hugging Face config.json asset. Vocab and Tied are checked
+// against the tensors.
+func ConfigFromSource(src tensor.Source) (Config, error) {
+	var cfg Config
+	var err error
+	found := false
+	for _, a := range src.Assets() {
+		if a.Name == gguf.MetadataAsset {
+			var kvs []gguf.KV
+			if kvs, err = gguf.ParseMetadataJSON(a.Data); err != nil {
+				return Config{}, fmt.Errorf("llama: %s: %w", a.Name, err)
+			}
+			cfg, err = ConfigFromGGUF(kvs)
+			found = true
+			break
+		}
+	}
+	if !found {
+		for _, a := range src.Assets() {
+			if a.Name == HFConfigAsset {
+				cfg, err = ConfigFromHF(a.Data)
+				found = true
+				break
+			}
+		}
+	}
+	if !found {
+		return Config{}, fmt.Errorf("%w: the model carries neither %s nor %s", ErrConfig, gguf.MetadataAsset, HFConfigAsset)
+	}
+	if err != nil {
+		return Config{}, err
+	}
+	return cfg.withTensors(src.Tensors())
+}
+
+// withTensors fills Vocab and Tied from the tensor list and checks shapes.
+func (c Config) withTensors(infos []tensor.Info) (Config, error) {
+	n := names(c.Naming)
+	emb, ok := tensor.Find(infos, n.embed)
+	if !ok {
+		return Config{}, fmt.Errorf("%w: no %s tensor", ErrConfig, n.embed)
+	}
+	if len(emb.Shape) != 2 || emb.Shape[1] != int64(c.Hidden) {
+		return Config{}, fmt.Errorf("%w: %s has shape %v, want [vocab, %d]", ErrConfig, n.embed, emb.Shape, c.Hidden)
+	}
+	if c.Vocab != 0 && int64(c.Vocab) != emb.Shape[0] {
+		return Config{}, fmt.Errorf("%w: vocab %d but %s has %d rows", ErrConfig, c.Vocab, n.embed, emb.Shape[0])
+	}
+	c.Vocab = int(emb.Shape[0])
+	_, hasHead := tensor.Find(infos, n.head)
+	c.Tied = !hasHead
+	return c, c.Validate()
+}
+
+// ConfigFromGGUF reads llama.* metadata.
+func ConfigFromGGUF(kvs []gguf.KV) (Config, error) {
+	m := make(map[string]gguf.Value, len(kvs))
+	for _, kv := range kvs {
+		m[kv.Key] = kv.Value
+	}
+	arch := "llama"
+	if v, ok := m["general.architecture"]; ok {
+		if s, ok := v.Str(); ok {
+			arch = s
+		}
+	}
+	if arch != "llama" {
+		return Config{}, fmt.Errorf("%w: architecture %q is not llama", ErrConfig, arch)
+	}
+	var missing []string
+	geti := func(key string, def int) int {
+		v, ok := m[arch+"."+key]
+		if !ok {
+			if def < 0 {
+				missing = append(missing, arch+"."+key)
+			}
+			return def
+		}
+		if u, ok := v.Uint(); ok {
+			return int(u)
+		}
+		if i, ok := v.Int(); ok {
+			return int(i)
+		}
+		missing = append(missing, arch+"."+key+" (not an integer)")
+		return def
+	}
+	getf := func(key string, def float64) float64 {
+		v, ok := m[arch+"."+key]
+		if !ok {
+			return def
+		}
+		if f, ok := v.Float(); ok {
+			return f
+		}
+		missing = append(missing, arch+"."+key+" (not a float)")
+		return def
+	}
+	c := Config{Arch: arch, Naming: NamingGGUF}
+	c.Layers = geti("block_count", -1)
+	c.Hidden = geti("embedding_length", -1)
+	c.FFN = geti("feed_forward_length", -1)
+	c.Heads = geti("attention.head_count", -1)
+	c.KVHeads = geti("attention.head_count_kv", c.Heads)
+	c.ContextLen = geti("context_length", 0)
+	c.Vocab = geti("vocab_size", 0)
+	c.RopeTheta = getf("rope.freq_base", 10000)
+	c.RMSEps = getf("attention.layer_norm_rms_epsilon", 1e-5)
+	if len(missing) > 0 {
+		return Config{}, fmt.Errorf("%w: GGUF metadata lacks %s", ErrConfig, strings.Join(missing, ", "))
+	}
+	c.HeadDim = geti("attention.key_length", 0)
+	if c.HeadDim == 0 && c.Heads > 0 {
+		c.HeadDim = c.Hidden / c.Heads
+	}
+	if rd := geti("rope.dimension_count", c.HeadDim); rd != c.HeadDim {
+		return Config{}, fmt.Errorf("%w: partial rotary (rope.dimension_count %d < head_dim %d) is not supported", ErrConfig, rd, c.HeadDim)
+	}
+	if v, ok := m[arch+".rope.scaling.type"]; ok {
+		if s, _ := v.Str(); s != "" && s != "none" {
+			return Config{}, fmt.Errorf("%w: rope scaling %q is not supported", ErrConfig, s)
+		}
+	}
+	return c, nil
+}
+
+// hfConfig is the subset of a Hugging Face LlamaConfig that nwc reads.
+type hfConfig struct {
+	ModelType        string          `json:"model_type"`
+	Architectures    []string        `json:"architectures"`
+	HiddenSize       int             `json:"hidden_size"`
+	Intermediate     int             `json:"intermediate_size"`
+	Layers           int             `json:"num_hidden_layers"`
+	Heads            int             `json:"num_attention_heads"`
+	KVHeads          int             `json:"num_key_value_heads"`
+	HeadDim          int             `json:"head_dim"`
+	VocabSize        int             `json:"vocab_size"`
+	RMSEps           float64         `json:"rms_norm_eps"`
+	RopeTheta        float64         `json:"rope_theta"`
+	MaxPos           int             `json:"max_position_embeddings"`
+	TieWordEmbedding *bool           `json:"tie_word_embeddings"`
+	RopeScaling      json.RawMessage `json:"rope_scaling"`
+	HiddenAct        string          `json:"hidden_act"`
+}
+
+// ConfigFromHF reads a Hugging Face config.json of a Llama model.
+func ConfigFromHF(data []byte) (Config, error) {
+	var h hfConfig
+	if err := json.Unmarshal(data, &h); err != nil {
+		return Config{}, fmt.Errorf("%w: config.json: %v", ErrConfig, err)
+	}
+	if h.ModelType != "llama" {
+		return Config{}, fmt.Errorf("%w: config.json model_type %q is not llama", ErrConfig, h.ModelType)
+	}
+	if h.HiddenAct != "" && h.HiddenAct != "silu" {
+		return Config{}, fmt.Errorf("%w: hidden_act %q is not supported (silu only)", ErrConfig, h.HiddenAct)
+	}
+	if s := strings.TrimSpace(string(h.RopeScaling)); s != "" && s != "null" {
+		return Config{}, fmt.Errorf("%w: rope_scaling %s is not supported", ErrConfig, s)
+	}
+	c := Config{
+		Arch: "llama", Naming: NamingHF,
+		Layers: h.Layers, Hidden: h.HiddenSize, FFN: h.Intermediate,
+		Heads: h.Heads, KVHeads: h.KVHeads, HeadDim: h.HeadDim, Vocab: h.VocabSize,
+		RMSEps: h.RMSEps, RopeTheta: h.RopeTheta, ContextLen: h.MaxPos,
+	}
+	if c.KVHeads == 0 {
+		c.KVHeads = c.Heads
+	}
+	if c.HeadDim == 0 && c.Heads > 0 {
+		c.HeadDim = c.Hidden / c.Heads
+	}
+	if c.RopeTheta == 0 {
+		c.RopeTheta = 10000
+	}
+	if c.RMSEps == 0 {
+		c.RMSEps = 1e-6
+	}
+	return c, nil
+}
+
+// tensorNames maps the parts of the model to checkpoint tensor names.
+type tensorNames struct {
+	embed, norm, head string
+	layer             func(i int, part string) string
+}
+
+// Layer parts, named as in GGUF.
+const (
+	partAttnNorm = "attn_norm"
+	partQ        = "attn_q"
+	partK        = "attn_k"
+	partV        = "attn_v"
+	partO        = "attn_output"
+	partFFNNorm  = "ffn_norm"
+	partGate     = "ffn_gate"
+	partUp       = "ffn_up"
+	partDown     = "ffn_down"
+)
+
+var hfParts = map[string]string{
+	partAttnNorm: "input_layernorm",
+	partQ:        "self_attn.q_proj",
+	partK:        "self_attn.k_proj",
+	partV:        "self_attn.v_proj",
+	partO:        "self_attn.o_proj",
+	partFFNNorm:  "post_attention_layernorm",
+	partGate:     "mlp.gate_proj",
+	partUp:       "mlp.up_proj",
+	partDown:     "mlp.down_proj",
+}
+
+func names(n Naming) tensorNames {
+	if n == NamingHF {
+		return tensorNames{
+			embed: "model.embed_tokens.weight", norm: "model.norm.weight", head: "lm_head.weight",
+			layer: func(i int, part string) string { return fmt.Sprintf("model.layers.%d.%s.weight", i, hfParts[part]) },
+		}
+	}
+	return tensorNames{
+		embed: "token_embd.weight", norm: "output_norm.weight", head: "output.weight",
+		layer: func(i int, part string) string { return fmt.Sprintf("blk.%d.%s.weight", i, part) },
+	}
+}

@@ -1,0 +1,246 @@
+// Package llama runs Llama-architecture decoders (SmolLM2, ...) with ONNX
+// Runtime: Build turns a checkpoint (GGUF, safetensors or .nwc, any
+// tensor.Source) into an ONNX graph with the weights as float32
+// initializers, and Model holds one ONNX Runtime session of it that scores
+// many token windows.
+package llama
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"runtime/debug"
+	"sync"
+
+	ort "github.com/yalue/onnxruntime_go"
+
+	"github.com/nwc-project/nwc/internal/ortenv"
+	"github.com/nwc-project/nwc/loader"
+	"github.com/nwc-project/nwc/loader/tensor"
+)
+
+// Options configure Open.
+type Options struct {
+	// Provider is "cpu" (default) or "cuda". When CUDA is unavailable the
+	// model falls back to the CPU and reports it through Logf.
+	Provider string
+	// Threads is ONNX Runtime's intra-op thread count (<= 0: its default).
+	Threads int
+	// Logf receives notes such as a CUDA fallback (nil: log.Printf).
+	Logf func(format string, args ...any)
+	// Build passes options to Build.
+	Build BuildOptions
+}
+
+// Model is a Llama decoder loaded into one ONNX Runtime session. Logits may
+// be called from several goroutines.
+type Model struct {
+	cfg      Config
+	provider string
+	note     string
+
+	mu   sync.RWMutex // guards sess against Close
+	sess *ort.DynamicAdvancedSession
+}
+
+// Open opens the model nameOrPath (a reference model name or a GGUF,
+// safetensors or .nwc path; see loader.Open) and builds its session.
+func Open(nameOrPath string, opts Options) (*Model, error) {
+	src, _, err := loader.Open(nameOrPath)
+	if err != nil {
+		return nil, err
+	}
+	defer src.Close()
+	return OpenSource(src, opts)
+}
+
+// OpenSource builds a model from the weights of src (which the caller
+// still owns and may close once OpenSource returns).
+func OpenSource(src tensor.Source, opts Options) (*Model, error) {
+	cfg, err := ConfigFromSource(src)
+	if err != nil {
+		return nil, err
+	}
+	return newModel(cfg, opts, func(provider string) ([]byte, error) {
+		bo := opts.Build
+		if bo.Attention == "" {
+			bo.Attention = DefaultAttention(cfg, provider)
+		}
+		data, err := Build(cfg, src, bo)
+		// Drop Build's intermediate copies before ONNX Runtime makes its own.
+		debug.FreeOSMemory()
+		return data, err
+	})
+}
+
+// DefaultAttention is the attention implementation Open uses for provider
+// when Options.Build.Attention is empty: GroupQueryAttention on the CPU when
+// the head size allows it (ONNX Runtime's CPU kernel skips the masked half
+// and fuses the softmax: about 1.7x faster on 2048-token windows), standard
+// operators otherwise (ONNX Runtime's CUDA GroupQueryAttention is fp16-only).
+func DefaultAttention(cfg Config, provider string) string {
+	if provider == ortenv.ProviderCPU && cfg.HeadDim%16 == 0 {
+		return AttentionGQA
+	}
+	return AttentionStandard
+}
+
+// OpenONNX creates a model from a serialised graph made by Build for cfg.
+func OpenONNX(cfg Config, data []byte, opts Options) (*Model, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return newModel(cfg, opts, func(string) ([]byte, error) { return data, nil })
+}
+
+// newModel picks the provider (falling back to the CPU), gets the graph for
+// it from build, and creates the session.
+func newModel(cfg Config, opts Options, build func(provider string) ([]byte, error)) (*Model, error) {
+	if err := ortenv.Init(""); err != nil {
+		return nil, err
+	}
+	logf := opts.Logf
+	if logf == nil {
+		logf = log.Printf
+	}
+	so, used, note, err := ortenv.SessionOptionsFallback(opts.Provider, opts.Threads)
+	if err != nil {
+		return nil, err
+	}
+	if note != "" {
+		logf("llama: %s", note)
+	}
+	data, err := build(used)
+	if err != nil {
+		so.Destroy()
+		return nil, err
+	}
+	sess, err := ort.NewDynamicAdvancedSessionWithONNXData(data, []string{InputIDs}, []string{OutputName}, so)
+	so.Destroy()
+	if err != nil && used != ortenv.ProviderCPU {
+		// The provider was appended but the session could not use it.
+		note = fmt.Sprintf("%s session failed (%v); falling back to the CPU", used, err)
+		logf("llama: %s", note)
+		so, err2 := ortenv.SessionOptions(ortenv.ProviderCPU, opts.Threads)
+		if err2 != nil {
+			return nil, err2
+		}
+		used = ortenv.ProviderCPU
+		sess, err = ort.NewDynamicAdvancedSessionWithONNXData(data, []string{InputIDs}, []string{OutputName}, so)
+		so.Destroy()
+	}
+	// ONNX Runtime holds its own copy of the weights now: give the graph
+	// bytes back to the OS.
+	data = nil
+	debug.FreeOSMemory()
+	if err != nil {
+		return nil, fmt.Errorf("llama: onnx runtime session: %w", err)
+	}
+	return &Model{cfg: cfg, provider: used, note: note, sess: sess}, nil
+}
+
+// Config returns the model's hyper-parameters.
+func (m *Model) Config() Config { return m.cfg }
+
+// Vocab returns the vocabulary size (the logits' last dimension).
+func (m *Model) Vocab() int { return m.cfg.Vocab }
+
+// Provider returns the execution provider in use ("cpu" or "cuda").
+func (m *Model) Provider() string { return m.provider }
+
+// FallbackNote returns the message logged when the requested provider was
+// unavailable ("" when none).
+func (m *Model) FallbackNote() string { return m.note }
+
+// ErrClosed is returned by Logits after Close.
+var ErrClosed = errors.New("llama: model closed")
+
+// Logits runs the model on one sequence (positions 0..len(tokens)-1) and
+// returns its logits, len(tokens) x Vocab() float32 in row-major order.
+// Cancelling ctx terminates a run in progress.
+func (m *Model) Logits(ctx context.Context, tokens []int32) ([]float32, error) {
+	return m.LogitsBatch(ctx, [][]int32{tokens})
+}
+
+// LogitsBatch runs the model on equally long sequences at once and returns
+// their logits, len(seqs) x len(seqs[0]) x Vocab() float32 in row-major
+// order.
+func (m *Model) LogitsBatch(ctx context.Context, seqs [][]int32) ([]float32, error) {
+	if len(seqs) == 0 || len(seqs[0]) == 0 {
+		return nil, fmt.Errorf("llama: no tokens")
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	V := m.cfg.Vocab
+	B, S := len(seqs), len(seqs[0])
+	ids := make([]int64, 0, B*S)
+	for b, seq := range seqs {
+		if len(seq) != S {
+			return nil, fmt.Errorf("llama: sequence %d has %d tokens, sequence 0 has %d", b, len(seq), S)
+		}
+		for i, t := range seq {
+			if t < 0 || int(t) >= V {
+				return nil, fmt.Errorf("llama: token %d at position %d outside the vocabulary [0, %d)", t, i, V)
+			}
+			ids = append(ids, int64(t))
+		}
+	}
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.sess == nil {
+		return nil, ErrClosed
+	}
+	in, err := ort.NewTensor(ort.NewShape(int64(B), int64(S)), ids)
+	if err != nil {
+		return nil, fmt.Errorf("llama: input tensor: %w", err)
+	}
+	defer in.Destroy()
+	logits := make([]float32, B*S*V)
+	out, err := ort.NewTensor(ort.NewShape(int64(B), int64(S), int64(V)), logits)
+	if err != nil {
+		return nil, fmt.Errorf("llama: output tensor: %w", err)
+	}
+	defer out.Destroy()
+	ro, err := ort.NewRunOptions()
+	if err != nil {
+		return nil, fmt.Errorf("llama: run options: %w", err)
+	}
+	defer ro.Destroy()
+	// Terminate the run when ctx ends; the watcher is gone before ro is
+	// destroyed.
+	done := make(chan struct{})
+	var watcher sync.WaitGroup
+	watcher.Add(1)
+	go func() {
+		defer watcher.Done()
+		select {
+		case <-ctx.Done():
+			ro.Terminate()
+		case <-done:
+		}
+	}()
+	err = m.sess.RunWithOptions([]ort.Value{in}, []ort.Value{out}, ro)
+	close(done)
+	watcher.Wait()
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("llama: run cancelled: %w", ctx.Err())
+		}
+		return nil, fmt.Errorf("llama: run: %w", err)
+	}
+	return logits, nil
+}
+
+// Close releases the session. It waits for runs in progress.
+func (m *Model) Close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.sess == nil {
+		return nil
+	}
+	err := m.sess.Destroy()
+	m.sess = nil
+	return err
+}
