@@ -13,12 +13,16 @@ import (
 
 // CompressOptions configures Compress. The zero value is valid.
 type CompressOptions struct {
-	// Codec names the codec: "lossless" (default), "rtn-g128" or "rtn-row".
-	// Lossy codecs code the linear weights of the transformer blocks
-	// (IsBlockLinear); every other tensor is kept losslessly.
+	// Codec names the codec: "lossless" (default), "rtn-g128", "rtn-row",
+	// "gptq-g128" or "ecsq". Lossy codecs code the linear weights of the
+	// transformer blocks (IsBlockLinear); every other tensor is kept
+	// losslessly.
 	Codec string
-	// Bits is the bit width of the lossy codecs.
+	// Bits is the bit width (rtn, gptq) or the target bits/weight (ecsq).
 	Bits float64
+	// Hessian gives the calibration statistics of each linear input for the
+	// codecs that use them (gptq-g128, ecsq); nil means the identity.
+	Hessian HessianFunc
 	// Concurrency is the number of tensors coded at once; 0 means GOMAXPROCS.
 	// Memory in flight is bounded by about 2 x Concurrency tensors (stored
 	// bytes plus payload) plus the one being written.
@@ -65,7 +69,7 @@ func Compress(ctx context.Context, src tensor.Source, path string, opts Compress
 	if opts.Codec == "" {
 		opts.Codec = "lossless"
 	}
-	lossy, err := lossyCodec(opts.Codec, opts.Bits)
+	lossy, err := newLinearCoder(opts.Codec, opts.Bits)
 	if err != nil {
 		return nil, err
 	}
@@ -127,7 +131,7 @@ func Compress(ctx context.Context, src tensor.Source, path string, opts Compress
 			}
 			go func(ti tensor.Info) {
 				defer func() { <-sem }()
-				res <- encodeTensor(src, ll, lossy, ti)
+				res <- encodeTensor(ctx, src, ll, lossy, opts.Hessian, ti)
 			}(ti)
 		}
 	}()
@@ -186,39 +190,25 @@ func Compress(ctx context.Context, src tensor.Source, path string, opts Compress
 	return sum, nil
 }
 
-// lossyCodec parses a codec name; nil means lossless only.
-func lossyCodec(name string, bits float64) (*codec.RTN, error) {
-	var q codec.RTN
-	switch name {
-	case "lossless":
-		return nil, nil
-	case "rtn-g128":
-		q.Group = 128
-	case "rtn-row":
-		q.Group = 0
-	default:
-		return nil, fmt.Errorf("compress: unknown codec %q (available: lossless, rtn-g128, rtn-row)", name)
-	}
-	q.Bits = int(bits)
-	if float64(q.Bits) != bits {
-		return nil, fmt.Errorf("compress: %s needs a whole number of bits, got %g", name, bits)
-	}
-	if err := q.Validate(); err != nil {
-		return nil, fmt.Errorf("compress: %s: %w", name, err)
-	}
-	return &q, nil
-}
-
-func encodeTensor(src tensor.Source, ll *codec.Lossless, lossy *codec.RTN, ti tensor.Info) coded {
+func encodeTensor(ctx context.Context, src tensor.Source, ll *codec.Lossless, lossy linearCoder, hess HessianFunc, ti tensor.Info) coded {
 	if lossy != nil && IsBlockLinear(ti) && ti.DType.IsFloat() {
 		w, err := src.ReadFloat32(ti.Name, nil)
 		if err != nil {
 			return coded{err: err}
 		}
 		rows, cols := int(ti.Shape[0]), int(ti.Shape[1])
-		payload := lossy.Encode(w, rows, cols)
+		var h []float64
+		if hess != nil && lossy.usesH() {
+			if h, err = hess(ti.Name, cols); err != nil {
+				return coded{err: fmt.Errorf("compress: tensor %q: calibration: %w", ti.Name, err)}
+			}
+		}
+		id, params, payload, err := lossy.encode(ctx, w, rows, cols, h)
+		if err != nil {
+			return coded{err: fmt.Errorf("compress: tensor %q: %w", ti.Name, err)}
+		}
 		return coded{d: container.Descriptor{Kind: container.KindTensor, Name: ti.Name, DType: tensor.F32,
-			Shape: ti.Shape, Codec: codec.IDRTN, Params: lossy.Params(), RawSize: 4 * int64(len(w))}, payload: payload}
+			Shape: ti.Shape, Codec: id, Params: params, RawSize: 4 * int64(len(w))}, payload: payload}
 	}
 	raw, err := src.ReadRaw(ti.Name, nil)
 	if err != nil {

@@ -239,3 +239,52 @@ func TestMiniLMLossless(t *testing.T) {
 		}
 	}
 }
+
+func TestLossyCodecs(t *testing.T) {
+	dir := t.TempDir()
+	src := testSource()
+	w, _ := src.ReadFloat32("layer.0.weight", nil)
+	for _, c := range []struct {
+		name string
+		bits float64
+	}{{"rtn-g128", 4}, {"rtn-row", 3}, {"gptq-g128", 4}, {"ecsq", 3.5}} {
+		out := filepath.Join(dir, c.name+".nwc")
+		if _, err := Compress(context.Background(), src, out, CompressOptions{Codec: c.name, Bits: c.bits}); err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		nf, err := OpenNWC(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := nf.ReadFloat32("layer.0.weight", nil)
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		again, _ := nf.ReadFloat32("layer.0.weight", nil)
+		var mse, pow float64
+		for i := range w {
+			d := float64(got[i] - w[i])
+			mse += d * d
+			pow += float64(w[i]) * float64(w[i])
+			if got[i] != again[i] {
+				t.Fatalf("%s: two decodes differ", c.name)
+			}
+		}
+		if snr := 10 * math.Log10(pow/mse); snr < 10 {
+			t.Errorf("%s at %g bits: SNR %.1f dB", c.name, c.bits, snr)
+		}
+		// The other tensors stay exact.
+		for _, name := range []string{"layer.0.bias", "ids"} {
+			raw, err := nf.ReadRaw(name, nil)
+			if err != nil || !bytes.Equal(raw, src.data[name]) {
+				t.Errorf("%s: %s not kept exactly (%v)", c.name, name, err)
+			}
+		}
+		e, _ := nf.Container().Lookup(container.KindTensor, "layer.0.weight")
+		t.Logf("%s %g: %.3f bits/weight", c.name, c.bits, 8*float64(e.SectionSize())/float64(len(w)))
+		nf.Close()
+	}
+	if _, err := Compress(context.Background(), src, filepath.Join(dir, "x.nwc"), CompressOptions{Codec: "rtn-g128", Bits: 2.5}); err == nil {
+		t.Error("fractional bits accepted for rtn")
+	}
+}

@@ -85,8 +85,17 @@ func (f *NWCFile) decode(e container.Entry, dst []byte) ([]byte, error) {
 			return nil, fmt.Errorf("nwc: %s: tensor %q: %w", f.r.Name(), e.Name, err)
 		}
 		return out, nil
+	case codec.IDECSQ:
+		if e.DType != tensor.F32 {
+			return nil, fmt.Errorf("nwc: %s: tensor %q: %w: ecsq section with dtype %s", f.r.Name(), e.Name, codec.ErrCorrupt, e.DType)
+		}
+		out, err := decodeECSQ(e.Shape, e.Params, payload, dst)
+		if err != nil {
+			return nil, fmt.Errorf("nwc: %s: tensor %q: %w", f.r.Name(), e.Name, err)
+		}
+		return out, nil
 	}
-	return nil, fmt.Errorf("nwc: %s: %s %q: %w: id %d (this build knows raw, zstd, float-split, rtn)",
+	return nil, fmt.Errorf("nwc: %s: %s %q: %w: id %d (this build knows raw, zstd, float-split, rtn, ecsq)",
 		f.r.Name(), e.Kind, e.Name, codec.ErrUnknownCodec, e.Codec)
 }
 

@@ -12,7 +12,7 @@ import (
 func runCompress(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("compress", flag.ContinueOnError)
 	model := fs.String("model", "", "model to compress: reference name (nwc models) or path")
-	codecName := fs.String("codec", "lossless", "codec: lossless, rtn-g128, rtn-row")
+	codecName := fs.String("codec", "lossless", "codec: lossless, rtn-g128, rtn-row, gptq-g128, ecsq")
 	bits := fs.Float64("bits", 4, "bit width of the lossy codecs")
 	out := fs.String("o", "", "output .nwc file")
 	jobs := fs.Int("j", 0, "tensors coded in parallel (0 = all cores)")

@@ -23,7 +23,7 @@ type command struct {
 
 var commands = []command{
 	{"inspect", "PATH|NAME [--json] [--verify]    list tensors, dtypes, shapes, bytes and bits/weight", runInspect},
-	{"compress", "--model PATH|NAME --codec lossless|rtn-g128|rtn-row [--bits B] -o OUT.nwc [--json] [-j N]", runCompress},
+	{"compress", "--model PATH|NAME --codec lossless|rtn-g128|rtn-row|gptq-g128|ecsq [--bits B] -o OUT.nwc [--json] [-j N]", runCompress},
 	{"decompress", "IN.nwc|PATH|NAME -o OUT.safetensors", runDecompress},
 	{"eval", "--model NAME|PATH [--reference NAME|PATH] [--text PATH] [--seq-len N] [--max-windows K] [--json]", runEval},
 	{"bench", "rd [--model NAME] [--codecs LIST] [--bits LIST] [--max-windows K] [--out DIR]   rate-distortion table and plot", runBench},

@@ -19,6 +19,11 @@ const (
 	IDRaw        uint8 = 0
 	IDZstd       uint8 = 1
 	IDFloatSplit uint8 = 2
+	// IDECSQ is the ECSQ baseline (ortcodec/ecsq, decoded in package loader):
+	// uniform scalar quantization of row-normalized weights with LDLQ
+	// feedback, rANS-coded with a per-tensor integer table stored in the
+	// payload. It decodes to F32.
+	IDECSQ uint8 = 17
 )
 
 // Name returns the name of a codec id.
@@ -32,6 +37,8 @@ func Name(id uint8) string {
 		return "float-split"
 	case IDRTN:
 		return "rtn"
+	case IDECSQ:
+		return "ecsq"
 	}
 	return fmt.Sprintf("codec(%d)", id)
 }
