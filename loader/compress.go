@@ -73,6 +73,9 @@ func Compress(ctx context.Context, src tensor.Source, path string, opts Compress
 	if err != nil {
 		return nil, err
 	}
+	if lossy != nil {
+		defer lossy.close()
+	}
 	if opts.Concurrency <= 0 {
 		opts.Concurrency = runtime.GOMAXPROCS(0)
 	}

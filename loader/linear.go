@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/nwc-project/nwc/loader/codec"
+	"github.com/nwc-project/nwc/ortcodec"
 	"github.com/nwc-project/nwc/ortcodec/ecsq"
 	"github.com/nwc-project/nwc/ortcodec/gptq"
 	"github.com/nwc-project/nwc/ortcodec/ldlq"
@@ -22,10 +23,12 @@ type linearCoder interface {
 	encode(ctx context.Context, w []float32, m, n int, h []float64) (id uint8, params, payload []byte, err error)
 	// usesH reports whether the coder needs H (so it is worth loading).
 	usesH() bool
+	// close releases what the coder holds.
+	close() error
 }
 
 // Lossy codec names for CompressOptions.Codec.
-var lossyCodecNames = []string{"rtn-g128", "rtn-row", "gptq-g128", "ecsq"}
+var lossyCodecNames = []string{"nwc", "nwc:NAME", "rtn-g128", "rtn-row", "gptq-g128", "ecsq"}
 
 // newLinearCoder parses a codec name and its bits setting; nil means lossless only.
 func newLinearCoder(name string, bits float64) (linearCoder, error) {
@@ -35,6 +38,9 @@ func newLinearCoder(name string, bits float64) (linearCoder, error) {
 			return 0, fmt.Errorf("compress: %s needs a whole number of bits in 1..8, got %g", name, bits)
 		}
 		return b, nil
+	}
+	if name == "nwc" || strings.HasPrefix(name, "nwc:") {
+		return newNeuralCoder(strings.TrimPrefix(strings.TrimPrefix(name, "nwc"), ":"), bits)
 	}
 	switch name {
 	case "lossless":
@@ -66,14 +72,16 @@ func newLinearCoder(name string, bits float64) (linearCoder, error) {
 
 type rtnCoder struct{ q codec.RTN }
 
-func (c rtnCoder) usesH() bool { return false }
+func (c rtnCoder) close() error { return nil }
+func (c rtnCoder) usesH() bool  { return false }
 func (c rtnCoder) encode(_ context.Context, w []float32, m, n int, _ []float64) (uint8, []byte, []byte, error) {
 	return codec.IDRTN, c.q.Params(), c.q.Encode(w, m, n), nil
 }
 
 type gptqCoder struct{ bits int }
 
-func (c gptqCoder) usesH() bool { return true }
+func (c gptqCoder) close() error { return nil }
+func (c gptqCoder) usesH() bool  { return true }
 func (c gptqCoder) encode(ctx context.Context, w []float32, m, n int, h []float64) (uint8, []byte, []byte, error) {
 	res, err := gptq.Quantize(ctx, w, m, n, h, gptq.Options{Bits: c.bits, Group: 128, Workers: 1})
 	if err != nil {
@@ -84,7 +92,8 @@ func (c gptqCoder) encode(ctx context.Context, w []float32, m, n int, h []float6
 
 type ecsqCoder struct{ bits float64 }
 
-func (c ecsqCoder) usesH() bool { return true }
+func (c ecsqCoder) close() error { return nil }
+func (c ecsqCoder) usesH() bool  { return true }
 func (c ecsqCoder) encode(ctx context.Context, w []float32, m, n int, h []float64) (uint8, []byte, []byte, error) {
 	f, err := ldlq.NewFactor(h, n, ldlq.Options{Workers: 1})
 	if err != nil {
@@ -118,4 +127,29 @@ func CodecLabel(name string, bits float64) string {
 		return name
 	}
 	return name + " " + strconv.FormatFloat(bits, 'g', -1, 64)
+}
+
+// newNeuralCoder loads the named codec (or, with no name, the shipped codec
+// whose measured rate is closest to bits).
+func newNeuralCoder(name string, bits float64) (*nwcCoder, error) {
+	var dir string
+	var err error
+	if name == "" {
+		var ci CodecInfo
+		if ci, err = CodecForBits(bits); err != nil {
+			return nil, fmt.Errorf("compress: %w", err)
+		}
+		dir = ci.Dir
+	} else if dir, err = FindCodec(name); err != nil {
+		return nil, fmt.Errorf("compress: %w", err)
+	}
+	nc, err := IdentifyCodec(dir)
+	if err != nil {
+		return nil, fmt.Errorf("compress: %w", err)
+	}
+	c, err := ortcodec.Load(dir)
+	if err != nil {
+		return nil, fmt.Errorf("compress: %w", err)
+	}
+	return &nwcCoder{nc: nc, c: c}, nil
 }

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nwc-project/nwc/internal/ortenv/orttest"
+	"github.com/nwc-project/nwc/loader/codec"
 	"github.com/nwc-project/nwc/loader/container"
 	"github.com/nwc-project/nwc/loader/refmodel"
 	"github.com/nwc-project/nwc/loader/safetensors"
@@ -286,5 +288,56 @@ func TestLossyCodecs(t *testing.T) {
 	}
 	if _, err := Compress(context.Background(), src, filepath.Join(dir, "x.nwc"), CompressOptions{Codec: "rtn-g128", Bits: 2.5}); err == nil {
 		t.Error("fractional bits accepted for rtn")
+	}
+}
+
+// The neural codec path, with the tiny (random, untrained) test codec of
+// ortcodec: what the file decodes to must be exactly what the encoder's
+// reconstruction was, the same twice, and a missing codec a clear error.
+func TestNeuralCodecTiny(t *testing.T) {
+	orttest.Require(t)
+	dir := t.TempDir()
+	codecDir, _ := filepath.Abs("../ortcodec/testdata/tinycodec")
+	src := testSource()
+	out := filepath.Join(dir, "n.nwc")
+	h := func(name string, n int) ([]float64, error) {
+		H := make([]float64, n*n)
+		for i := 0; i < n; i++ {
+			H[i*n+i] = float64(1 + i%7)
+			if i > 0 {
+				H[i*n+i-1], H[(i-1)*n+i] = 0.3, 0.3
+			}
+		}
+		return H, nil
+	}
+	if _, err := Compress(context.Background(), src, out, CompressOptions{Codec: "nwc:" + codecDir, Hessian: h}); err != nil {
+		t.Fatal(err)
+	}
+	nf, err := OpenNWC(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nf.Close()
+	t.Setenv("NWC_CODECS", filepath.Dir(codecDir))
+	a, err := nf.ReadFloat32("layer.0.weight", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := nf.ReadFloat32("layer.0.weight", nil)
+	for i := range a {
+		if a[i] != b[i] || math.IsNaN(float64(a[i])) {
+			t.Fatal("decodes differ or NaN")
+		}
+	}
+	e, _ := nf.Container().Lookup(container.KindTensor, "layer.0.weight")
+	if e.Codec != codec.IDNWC {
+		t.Fatalf("codec %d", e.Codec)
+	}
+	// Without the codec on the search path: a clear error naming the tensor.
+	nf2, _ := OpenNWC(out)
+	defer nf2.Close()
+	t.Setenv("NWC_CODECS", t.TempDir())
+	if _, err := nf2.ReadFloat32("layer.0.weight", nil); err == nil || !strings.Contains(err.Error(), "tinycodec") || !strings.Contains(err.Error(), "layer.0.weight") {
+		t.Fatalf("missing codec: %v", err)
 	}
 }

@@ -10,6 +10,7 @@
 package loader
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/nwc-project/nwc/loader/codec"
@@ -24,6 +25,7 @@ type NWCFile struct {
 	lossless *codec.Lossless
 	infos    []tensor.Info
 	assets   []tensor.Asset
+	neural   codecSet
 }
 
 // OpenNWC opens a .nwc container: it reads the index and the (small) asset
@@ -33,7 +35,7 @@ func OpenNWC(path string) (*NWCFile, error) {
 	if err != nil {
 		return nil, err
 	}
-	f := &NWCFile{r: r}
+	f := &NWCFile{r: r, neural: codecSet{dirs: FindCodec}}
 	if f.lossless, err = codec.NewLossless(); err != nil {
 		r.Close()
 		return nil, err
@@ -85,6 +87,19 @@ func (f *NWCFile) decode(e container.Entry, dst []byte) ([]byte, error) {
 			return nil, fmt.Errorf("nwc: %s: tensor %q: %w", f.r.Name(), e.Name, err)
 		}
 		return out, nil
+	case codec.IDNWC:
+		if e.DType != tensor.F32 {
+			return nil, fmt.Errorf("nwc: %s: tensor %q: %w: nwc section with dtype %s", f.r.Name(), e.Name, codec.ErrCorrupt, e.DType)
+		}
+		c, err := f.neural.get(e.Params)
+		if err != nil {
+			return nil, fmt.Errorf("nwc: %s: tensor %q: %w", f.r.Name(), e.Name, err)
+		}
+		w, err := decodeNeural(context.Background(), c, e.Shape, payload)
+		if err != nil {
+			return nil, fmt.Errorf("nwc: %s: tensor %q: %w", f.r.Name(), e.Name, err)
+		}
+		return codec.F32Bytes(w, dst), nil
 	case codec.IDECSQ:
 		if e.DType != tensor.F32 {
 			return nil, fmt.Errorf("nwc: %s: tensor %q: %w: ecsq section with dtype %s", f.r.Name(), e.Name, codec.ErrCorrupt, e.DType)
@@ -95,7 +110,7 @@ func (f *NWCFile) decode(e container.Entry, dst []byte) ([]byte, error) {
 		}
 		return out, nil
 	}
-	return nil, fmt.Errorf("nwc: %s: %s %q: %w: id %d (this build knows raw, zstd, float-split, rtn, ecsq)",
+	return nil, fmt.Errorf("nwc: %s: %s %q: %w: id %d (this build knows raw, zstd, float-split, rtn, ecsq, nwc)",
 		f.r.Name(), e.Kind, e.Name, codec.ErrUnknownCodec, e.Codec)
 }
 
@@ -127,9 +142,11 @@ func (f *NWCFile) ReadFloat32(name string, dst []float32) ([]float32, error) {
 
 // Close releases the file and the codec state.
 func (f *NWCFile) Close() error {
-	var err error
+	err := f.neural.close()
 	if f.lossless != nil {
-		err = f.lossless.Close()
+		if cerr := f.lossless.Close(); err == nil {
+			err = cerr
+		}
 		f.lossless = nil
 	}
 	if f.r != nil {

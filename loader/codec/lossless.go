@@ -24,6 +24,11 @@ const (
 	// feedback, rANS-coded with a per-tensor integer table stored in the
 	// payload. It decodes to F32.
 	IDECSQ uint8 = 17
+	// IDNWC is the neural codec (decoded in package loader with ortcodec):
+	// per-row fp16 scales, 2-bit quality levels per input column, and the
+	// rANS-coded integer latents of 16-value chunks, decoded by a trained
+	// decoder network. It decodes to F32.
+	IDNWC uint8 = 20
 )
 
 // Name returns the name of a codec id.
@@ -39,6 +44,8 @@ func Name(id uint8) string {
 		return "rtn"
 	case IDECSQ:
 		return "ecsq"
+	case IDNWC:
+		return "nwc"
 	}
 	return fmt.Sprintf("codec(%d)", id)
 }
