@@ -77,7 +77,7 @@ func runBench(ctx context.Context, args []string) error {
 		Command: "bin/nwc " + strings.Join(append([]string{"bench"}, args...), " "),
 	}
 	opts := eval.Options{SeqLen: *seqLen, MaxWindows: *maxWin}
-	base, err := eval.Evaluate(ctx, refModel, nil, tok, eval.Config{Model: *model, Options: opts})
+	base, err := eval.Evaluate(ctx, ref, nil, tok, eval.Config{Model: *model, Options: opts})
 	if err != nil {
 		return err
 	}
