@@ -29,7 +29,7 @@ TEST_ENV := ONNXRUNTIME_SHARED_LIBRARY_PATH=$(ORT_LIB) NWC_REQUIRE_ORT=1 NWC_REQ
 # Go files to gofmt-check (skip VCS, testdata, outputs).
 FIND_GOFILES = find . -type d \( -name .git -o -name testdata -o -path ./out -o -path ./bin -o -name node_modules \) -prune -o -type f -name '*.go' -print
 
-.PHONY: all setup setup-check setup-train build test fmt-check vet fuzz demo clean
+.PHONY: all setup setup-check setup-train build test fmt-check vet fuzz demo clean check-tokenizer
 
 all: build
 
@@ -74,6 +74,19 @@ demo: setup build
 	$(BIN)/nwc compress --codec lossless --model minilm-l6 -o $(OUT)/minilm.nwc
 	$(BIN)/nwc inspect $(OUT)/minilm.nwc
 	$(BIN)/nwc decompress $(OUT)/minilm.nwc -o $(OUT)/minilm.safetensors
+
+# Tokenizer cross-check against llama.cpp's own tokenizer reading the GGUF
+# (llama-cpp-python compiles llama.cpp from source: ~10-40 min on 2 cores,
+# so it is not part of `make test`; the ids it agreed with are pinned there).
+LLAMACPP_VENV := $(NWC_CACHE)/venv-llamacpp
+check-tokenizer: setup
+	@if [ ! -x $(LLAMACPP_VENV)/bin/python ] || ! $(LLAMACPP_VENV)/bin/python -c 'import llama_cpp, tokenizers' 2>/dev/null; then \
+		python3 -m venv $(LLAMACPP_VENV) && \
+		CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_OPENMP=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_CURL=OFF -DLLAMA_BUILD_MTMD=OFF" \
+		$(LLAMACPP_VENV)/bin/pip install --no-cache-dir llama-cpp-python==0.3.36 tokenizers==0.23.3; \
+	fi
+	$(TEST_ENV) NWC_CHECK_PYTHON=$(LLAMACPP_VENV)/bin/python NWC_REQUIRE_LLAMA_CPP=1 \
+		$(GO) test -count=1 -v -run 'TestWikiTextMatchesReferences|TestSmolLM2Tokenizer' ./plugin/tokenizer
 
 clean:
 	rm -rf $(BIN) $(OUT)

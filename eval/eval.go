@@ -1,0 +1,326 @@
+// Package eval measures language-model perplexity the way GPTQ and most
+// quantization papers do, and the KL divergence of a model's next-token
+// distributions from a reference model's.
+//
+// Convention (docs/EVAL.md): the text's rows are joined with "\n\n" and
+// tokenized once without special tokens (no BOS); the ids are cut into
+// nsamples = len(ids) / seqLen non-overlapping windows of seqLen tokens (the
+// ragged tail is dropped); each window is run through the model on its own,
+// and position i's logits predict token i+1, so a window scores seqLen-1
+// tokens. With nll_w the mean negative log-likelihood of window w,
+//
+//	PPL = exp( sum_w (nll_w * seqLen) / (nsamples * seqLen) )
+//
+// which is exactly the evaluation loop of GPTQ (opt.py / llama.py: loss.float() *
+// model.seqlen, summed, divided by nsamples * seqlen); since every window
+// scores the same seqLen-1 tokens it equals exp(mean NLL over all
+// nsamples*(seqLen-1) scored tokens). Log-softmax is computed in float64.
+//
+// The package does not depend on any model runtime: a runtime satisfies LM.
+package eval
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+)
+
+// DefaultSeqLen is the window length of the GPTQ convention.
+const DefaultSeqLen = 2048
+
+// LM is a causal language model: Logits returns the next-token logits for
+// every position of tokens, as len(tokens) rows of Vocab() float32 values
+// (row-major), row i being the distribution of the token after tokens[i].
+// Each call is an independent sequence (no state carried between calls).
+type LM interface {
+	Logits(ctx context.Context, tokens []int32) ([]float32, error)
+	Vocab() int
+}
+
+// Tokenizer turns text into token ids (without special tokens).
+// *tokenizer.Tokenizer (plugin/tokenizer) satisfies it.
+type Tokenizer interface {
+	Encode(text string) ([]int32, error)
+}
+
+// Options controls Run.
+type Options struct {
+	// SeqLen is the window length (default DefaultSeqLen).
+	SeqLen int
+	// MaxWindows, when > 0, evaluates only the first MaxWindows windows.
+	MaxWindows int
+	// Progress, when set, is called after each window.
+	Progress func(Progress)
+}
+
+// Progress reports a run in progress.
+type Progress struct {
+	Window, Windows int   // windows done, windows to do
+	TokensScored    int64 // predictions scored so far
+	Perplexity      float64
+	MeanKL          float64 // NaN without a reference
+	Elapsed         time.Duration
+}
+
+// Result of a run. MeanKL, Top1Agreement and MaxKL are set only with a
+// reference model.
+type Result struct {
+	Perplexity float64 `json:"perplexity"`
+	// MeanNLL is the mean negative log-likelihood (nats) per scored token.
+	MeanNLL float64 `json:"mean_nll"`
+	// TokensScored = Windows * (SeqLen - 1) predictions.
+	TokensScored int64 `json:"tokens_scored"`
+	Windows      int   `json:"windows"`
+	SeqLen       int   `json:"seq_len"`
+	// TextTokens is the number of tokens of the whole text; TokensUsed =
+	// Windows * SeqLen of them were fed to the model (the rest is the
+	// dropped tail, or windows left out by MaxWindows).
+	TextTokens int   `json:"text_tokens"`
+	TokensUsed int64 `json:"tokens_used"`
+	// Seconds is the wall time of the run; TokensPerSecond = TokensUsed /
+	// Seconds (model, reference and scoring together); ModelSeconds the time
+	// spent in the candidate model's Logits alone.
+	Seconds         float64 `json:"seconds"`
+	TokensPerSecond float64 `json:"tokens_per_second"`
+	ModelSeconds    float64 `json:"model_seconds"`
+	// MeanKL is the mean over scored positions of KL(P_ref || P_model) in
+	// nats; MaxKL the largest one; Top1Agreement the fraction of scored
+	// positions where both models' most likely next token is the same.
+	MeanKL        *float64 `json:"mean_kl,omitempty"`
+	MaxKL         *float64 `json:"max_kl,omitempty"`
+	Top1Agreement *float64 `json:"top1_agreement,omitempty"`
+}
+
+// NumWindows returns how many windows of seqLen tokens Run evaluates for
+// nTokens tokens (nTokens / seqLen, capped by maxWindows when > 0).
+func NumWindows(nTokens, seqLen, maxWindows int) int {
+	if seqLen <= 0 {
+		return 0
+	}
+	n := nTokens / seqLen
+	if maxWindows > 0 && n > maxWindows {
+		n = maxWindows
+	}
+	return n
+}
+
+// ErrNoWindow is returned when the text is shorter than one window.
+var ErrNoWindow = errors.New("eval: text shorter than one window")
+
+// Run evaluates lm on tokens (and compares it with ref, when not nil) under
+// the GPTQ convention described in the package comment. A cancelled ctx
+// stops the run after the current window; the Result then covers the
+// windows done so far and the error is ctx.Err().
+func Run(ctx context.Context, lm LM, ref LM, tokens []int32, opts Options) (Result, error) {
+	seqLen := opts.SeqLen
+	if seqLen == 0 {
+		seqLen = DefaultSeqLen
+	}
+	if seqLen < 2 {
+		return Result{}, fmt.Errorf("eval: sequence length %d: need at least 2 tokens per window", seqLen)
+	}
+	if opts.MaxWindows < 0 {
+		return Result{}, fmt.Errorf("eval: max windows %d is negative", opts.MaxWindows)
+	}
+	if lm == nil {
+		return Result{}, errors.New("eval: no model")
+	}
+	vocab := lm.Vocab()
+	if vocab <= 0 {
+		return Result{}, fmt.Errorf("eval: model vocabulary size %d", vocab)
+	}
+	if ref != nil && ref.Vocab() != vocab {
+		return Result{}, fmt.Errorf("eval: model vocabulary %d differs from the reference's %d", vocab, ref.Vocab())
+	}
+	windows := NumWindows(len(tokens), seqLen, opts.MaxWindows)
+	if windows == 0 {
+		return Result{}, fmt.Errorf("%w: %d tokens, window %d", ErrNoWindow, len(tokens), seqLen)
+	}
+	used := tokens[:windows*seqLen]
+	for i, t := range used {
+		if t < 0 || int(t) >= vocab {
+			return Result{}, fmt.Errorf("eval: token %d at position %d is outside the model's vocabulary (%d)", t, i, vocab)
+		}
+	}
+
+	res := Result{SeqLen: seqLen, TextTokens: len(tokens)}
+	start := time.Now()
+	var modelTime time.Duration
+	var nllWindowSum float64 // sum_w nll_w * seqLen, as GPTQ accumulates it
+	var nllTokens float64    // sum of every scored token's NLL
+	var klSum, klMax float64
+	var top1 int64
+	finish := func() {
+		res.Seconds = time.Since(start).Seconds()
+		res.ModelSeconds = modelTime.Seconds()
+		res.TokensUsed = int64(res.Windows) * int64(seqLen)
+		res.TokensScored = int64(res.Windows) * int64(seqLen-1)
+		if res.Windows > 0 {
+			res.Perplexity = math.Exp(nllWindowSum / float64(int64(res.Windows)*int64(seqLen)))
+			res.MeanNLL = nllTokens / float64(res.TokensScored)
+			if ref != nil {
+				kl := klSum / float64(res.TokensScored)
+				mx := klMax
+				agree := float64(top1) / float64(res.TokensScored)
+				res.MeanKL, res.MaxKL, res.Top1Agreement = &kl, &mx, &agree
+			}
+		}
+		if res.Seconds > 0 {
+			res.TokensPerSecond = float64(res.TokensUsed) / res.Seconds
+		}
+	}
+
+	for w := 0; w < windows; w++ {
+		if err := ctx.Err(); err != nil {
+			finish()
+			return res, err
+		}
+		win := used[w*seqLen : (w+1)*seqLen]
+		t0 := time.Now()
+		logits, err := lm.Logits(ctx, win)
+		modelTime += time.Since(t0)
+		if err != nil {
+			finish()
+			return res, fmt.Errorf("eval: window %d: %w", w, err)
+		}
+		if len(logits) != seqLen*vocab {
+			finish()
+			return res, fmt.Errorf("eval: window %d: model returned %d logits, want %d x %d", w, len(logits), seqLen, vocab)
+		}
+		var refLogits []float32
+		if ref != nil {
+			refLogits, err = ref.Logits(ctx, win)
+			if err != nil {
+				finish()
+				return res, fmt.Errorf("eval: window %d: reference: %w", w, err)
+			}
+			if len(refLogits) != seqLen*vocab {
+				finish()
+				return res, fmt.Errorf("eval: window %d: reference returned %d logits, want %d x %d", w, len(refLogits), seqLen, vocab)
+			}
+		}
+		var winNLL float64
+		for i := 0; i < seqLen-1; i++ {
+			row := logits[i*vocab : (i+1)*vocab]
+			nll, err := NLL(row, win[i+1])
+			if err != nil {
+				finish()
+				return res, fmt.Errorf("eval: window %d position %d: %w", w, i, err)
+			}
+			winNLL += nll
+			if ref != nil {
+				rrow := refLogits[i*vocab : (i+1)*vocab]
+				kl, err := KL(rrow, row)
+				if err != nil {
+					finish()
+					return res, fmt.Errorf("eval: window %d position %d: %w", w, i, err)
+				}
+				klSum += kl
+				klMax = math.Max(klMax, kl)
+				if argmax(rrow) == argmax(row) {
+					top1++
+				}
+			}
+		}
+		nllTokens += winNLL
+		// GPTQ: loss = mean over the window's seqLen-1 predictions, times seqLen.
+		nllWindowSum += winNLL / float64(seqLen-1) * float64(seqLen)
+		res.Windows++
+		if opts.Progress != nil {
+			scored := int64(res.Windows) * int64(seqLen-1)
+			p := Progress{
+				Window: res.Windows, Windows: windows, TokensScored: scored,
+				Perplexity: math.Exp(nllWindowSum / float64(int64(res.Windows)*int64(seqLen))),
+				MeanKL:     math.NaN(), Elapsed: time.Since(start),
+			}
+			if ref != nil {
+				p.MeanKL = klSum / float64(scored)
+			}
+			opts.Progress(p)
+		}
+	}
+	finish()
+	return res, nil
+}
+
+// logSumExp returns m and l with log(sum(exp(row))) = m + l, m the largest
+// logit and l = log1p(sum over the other logits of exp(z - m)), in float64
+// (keeping m apart preserves the precision of small NLLs). NaN and +Inf
+// logits are errors; -Inf is a probability of zero, allowed unless all are.
+func logSumExp(row []float32) (m, l float64, err error) {
+	if len(row) == 0 {
+		return 0, 0, errors.New("empty logits row")
+	}
+	m = math.Inf(-1)
+	arg := -1
+	for j, z := range row {
+		x := float64(z)
+		if math.IsNaN(x) || math.IsInf(x, 1) {
+			return 0, 0, fmt.Errorf("logit %d is %v", j, x)
+		}
+		if x > m {
+			m, arg = x, j
+		}
+	}
+	if arg < 0 {
+		return 0, 0, errors.New("every logit is -Inf")
+	}
+	var s float64
+	for j, z := range row {
+		if j != arg {
+			s += math.Exp(float64(z) - m)
+		}
+	}
+	return m, math.Log1p(s), nil
+}
+
+// NLL returns -log softmax(row)[target] in float64.
+func NLL(row []float32, target int32) (float64, error) {
+	if target < 0 || int(target) >= len(row) {
+		return 0, fmt.Errorf("target %d outside a row of %d logits", target, len(row))
+	}
+	m, l, err := logSumExp(row)
+	if err != nil {
+		return 0, err
+	}
+	return (m - float64(row[target])) + l, nil
+}
+
+// KL returns KL(P || Q) = sum_j p_j (log p_j - log q_j) in nats, where P =
+// softmax(ref) and Q = softmax(cand), computed in float64. It is +Inf when Q
+// gives zero probability to a token P does not.
+func KL(ref, cand []float32) (float64, error) {
+	if len(ref) != len(cand) {
+		return 0, fmt.Errorf("KL of rows of %d and %d logits", len(ref), len(cand))
+	}
+	mp, lp, err := logSumExp(ref)
+	if err != nil {
+		return 0, fmt.Errorf("reference: %w", err)
+	}
+	mq, lq, err := logSumExp(cand)
+	if err != nil {
+		return 0, err
+	}
+	var kl float64
+	for j := range ref {
+		logp := (float64(ref[j]) - mp) - lp
+		if math.IsInf(logp, -1) {
+			continue // p_j = 0 contributes nothing
+		}
+		logq := (float64(cand[j]) - mq) - lq
+		kl += math.Exp(logp) * (logp - logq)
+	}
+	return kl, nil
+}
+
+func argmax(row []float32) int {
+	best := 0
+	for j, z := range row {
+		if z > row[best] {
+			best = j
+		}
+	}
+	return best
+}

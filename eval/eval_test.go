@@ -1,0 +1,495 @@
+package eval
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// fakeLM computes logits with a function of the window and position.
+type fakeLM struct {
+	vocab int
+	fn    func(tokens []int32, i int, row []float32)
+	calls [][]int32
+}
+
+func (f *fakeLM) Vocab() int { return f.vocab }
+
+func (f *fakeLM) Logits(ctx context.Context, tokens []int32) ([]float32, error) {
+	f.calls = append(f.calls, append([]int32(nil), tokens...))
+	out := make([]float32, len(tokens)*f.vocab)
+	if f.fn != nil {
+		for i := range tokens {
+			f.fn(tokens, i, out[i*f.vocab:(i+1)*f.vocab])
+		}
+	}
+	return out, nil
+}
+
+func seqTokens(n, vocab int) []int32 {
+	t := make([]int32, n)
+	for i := range t {
+		t[i] = int32((i*7 + 3) % vocab)
+	}
+	return t
+}
+
+func near(a, b, rel float64) bool {
+	return math.Abs(a-b) <= rel*math.Max(math.Abs(a), math.Abs(b))
+}
+
+func TestUniformPerplexityIsVocab(t *testing.T) {
+	for _, vocab := range []int{2, 17, 1000, 49152} {
+		lm := &fakeLM{vocab: vocab} // all logits 0: uniform
+		res, err := Run(context.Background(), lm, nil, seqTokens(100, vocab), Options{SeqLen: 16})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !near(res.Perplexity, float64(vocab), 1e-12) {
+			t.Errorf("vocab %d: uniform perplexity %.15g", vocab, res.Perplexity)
+		}
+		if !near(res.MeanNLL, math.Log(float64(vocab)), 1e-12) {
+			t.Errorf("vocab %d: mean NLL %.15g, want log V = %.15g", vocab, res.MeanNLL, math.Log(float64(vocab)))
+		}
+		if res.Windows != 6 || res.TokensScored != 6*15 || res.TokensUsed != 96 || res.TextTokens != 100 {
+			t.Errorf("counts: %+v", res)
+		}
+		if res.MeanKL != nil {
+			t.Errorf("KL without a reference: %v", *res.MeanKL)
+		}
+	}
+}
+
+// A deterministic text (each token is the previous one + 1 mod V) and a model
+// that puts logit a on that successor: p = e^a / (e^a + V - 1).
+func TestPeakedDeterministicLM(t *testing.T) {
+	const vocab = 50
+	tokens := make([]int32, 1000)
+	for i := range tokens {
+		tokens[i] = int32(i % vocab)
+	}
+	for _, a := range []float64{0, 1, 5, 20, 80} {
+		lm := &fakeLM{vocab: vocab, fn: func(tok []int32, i int, row []float32) {
+			row[(int(tok[i])+1)%vocab] = float32(a)
+		}}
+		res, err := Run(context.Background(), lm, nil, tokens, Options{SeqLen: 128})
+		if err != nil {
+			t.Fatal(err)
+		}
+		a32 := float64(float32(a))
+		p := 1 / (1 + float64(vocab-1)*math.Exp(-a32))
+		if !near(res.Perplexity, 1/p, 1e-12) {
+			t.Errorf("a=%g: perplexity %.15g, want %.15g", a, res.Perplexity, 1/p)
+		}
+		if wantNLL := math.Log1p(float64(vocab-1) * math.Exp(-a32)); !near(res.MeanNLL, wantNLL, 1e-12) {
+			t.Errorf("a=%g: mean NLL %.15g, want %.15g", a, res.MeanNLL, wantNLL)
+		}
+		if res.Windows != 7 || res.TokensScored != 7*127 {
+			t.Errorf("a=%g: %d windows, %d scored", a, res.Windows, res.TokensScored)
+		}
+	}
+}
+
+// The GPTQ formula: exp(sum_w mean_w * L / (n * L)); with windows of
+// different difficulty it is the mean of the window means (here equal to
+// the token mean, since all windows score L-1 tokens).
+func TestGPTQFormulaWithUnequalWindows(t *testing.T) {
+	const vocab, L = 10, 8
+	tokens := make([]int32, 3*L+5) // tail of 5 dropped
+	// window w: the model gives the right token logit w (w = 0, 1, 2)
+	lm := &fakeLM{vocab: vocab}
+	win := 0
+	lm.fn = func(tok []int32, i int, row []float32) {
+		if i == 0 {
+			win = len(lm.calls) - 1
+		}
+		row[0] = float32(win) // every token of the text is 0
+	}
+	res, err := Run(context.Background(), lm, nil, tokens, Options{SeqLen: L})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for w := 0; w < 3; w++ {
+		nll := -math.Log(math.Exp(float64(w)) / (math.Exp(float64(w)) + vocab - 1))
+		sum += nll * L // GPTQ: loss * seqlen
+	}
+	want := math.Exp(sum / (3 * L))
+	if !near(res.Perplexity, want, 1e-12) {
+		t.Errorf("perplexity %.15g, want %.15g", res.Perplexity, want)
+	}
+	if !near(math.Exp(res.MeanNLL), want, 1e-12) {
+		t.Errorf("exp(mean NLL) %.15g, want %.15g", math.Exp(res.MeanNLL), want)
+	}
+	if len(lm.calls) != 3 {
+		t.Fatalf("%d model calls", len(lm.calls))
+	}
+}
+
+func TestWindowsAreNonOverlapping(t *testing.T) {
+	tokens := seqTokens(23, 100)
+	lm := &fakeLM{vocab: 100}
+	res, err := Run(context.Background(), lm, nil, tokens, Options{SeqLen: 5, MaxWindows: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Windows != 3 || len(lm.calls) != 3 {
+		t.Fatalf("windows %d, calls %d", res.Windows, len(lm.calls))
+	}
+	for w, c := range lm.calls {
+		if !equal(c, tokens[w*5:(w+1)*5]) {
+			t.Errorf("window %d got %v, want %v", w, c, tokens[w*5:(w+1)*5])
+		}
+	}
+	if got := NumWindows(23, 5, 0); got != 4 {
+		t.Errorf("NumWindows(23,5,0) = %d", got)
+	}
+	if got := NumWindows(23, 5, 9); got != 4 {
+		t.Errorf("NumWindows(23,5,9) = %d", got)
+	}
+	if got := NumWindows(4, 5, 0); got != 0 {
+		t.Errorf("NumWindows(4,5,0) = %d", got)
+	}
+}
+
+func equal(a, b []int32) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// The log-softmax must not overflow or lose the small probabilities.
+func TestNLLStable(t *testing.T) {
+	row := []float32{1000, 0, -1000}
+	nll, err := NLL(row, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if nll < 0 || nll > 1e-300 { // log1p(e^-1000 + e^-2000) underflows to 0
+		t.Errorf("NLL of the dominant token %g", nll)
+	}
+	if nll, _ := NLL(row, 1); !near(nll, 1000, 1e-15) {
+		t.Errorf("NLL %g, want 1000", nll)
+	}
+	if nll, _ := NLL(row, 2); !near(nll, 2000, 1e-15) {
+		t.Errorf("NLL %g, want 2000", nll)
+	}
+	// A large common offset changes nothing.
+	a, _ := NLL([]float32{3, 1, 2}, 1)
+	b, _ := NLL([]float32{30003, 30001, 30002}, 1)
+	if !near(a, b, 1e-12) {
+		t.Errorf("offset changed the NLL: %.15g vs %.15g", a, b)
+	}
+	want := -math.Log(math.Exp(1) / (math.Exp(3) + math.Exp(1) + math.Exp(2)))
+	if !near(a, want, 1e-14) {
+		t.Errorf("NLL %.15g, want %.15g", a, want)
+	}
+	// -Inf logits are zero probability; NaN and +Inf are errors.
+	if nll, err := NLL([]float32{float32(math.Inf(-1)), 0}, 1); err != nil || nll != 0 {
+		t.Errorf("NLL with a -Inf logit: %g, %v", nll, err)
+	}
+	if _, err := NLL([]float32{float32(math.NaN()), 0}, 1); err == nil {
+		t.Error("NaN logit accepted")
+	}
+	if _, err := NLL([]float32{float32(math.Inf(1)), 0}, 1); err == nil {
+		t.Error("+Inf logit accepted")
+	}
+	if _, err := NLL([]float32{0, 0}, 2); err == nil {
+		t.Error("target outside the row accepted")
+	}
+}
+
+func TestKLByHand(t *testing.T) {
+	// P = (1/2, 1/2), Q = (3/4, 1/4): KL = 1/2 log(2/3) + 1/2 log 2 = 1/2 log(4/3).
+	kl, err := KL([]float32{0, 0}, []float32{float32(math.Log(3)), 0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := 0.5 * math.Log(4.0/3); !near(kl, want, 1e-7) {
+		t.Errorf("KL %.15g, want %.15g", kl, want)
+	}
+	// Exactly representable logits: P = softmax(0, ln 2 ... ) avoided; use
+	// P = softmax(1, 0, 0), Q = uniform(3): KL = sum p log(3p).
+	kl, _ = KL([]float32{1, 0, 0}, []float32{5, 5, 5})
+	e := math.E
+	p := []float64{e / (e + 2), 1 / (e + 2), 1 / (e + 2)}
+	var want float64
+	for _, x := range p {
+		want += x * math.Log(3*x)
+	}
+	if !near(kl, want, 1e-13) {
+		t.Errorf("KL %.15g, want %.15g", kl, want)
+	}
+	// Identical distributions: exactly 0, also under a common offset.
+	row := []float32{0.3, -2, 7, 1.5}
+	if kl, _ := KL(row, row); kl != 0 {
+		t.Errorf("KL of identical rows %g", kl)
+	}
+	shift := []float32{10.3, 8, 17, 11.5}
+	if kl, _ := KL(row, shift); math.Abs(kl) > 1e-12 {
+		t.Errorf("KL of shifted rows %g", kl)
+	}
+	// Q = 0 where P > 0: +Inf. P = 0 where Q > 0: finite.
+	inf := float32(math.Inf(-1))
+	if kl, _ := KL([]float32{0, 0}, []float32{0, inf}); !math.IsInf(kl, 1) {
+		t.Errorf("KL with q=0 < p: %g", kl)
+	}
+	if kl, _ := KL([]float32{0, inf}, []float32{0, 0}); !near(kl, math.Log(2), 1e-15) {
+		t.Errorf("KL with p=0: %g, want log 2", kl)
+	}
+	if _, err := KL([]float32{0}, []float32{0, 0}); err == nil {
+		t.Error("rows of different lengths accepted")
+	}
+}
+
+func TestRunKL(t *testing.T) {
+	const vocab = 3
+	tokens := seqTokens(40, vocab)
+	ref := &fakeLM{vocab: vocab, fn: func(_ []int32, _ int, row []float32) { row[0] = 1 }}
+	same := &fakeLM{vocab: vocab, fn: func(_ []int32, _ int, row []float32) { row[0] = 1 }}
+	res, err := Run(context.Background(), same, ref, tokens, Options{SeqLen: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.MeanKL == nil || *res.MeanKL != 0 || *res.MaxKL != 0 || *res.Top1Agreement != 1 {
+		t.Fatalf("identical models: KL %v max %v top1 %v", res.MeanKL, res.MaxKL, res.Top1Agreement)
+	}
+	// Candidate uniform: KL(P_ref || U) = sum p log(3p) at every position.
+	uni := &fakeLM{vocab: vocab}
+	ref.calls = nil
+	res, err = Run(context.Background(), uni, ref, tokens, Options{SeqLen: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := math.E
+	var want float64
+	for _, x := range []float64{e / (e + 2), 1 / (e + 2), 1 / (e + 2)} {
+		want += x * math.Log(3*x)
+	}
+	if !near(*res.MeanKL, want, 1e-12) || !near(*res.MaxKL, want, 1e-12) {
+		t.Errorf("mean KL %.15g max %.15g, want %.15g", *res.MeanKL, *res.MaxKL, want)
+	}
+	if *res.Top1Agreement != 1 { // argmax of a uniform row is token 0, as the reference's
+		t.Errorf("top-1 agreement %g", *res.Top1Agreement)
+	}
+	if len(ref.calls) != 4 || len(uni.calls) != 4 {
+		t.Errorf("calls: ref %d, model %d", len(ref.calls), len(uni.calls))
+	}
+	// Perplexity is the candidate's: uniform.
+	if !near(res.Perplexity, vocab, 1e-12) {
+		t.Errorf("perplexity %g", res.Perplexity)
+	}
+}
+
+type badLM struct {
+	vocab, n int
+	err      error
+	nan      bool
+}
+
+func (b *badLM) Vocab() int { return b.vocab }
+func (b *badLM) Logits(ctx context.Context, tokens []int32) ([]float32, error) {
+	if b.err != nil {
+		return nil, b.err
+	}
+	out := make([]float32, b.n)
+	if b.nan && len(out) > 0 {
+		out[0] = float32(math.NaN())
+	}
+	return out, nil
+}
+
+func TestRunErrors(t *testing.T) {
+	ctx := context.Background()
+	tokens := seqTokens(20, 10)
+	cases := []struct {
+		name string
+		lm   LM
+		ref  LM
+		tok  []int32
+		opts Options
+		want string
+	}{
+		{"short", &fakeLM{vocab: 10}, nil, tokens[:3], Options{SeqLen: 4}, "shorter than one window"},
+		{"seqlen1", &fakeLM{vocab: 10}, nil, tokens, Options{SeqLen: 1}, "at least 2"},
+		{"negative max", &fakeLM{vocab: 10}, nil, tokens, Options{SeqLen: 4, MaxWindows: -1}, "negative"},
+		{"token out of vocab", &fakeLM{vocab: 5}, nil, tokens, Options{SeqLen: 4}, "outside the model's vocabulary"},
+		{"vocab mismatch", &fakeLM{vocab: 10}, &fakeLM{vocab: 11}, tokens, Options{SeqLen: 4}, "differs from the reference"},
+		{"short logits", &badLM{vocab: 10, n: 39}, nil, tokens, Options{SeqLen: 4}, "returned 39 logits"},
+		{"model error", &badLM{vocab: 10, err: errors.New("boom")}, nil, tokens, Options{SeqLen: 4}, "boom"},
+		{"nan", &badLM{vocab: 10, n: 40, nan: true}, nil, tokens, Options{SeqLen: 4}, "NaN"},
+		{"ref short", &fakeLM{vocab: 10}, &badLM{vocab: 10, n: 3}, tokens, Options{SeqLen: 4}, "reference returned 3"},
+	}
+	for _, c := range cases {
+		_, err := Run(ctx, c.lm, c.ref, c.tok, c.opts)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: error %v, want %q", c.name, err, c.want)
+		}
+	}
+}
+
+func TestRunCancelAndProgress(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var seen []Progress
+	lm := &fakeLM{vocab: 4}
+	res, err := Run(ctx, lm, nil, seqTokens(100, 4), Options{SeqLen: 10, Progress: func(p Progress) {
+		seen = append(seen, p)
+		if p.Window == 3 {
+			cancel()
+		}
+	}})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("error %v, want context.Canceled", err)
+	}
+	if res.Windows != 3 || len(seen) != 3 || !near(res.Perplexity, 4, 1e-12) || res.TokensScored != 27 {
+		t.Errorf("partial result %+v, %d progress calls", res, len(seen))
+	}
+	for i, p := range seen {
+		if p.Window != i+1 || p.Windows != 10 || p.TokensScored != int64(9*(i+1)) || !near(p.Perplexity, 4, 1e-12) || !math.IsNaN(p.MeanKL) {
+			t.Errorf("progress %d: %+v", i, p)
+		}
+	}
+}
+
+func TestDefaultSeqLen(t *testing.T) {
+	lm := &fakeLM{vocab: 3}
+	res, err := Run(context.Background(), lm, nil, seqTokens(2*DefaultSeqLen+7, 3), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.SeqLen != 2048 || res.Windows != 2 || res.TokensScored != 2*2047 {
+		t.Errorf("%+v", res)
+	}
+}
+
+func TestLoadText(t *testing.T) {
+	txt, err := LoadText("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !txt.Verified || txt.SHA256 != WikiText2SHA256 || txt.Rows != 2891 || txt.Name != WikiText2Name {
+		t.Errorf("default text: %+v", *txt)
+	}
+	if !strings.HasPrefix(txt.Joined, " = Robert Boulter = \n\n Robert Boulter is") || strings.HasSuffix(txt.Joined, "\n") {
+		t.Errorf("joined text starts %q, ends %q", txt.Joined[:40], txt.Joined[len(txt.Joined)-20:])
+	}
+	// 2891 rows, 2890 separators of two newlines, one newline removed at the end.
+	if want := wikiText2Bytes - 1 + 2890; len(txt.Joined) != want {
+		t.Errorf("joined %d bytes, want %d", len(txt.Joined), want)
+	}
+	// The testdata copy is the embedded one.
+	file, err := LoadText(filepath.Join("testdata", WikiText2Name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !file.Verified || file.Joined != txt.Joined {
+		t.Error("testdata copy differs from the embedded text")
+	}
+	// A changed copy under the carried name is refused.
+	dir := t.TempDir()
+	bad := filepath.Join(dir, WikiText2Name)
+	if err := os.WriteFile(bad, append([]byte("x"), wikiText2...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadText(bad); err == nil || !strings.Contains(err.Error(), "sha256") {
+		t.Errorf("changed copy: %v", err)
+	}
+	// Any other file is used as it is.
+	other := filepath.Join(dir, "mine.txt")
+	os.WriteFile(other, []byte("a\nb\n\nc\n"), 0o644)
+	o, err := LoadText(other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Verified || o.Joined != "a\n\nb\n\n\n\nc" || o.Rows != 4 {
+		t.Errorf("other text: %+v", *o)
+	}
+	r, err := LoadRawText(other)
+	if err != nil || r.Joined != "a\nb\n\nc\n" || r.Rows != 4 {
+		t.Errorf("raw text: %+v, %v", r, err)
+	}
+	os.WriteFile(other, []byte{0xff, 'a'}, 0o644)
+	if _, err := LoadText(other); err == nil {
+		t.Error("invalid UTF-8 accepted")
+	}
+	if _, err := LoadText(filepath.Join(dir, "missing.txt")); err == nil {
+		t.Error("missing file accepted")
+	}
+	cal, err := CalibrationText()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cal.Verified || len(cal.Joined) != calibrationBytes || !strings.HasPrefix(cal.Joined, "Frankenstein;") {
+		t.Errorf("calibration text: %d bytes, verified %v", len(cal.Joined), cal.Verified)
+	}
+	if j, n := JoinRows(""); j != "" || n != 0 {
+		t.Errorf("JoinRows(\"\") = %q, %d", j, n)
+	}
+}
+
+// fakeTokenizer: one token per byte.
+type fakeTokenizer struct{}
+
+func (fakeTokenizer) Encode(s string) ([]int32, error) {
+	ids := make([]int32, len(s))
+	for i := 0; i < len(s); i++ {
+		ids[i] = int32(s[i])
+	}
+	return ids, nil
+}
+
+func TestEvaluateAndReport(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "t.txt")
+	os.WriteFile(p, []byte(strings.Repeat("abcdefgh\n", 50)), 0o644)
+	lm := &fakeLM{vocab: 256}
+	rep, err := Evaluate(context.Background(), lm, lm, fakeTokenizer{}, Config{
+		Model: "m", Reference: "r", TextPath: p, Options: Options{SeqLen: 64, MaxWindows: 5},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 50 rows of 8 bytes joined by "\n\n": 50*8 + 49*2 = 498 tokens.
+	if rep.TextTokens != 498 || rep.Windows != 5 || rep.TokensScored != 5*63 || !near(rep.Perplexity, 256, 1e-12) || *rep.MeanKL != 0 {
+		t.Errorf("report %+v", rep)
+	}
+	var buf bytes.Buffer
+	if err := rep.WriteText(&buf); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{"perplexity:      256.0000", "mean KL:", "315 scored", "reference:       r"} {
+		if !strings.Contains(buf.String(), s) {
+			t.Errorf("report text lacks %q:\n%s", s, buf.String())
+		}
+	}
+	js, _ := json.Marshal(rep)
+	var m map[string]any
+	json.Unmarshal(js, &m)
+	for _, k := range []string{"perplexity", "mean_nll", "tokens_scored", "tokens_per_second", "mean_kl", "text_sha256", "windows", "seq_len"} {
+		if _, ok := m[k]; !ok {
+			t.Errorf("JSON lacks %q: %s", k, js)
+		}
+	}
+	// Without a reference: no KL in the JSON.
+	rep, err = Evaluate(context.Background(), lm, nil, fakeTokenizer{}, Config{TextPath: p, Reference: "x", Options: Options{SeqLen: 64}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, _ = json.Marshal(rep)
+	if strings.Contains(string(js), "mean_kl") || rep.Reference != "" {
+		t.Errorf("KL or reference without a reference model: %s", js)
+	}
+}
