@@ -99,7 +99,7 @@ func cardBits(dir string) float64 {
 		return math.NaN()
 	}
 	for _, path := range [][]string{
-		{"validation", "bits_per_weight_real"}, {"validation", "bits_per_weight"},
+		{"validation", "mixed_go_bpw"}, {"validation", "bits_per_weight_real"}, {"validation", "bits_per_weight"},
 		{"validation", "bits_per_weight_estimate"}, {"bits_per_weight"},
 	} {
 		var v any = card

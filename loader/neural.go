@@ -14,7 +14,6 @@ import (
 	"github.com/nwc-project/nwc/loader/codec"
 	"github.com/nwc-project/nwc/loader/tensor"
 	"github.com/nwc-project/nwc/ortcodec"
-	"github.com/nwc-project/nwc/ortcodec/entropy"
 	"github.com/nwc-project/nwc/ortcodec/ldlq"
 )
 
@@ -136,7 +135,12 @@ func (c *nwcCoder) encode(ctx context.Context, w []float32, m, n int, h []float6
 	}
 	kc := m / ortcodec.D // chunks per column
 	syms := make([]int32, m*n)
-	tables := c.c.Tables()
+	qAll := make([]int64, n*kc)
+	for j := 0; j < n; j++ {
+		for k := 0; k < kc; k++ {
+			qAll[j*kc+k] = int64(levels[j])
+		}
+	}
 	_, err = f.Quantize(ctx, wn, m, func(s, e int, blk []float32) ([]float32, error) {
 		cols := e - s
 		nch := cols * kc
@@ -155,11 +159,15 @@ func (c *nwcCoder) encode(ctx context.Context, w []float32, m, n int, h []float6
 		if err != nil {
 			return nil, err
 		}
-		sy, err := entropy.Quantize(tables, y, syms[s*m:e*m])
+		sy, err := c.c.Quantize(y, q, syms[s*m:e*m])
 		if err != nil {
 			return nil, err
 		}
-		xh, err := c.c.Decode(ctx, entropy.Dequantize(tables, sy, nil), q)
+		yh, err := c.c.Dequantize(sy, q, nil)
+		if err != nil {
+			return nil, err
+		}
+		xh, err := c.c.Decode(ctx, yh, q)
 		if err != nil {
 			return nil, err
 		}
@@ -186,7 +194,7 @@ func (c *nwcCoder) encode(ctx context.Context, w []float32, m, n int, h []float6
 		packed[j/4] |= l << (2 * (j % 4))
 	}
 	payload = append(payload, packed...)
-	payload, err = entropy.EncodeStreams(tables, syms, ortcodec.DefaultStreamChunks, payload, 1)
+	payload, err = c.c.EncodeLevels(syms, qAll, payload)
 	if err != nil {
 		return 0, nil, nil, err
 	}
@@ -203,10 +211,6 @@ func decodeNeural(ctx context.Context, c *ortcodec.Codec, shape []int64, payload
 	if len(payload) < side || payload[0] != nwcPayloadVersion {
 		return nil, fmt.Errorf("%w: nwc payload of %d bytes (header needs %d)", codec.ErrCorrupt, len(payload), side)
 	}
-	syms, err := entropy.DecodeStreams(c.Tables(), payload[side:], m*n, nil, 0)
-	if err != nil {
-		return nil, err
-	}
 	kc := m / ortcodec.D
 	q := make([]int64, n*kc)
 	lv := payload[1+2*m:]
@@ -216,7 +220,15 @@ func decodeNeural(ctx context.Context, c *ortcodec.Codec, shape []int64, payload
 			q[j*kc+k] = l
 		}
 	}
-	xh, err := c.Decode(ctx, entropy.Dequantize(c.Tables(), syms, nil), q)
+	syms, err := c.DecodeLevels(payload[side:], q)
+	if err != nil {
+		return nil, err
+	}
+	yh, err := c.Dequantize(syms, q, nil)
+	if err != nil {
+		return nil, err
+	}
+	xh, err := c.Decode(ctx, yh, q)
 	if err != nil {
 		return nil, err
 	}

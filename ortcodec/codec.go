@@ -61,6 +61,7 @@ type Codec struct {
 	dir    string
 	opts   options
 	tables *entropy.Tables
+	levels [NumLevels]*entropy.Tables
 	card   json.RawMessage
 
 	mu     sync.RWMutex // held shared by Encode/Decode, exclusively by Close
@@ -95,8 +96,8 @@ func Load(dir string, opts ...Option) (c *Codec, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("ortcodec: %s: %w", dir, err)
 	}
-	if n := c.tables.NumChannels(); n != D {
-		return nil, fmt.Errorf("%w: %s: %s has %d channels, want %d", ErrModel, dir, EntropyFile, n, D)
+	if err := c.splitLevels(filepath.Join(dir, EntropyFile)); err != nil {
+		return nil, err
 	}
 	if c.card, err = readCard(filepath.Join(dir, CardFile)); err != nil {
 		return nil, err
@@ -144,8 +145,44 @@ func (c *Codec) Provider() string { return c.opts.provider }
 // Batch returns the number of chunks per Run.
 func (c *Codec) Batch() int { return c.opts.batch }
 
-// Tables returns the validated entropy tables of entropy.json.
+// Tables returns all rows of entropy.json (16 channels, or 64 for per-level
+// tables); LevelTables gives the 16 rows of one quality level.
 func (c *Codec) Tables() *entropy.Tables { return c.tables }
+
+// splitLevels reads the optional "levels" field of entropy.json: 1 (16
+// channels shared by every quality level) or 4 (64 channels, entry q*16+c
+// for channel c of a level-q chunk), and sets the per-level tables.
+func (c *Codec) splitLevels(path string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("ortcodec: %w", err)
+	}
+	var hdr struct {
+		Levels *int `json:"levels"`
+	}
+	if err := json.Unmarshal(data, &hdr); err != nil {
+		return fmt.Errorf("%w: %s: %v", ErrModel, path, err)
+	}
+	levels := 1
+	if hdr.Levels != nil {
+		levels = *hdr.Levels
+	}
+	if (levels != 1 && levels != NumLevels) || c.tables.NumChannels() != D*levels {
+		return fmt.Errorf("%w: %s: %d channels with levels %d, want %d (levels 1) or %d (levels %d)",
+			ErrModel, path, c.tables.NumChannels(), levels, D, D*NumLevels, NumLevels)
+	}
+	for q := range c.levels {
+		off := 0
+		if levels == NumLevels {
+			off = q * D
+		}
+		c.levels[q] = &entropy.Tables{Precision: c.tables.Precision, Channels: c.tables.Channels[off : off+D]}
+	}
+	return nil
+}
+
+// LevelTables returns the entropy tables (16 channels) of quality level q.
+func (c *Codec) LevelTables(q int) *entropy.Tables { return c.levels[q] }
 
 // Card returns card.json as read (a JSON object).
 func (c *Codec) Card() json.RawMessage { return c.card }
