@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# scripts/train/run_all.sh: reproduce one shipped codec from scratch
+# (dataset -> train -> export -> ONNX Runtime parity check).
+#
+#   scripts/train/run_all.sh                 # nwc-w128d2-l300 (see docs/TRAINING.md)
+#   LAMBDA=1000 scripts/train/run_all.sh     # another rate point
+#   scripts/train/run_all.sh --tiny          # CI: tiny dataset, 30 steps, exported to
+#                                            # $NWC_CACHE/train-runs/nwc-tiny/export (< 1 min)
+# Env: NWC_CACHE (default ~/.cache/nwc), PY (python of the training venv; default
+#      $NWC_CACHE/venv-train/bin/python, else /tmp/venv-train/bin/python),
+#      WIDTH DEPTH LAMBDA STEPS BATCH THREADS, OUT (export folder, default models/<name>),
+#      LOGDIR (training CSV/PNG, default docs/results/training).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+NWC_CACHE="${NWC_CACHE:-$HOME/.cache/nwc}"
+export NWC_CACHE
+if [[ -z "${PY:-}" ]]; then
+	PY="$NWC_CACHE/venv-train/bin/python"
+	[[ -x "$PY" ]] || PY=/tmp/venv-train/bin/python
+fi
+[[ -x "$PY" ]] || { echo "no training venv: run make setup-train (or set PY)" >&2; exit 1; }
+
+WIDTH="${WIDTH:-128}" DEPTH="${DEPTH:-2}" LAMBDA="${LAMBDA:-300}"
+STEPS="${STEPS:-1500}" BATCH="${BATCH:-64}" THREADS="${THREADS:-1}"
+start=$(date +%s)
+if [[ "${1:-}" == "--tiny" ]]; then
+	"$PY" scripts/train/dataset.py --tiny
+	"$PY" scripts/train/train.py --tiny --threads "$THREADS"
+	OUT="${OUT:-$NWC_CACHE/train-runs/nwc-tiny/export}"
+	"$PY" scripts/train/export.py --run nwc-tiny --out "$OUT" --parity-chunks 256 --rans-chunks 256 --max-val-chunks 8192
+	"$PY" scripts/train/evaluate.py "$OUT"
+else
+	NAME="nwc-w${WIDTH}d${DEPTH}-l${LAMBDA}"
+	"$PY" scripts/train/dataset.py
+	"$PY" scripts/train/train.py --width "$WIDTH" --depth "$DEPTH" --lmbda "$LAMBDA" \
+		--steps "$STEPS" --batch "$BATCH" --threads "$THREADS" --resume ${LOGDIR:+--logdir "$LOGDIR"}
+	OUT="${OUT:-models/$NAME}"
+	"$PY" scripts/train/export.py --run "$NAME" --out "$OUT" --threads "$THREADS"
+	"$PY" scripts/train/evaluate.py "$OUT"
+fi
+echo "run_all: done in $(($(date +%s) - start)) s -> $OUT" >&2
