@@ -29,7 +29,7 @@ TEST_ENV := ONNXRUNTIME_SHARED_LIBRARY_PATH=$(ORT_LIB) NWC_REQUIRE_ORT=1 NWC_REQ
 # Go files to gofmt-check (skip VCS, testdata, outputs).
 FIND_GOFILES = find . -type d \( -name .git -o -name testdata -o -path ./out -o -path ./bin -o -name node_modules \) -prune -o -type f -name '*.go' -print
 
-.PHONY: all setup setup-check setup-train build test fmt-check vet fuzz demo clean check-tokenizer
+.PHONY: all setup setup-check setup-train train build test fmt-check vet fuzz demo clean check-tokenizer
 
 all: build
 
@@ -42,6 +42,12 @@ setup-check:
 
 setup-train:
 	NWC_CACHE=$(NWC_CACHE) scripts/setup-train.sh
+
+# Reproduce one shipped codec from scratch (dataset, training, export, parity):
+# nwc-w128d2-l300 by default (LAMBDA=... for another rate point; OUT=... to
+# write elsewhere than models/). About 8 minutes on an idle 2-core machine.
+train: setup setup-train
+	NWC_CACHE=$(NWC_CACHE) scripts/train/run_all.sh
 
 build:
 	@mkdir -p $(BIN)
@@ -68,12 +74,22 @@ fuzz:
 		done; \
 	done
 
+# The main job on the shipped default: compress the reference LLM with the
+# neural codec at ~4 bits/weight, load it back on the fly and report
+# bits/weight, perplexity and KL (DEMO_WINDOWS windows of 2048 tokens of
+# WikiText-2), decompress it to safetensors; plus a lossless round trip of an
+# fp32 model. DEMO_CALIB calibration tokens (cached after the first run).
+DEMO_WINDOWS ?= 2
+DEMO_CALIB   ?= 16384
 demo: setup build
 	@mkdir -p $(OUT)
-	$(BIN)/nwc inspect smollm2-135m
+	$(BIN)/nwc inspect smollm2-135m | tail -n 2
 	$(BIN)/nwc compress --codec lossless --model minilm-l6 -o $(OUT)/minilm.nwc
-	$(BIN)/nwc inspect $(OUT)/minilm.nwc
+	$(BIN)/nwc inspect $(OUT)/minilm.nwc --verify | tail -n 3
 	$(BIN)/nwc decompress $(OUT)/minilm.nwc -o $(OUT)/minilm.safetensors
+	ONNXRUNTIME_SHARED_LIBRARY_PATH=$(ORT_LIB) $(BIN)/nwc compress --model smollm2-135m --codec nwc --bits 4 --calib-tokens $(DEMO_CALIB) -o $(OUT)/smollm2-nwc4.nwc
+	ONNXRUNTIME_SHARED_LIBRARY_PATH=$(ORT_LIB) $(BIN)/nwc eval --model $(OUT)/smollm2-nwc4.nwc --reference smollm2-135m --max-windows $(DEMO_WINDOWS)
+	ONNXRUNTIME_SHARED_LIBRARY_PATH=$(ORT_LIB) $(BIN)/nwc decompress $(OUT)/smollm2-nwc4.nwc -o $(OUT)/smollm2-nwc4.safetensors
 
 # Tokenizer cross-check against llama.cpp's own tokenizer reading the GGUF
 # (llama-cpp-python compiles llama.cpp from source: ~10-40 min on 2 cores,

@@ -19,13 +19,8 @@ NWC_CACHE="${NWC_CACHE:-$HOME/.cache/nwc}"
 PYTHON="${PYTHON:-python3}"
 V="$NWC_CACHE/venv-train"
 
-REQS="torch>=2.4
-numpy>=1.26,<3
-onnx>=1.17
-onnxruntime>=1.24
-safetensors>=0.4
-gguf==0.19.0
-matplotlib>=3.8
+# The pinned training stack (the versions the shipped codecs were made with).
+REQS="$(grep -v '^[[:space:]]*\(#\|$\)' "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/train/requirements.txt")
 ${NWC_TRAIN_EXTRA:-}"
 
 log() { printf '\033[1m[setup-train]\033[0m %s\n' "$*" >&2; }
