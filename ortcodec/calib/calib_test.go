@@ -2,10 +2,8 @@ package calib
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -14,42 +12,13 @@ import (
 	"testing"
 
 	"github.com/nwc-project/nwc/internal/ortenv/orttest"
+	"github.com/nwc-project/nwc/internal/tensortest"
 	"github.com/nwc-project/nwc/loader/gguf"
 	"github.com/nwc-project/nwc/loader/tensor"
 )
 
 // memSource is an in-memory float32 tensor.Source.
-type memSource struct {
-	infos  []tensor.Info
-	data   map[string][]float32
-	assets []tensor.Asset
-}
-
-func (m *memSource) add(name string, v []float32, shape ...int64) {
-	m.infos = append(m.infos, tensor.Info{Name: name, DType: tensor.F32, Shape: shape, Size: int64(4 * len(v))})
-	m.data[name] = v
-}
-func (m *memSource) Tensors() []tensor.Info { return m.infos }
-func (m *memSource) Assets() []tensor.Asset { return m.assets }
-func (m *memSource) Close() error           { return nil }
-func (m *memSource) ReadRaw(name string, dst []byte) ([]byte, error) {
-	v, ok := m.data[name]
-	if !ok {
-		return nil, fmt.Errorf("%q: %w", name, tensor.ErrNotFound)
-	}
-	b := make([]byte, 4*len(v))
-	for i, f := range v {
-		binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(f))
-	}
-	return b, nil
-}
-func (m *memSource) ReadFloat32(name string, dst []float32) ([]float32, error) {
-	v, ok := m.data[name]
-	if !ok {
-		return nil, fmt.Errorf("%q: %w", name, tensor.ErrNotFound)
-	}
-	return append(dst[:0], v...), nil
-}
+type memSource = tensortest.MemSource
 
 // tinyModel: a random 2-layer Llama in GGUF naming (d 16, 4 heads / 2 kv
 // heads of 4, ffn 24, vocab 50).
@@ -78,21 +47,21 @@ func tinyModel(t *testing.T, seed uint64) *memSource {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &memSource{data: map[string][]float32{}, assets: []tensor.Asset{{Name: gguf.MetadataAsset, Data: meta}}}
-	s.add("token_embd.weight", rnd(tVocab*tD, 1, 0), tVocab, tD)
-	s.add("output_norm.weight", rnd(tD, 0.2, 1), tD)
+	s := &memSource{Data: map[string][]float32{}, AssetList: []tensor.Asset{{Name: gguf.MetadataAsset, Data: meta}}}
+	s.Add("token_embd.weight", rnd(tVocab*tD, 1, 0), tVocab, tD)
+	s.Add("output_norm.weight", rnd(tD, 0.2, 1), tD)
 	q, kv := tHeads*tHD, tKV*tHD
 	for l := 0; l < tLayers; l++ {
 		p := fmt.Sprintf("blk.%d.", l)
-		s.add(p+"attn_norm.weight", rnd(tD, 0.2, 1), tD)
-		s.add(p+"attn_q.weight", rnd(q*tD, 0.5, 0), int64(q), tD)
-		s.add(p+"attn_k.weight", rnd(kv*tD, 0.5, 0), int64(kv), tD)
-		s.add(p+"attn_v.weight", rnd(kv*tD, 0.3, 0), int64(kv), tD)
-		s.add(p+"attn_output.weight", rnd(tD*q, 0.3, 0), tD, int64(q))
-		s.add(p+"ffn_norm.weight", rnd(tD, 0.2, 1), tD)
-		s.add(p+"ffn_gate.weight", rnd(tFFN*tD, 0.3, 0), tFFN, tD)
-		s.add(p+"ffn_up.weight", rnd(tFFN*tD, 0.3, 0), tFFN, tD)
-		s.add(p+"ffn_down.weight", rnd(tD*tFFN, 0.3, 0), tD, tFFN)
+		s.Add(p+"attn_norm.weight", rnd(tD, 0.2, 1), tD)
+		s.Add(p+"attn_q.weight", rnd(q*tD, 0.5, 0), int64(q), tD)
+		s.Add(p+"attn_k.weight", rnd(kv*tD, 0.5, 0), int64(kv), tD)
+		s.Add(p+"attn_v.weight", rnd(kv*tD, 0.3, 0), int64(kv), tD)
+		s.Add(p+"attn_output.weight", rnd(tD*q, 0.3, 0), tD, int64(q))
+		s.Add(p+"ffn_norm.weight", rnd(tD, 0.2, 1), tD)
+		s.Add(p+"ffn_gate.weight", rnd(tFFN*tD, 0.3, 0), tFFN, tD)
+		s.Add(p+"ffn_up.weight", rnd(tFFN*tD, 0.3, 0), tFFN, tD)
+		s.Add(p+"ffn_down.weight", rnd(tD*tFFN, 0.3, 0), tD, tFFN)
 	}
 	return s
 }
@@ -236,7 +205,7 @@ func TestCollectCacheRoundTrip(t *testing.T) {
 	}
 
 	// Another model (one weight changed) has another key.
-	src.data["blk.0.ffn_up.weight"][3] += 1
+	src.Data["blk.0.ffn_up.weight"][3] += 1
 	key2, _ := ModelKey(src)
 	if key2 == key {
 		t.Fatal("model key ignores the weights")

@@ -6,57 +6,16 @@ import (
 	"encoding/binary"
 	"errors"
 	"math"
-	"math/rand/v2"
 	"testing"
 
+	"github.com/nwc-project/nwc/ortcodec/internal/testmat"
 	"github.com/nwc-project/nwc/ortcodec/ldlq"
 )
 
-func correlatedH(n, k, N int, seed uint64) []float64 {
-	rng := rand.New(rand.NewPCG(seed, 7))
-	B := make([]float64, k*n)
-	for i := range B {
-		B[i] = rng.NormFloat64()
-	}
-	H := make([]float64, n*n)
-	x := make([]float64, n)
-	g := make([]float64, k)
-	for s := 0; s < N; s++ {
-		for i := range g {
-			g[i] = rng.NormFloat64()
-		}
-		for j := 0; j < n; j++ {
-			v := 0.1 * rng.NormFloat64()
-			for i := 0; i < k; i++ {
-				v += g[i] * B[i*n+j]
-			}
-			x[j] = v
-		}
-		for i := 0; i < n; i++ {
-			for j := 0; j < n; j++ {
-				H[i*n+j] += x[i] * x[j]
-			}
-		}
-	}
-	return H
-}
+var correlatedH = testmat.CorrelatedH
 
 // randW draws LLM-like weights: per-row scales, heavy tails, a few outliers.
-func randW(m, n int, seed uint64) []float32 {
-	rng := rand.New(rand.NewPCG(seed, 1))
-	W := make([]float32, m*n)
-	for r := 0; r < m; r++ {
-		s := 0.02 * math.Exp(0.3*rng.NormFloat64())
-		for c := 0; c < n; c++ {
-			v := rng.NormFloat64()
-			if rng.IntN(300) == 0 {
-				v *= 12
-			}
-			W[r*n+c] = float32(s * v)
-		}
-	}
-	return W
-}
+func randW(m, n int, seed uint64) []float32 { return testmat.LLMW(m, n, seed, 300, 12) }
 
 func entropyBits(codes []int32) float64 {
 	hist := map[int32]int{}

@@ -4,49 +4,16 @@ import (
 	"context"
 	"errors"
 	"math"
-	"math/rand/v2"
 	"testing"
+
+	"github.com/nwc-project/nwc/ortcodec/internal/testmat"
 )
 
 // correlatedH returns H = X^T X for X = G B + 0.1 noise (N samples, rank-k
 // structure): strongly correlated inputs, as real activations are.
-func correlatedH(n, k, N int, seed uint64) []float64 {
-	rng := rand.New(rand.NewPCG(seed, 7))
-	B := make([]float64, k*n)
-	for i := range B {
-		B[i] = rng.NormFloat64()
-	}
-	H := make([]float64, n*n)
-	x := make([]float64, n)
-	g := make([]float64, k)
-	for s := 0; s < N; s++ {
-		for i := range g {
-			g[i] = rng.NormFloat64()
-		}
-		for j := 0; j < n; j++ {
-			v := 0.1 * rng.NormFloat64()
-			for i := 0; i < k; i++ {
-				v += g[i] * B[i*n+j]
-			}
-			x[j] = v
-		}
-		for i := 0; i < n; i++ {
-			for j := 0; j < n; j++ {
-				H[i*n+j] += x[i] * x[j]
-			}
-		}
-	}
-	return H
-}
+var correlatedH = testmat.CorrelatedH
 
-func randW(m, n int, seed uint64) []float32 {
-	rng := rand.New(rand.NewPCG(seed, 1))
-	W := make([]float32, m*n)
-	for i := range W {
-		W[i] = float32(rng.NormFloat64())
-	}
-	return W
-}
+var randW = testmat.GaussW
 
 func rounder(step float32) BlockQuantizer {
 	return func(s, e int, w []float32) ([]float32, error) {

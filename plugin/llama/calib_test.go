@@ -11,114 +11,16 @@ import (
 	"github.com/nwc-project/nwc/plugin/onnx"
 )
 
-// refInputs is a direct float64 forward pass over GGUF-layout weights (as
-// refForward, ggml rotary convention) that returns the four linear inputs
-// of every layer: out[l][kind] is [len(tokens)][n].
+// refInputs runs refForwardRec and returns the four linear inputs of every
+// layer: out[l][kind] is [len(tokens)][n].
 func refInputs(c Config, w map[string][]float32, tokens []int32) []map[string][][]float64 {
-	S, D, H, KV, hd, F := len(tokens), c.Hidden, c.Heads, c.KVHeads, c.HeadDim, c.FFN
-	G := H / KV
-	matvec := func(wt []float32, out, in int, x []float64) []float64 {
-		y := make([]float64, out)
-		for o := 0; o < out; o++ {
-			s := 0.0
-			for i := 0; i < in; i++ {
-				s += float64(wt[o*in+i]) * x[i]
-			}
-			y[o] = s
-		}
-		return y
-	}
-	rms := func(x []float64, g []float32) []float64 {
-		ms := 0.0
-		for _, v := range x {
-			ms += v * v
-		}
-		r := 1 / math.Sqrt(ms/float64(len(x))+c.RMSEps)
-		y := make([]float64, len(x))
-		for i := range x {
-			y[i] = x[i] * r * float64(g[i])
-		}
-		return y
-	}
-	rope := func(v []float64, heads, pos int) {
-		for h := 0; h < heads; h++ {
-			for j := 0; j < hd/2; j++ {
-				th := float64(pos) * math.Pow(c.RopeTheta, -float64(2*j)/float64(hd))
-				a, b := v[h*hd+2*j], v[h*hd+2*j+1]
-				v[h*hd+2*j] = a*math.Cos(th) - b*math.Sin(th)
-				v[h*hd+2*j+1] = a*math.Sin(th) + b*math.Cos(th)
-			}
-		}
-	}
-	x := make([][]float64, S)
-	emb := w["token_embd.weight"]
-	for s, t := range tokens {
-		x[s] = make([]float64, D)
-		for i := 0; i < D; i++ {
-			x[s][i] = float64(emb[int(t)*D+i])
-		}
-	}
 	out := make([]map[string][][]float64, c.Layers)
-	for l := 0; l < c.Layers; l++ {
-		p := fmt.Sprintf("blk.%d.", l)
-		rec := map[string][][]float64{}
-		out[l] = rec
-		qs, ks, vs := make([][]float64, S), make([][]float64, S), make([][]float64, S)
-		for s := 0; s < S; s++ {
-			n := rms(x[s], w[p+"attn_norm.weight"])
-			rec[KindAttnIn] = append(rec[KindAttnIn], n)
-			qs[s] = matvec(w[p+"attn_q.weight"], H*hd, D, n)
-			ks[s] = matvec(w[p+"attn_k.weight"], KV*hd, D, n)
-			vs[s] = matvec(w[p+"attn_v.weight"], KV*hd, D, n)
-			rope(qs[s], H, s)
-			rope(ks[s], KV, s)
-		}
-		for s := 0; s < S; s++ {
-			ctx := make([]float64, H*hd)
-			for h := 0; h < H; h++ {
-				kv := h / G
-				sc := make([]float64, s+1)
-				mx := math.Inf(-1)
-				for u := 0; u <= s; u++ {
-					d := 0.0
-					for i := 0; i < hd; i++ {
-						d += qs[s][h*hd+i] * ks[u][kv*hd+i]
-					}
-					sc[u] = d / math.Sqrt(float64(hd))
-					mx = math.Max(mx, sc[u])
-				}
-				sum := 0.0
-				for u := range sc {
-					sc[u] = math.Exp(sc[u] - mx)
-					sum += sc[u]
-				}
-				for u := range sc {
-					for i := 0; i < hd; i++ {
-						ctx[h*hd+i] += sc[u] / sum * vs[u][kv*hd+i]
-					}
-				}
-			}
-			rec[KindAttnOut] = append(rec[KindAttnOut], ctx)
-			o := matvec(w[p+"attn_output.weight"], D, H*hd, ctx)
-			for i := range o {
-				x[s][i] += o[i]
-			}
-		}
-		for s := 0; s < S; s++ {
-			m := rms(x[s], w[p+"ffn_norm.weight"])
-			rec[KindFFNIn] = append(rec[KindFFNIn], m)
-			g := matvec(w[p+"ffn_gate.weight"], F, D, m)
-			u := matvec(w[p+"ffn_up.weight"], F, D, m)
-			for i := range g {
-				g[i] = g[i] / (1 + math.Exp(-g[i])) * u[i]
-			}
-			rec[KindFFNDown] = append(rec[KindFFNDown], g)
-			d := matvec(w[p+"ffn_down.weight"], D, F, g)
-			for i := range d {
-				x[s][i] += d[i]
-			}
-		}
+	for l := range out {
+		out[l] = map[string][][]float64{}
 	}
+	refForwardRec(c, w, tokens, func(l int, kind string, _ int, x []float64) {
+		out[l][kind] = append(out[l][kind], x)
+	})
 	return out
 }
 

@@ -2,7 +2,6 @@ package llama
 
 import (
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,45 +13,13 @@ import (
 	"time"
 
 	"github.com/nwc-project/nwc/internal/ortenv/orttest"
+	"github.com/nwc-project/nwc/internal/tensortest"
 	"github.com/nwc-project/nwc/loader/gguf"
 	"github.com/nwc-project/nwc/loader/tensor"
 )
 
 // memSource is an in-memory float32 tensor.Source.
-type memSource struct {
-	infos  []tensor.Info
-	data   map[string][]float32
-	assets []tensor.Asset
-}
-
-func (m *memSource) add(name string, v []float32, shape ...int64) {
-	if m.data == nil {
-		m.data = map[string][]float32{}
-	}
-	m.infos = append(m.infos, tensor.Info{Name: name, DType: tensor.F32, Shape: shape, Size: int64(4 * len(v))})
-	m.data[name] = v
-}
-func (m *memSource) Tensors() []tensor.Info { return m.infos }
-func (m *memSource) Assets() []tensor.Asset { return m.assets }
-func (m *memSource) Close() error           { return nil }
-func (m *memSource) ReadRaw(name string, dst []byte) ([]byte, error) {
-	v, ok := m.data[name]
-	if !ok {
-		return nil, fmt.Errorf("%q: %w", name, tensor.ErrNotFound)
-	}
-	b := make([]byte, 4*len(v))
-	for i, f := range v {
-		binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(f))
-	}
-	return b, nil
-}
-func (m *memSource) ReadFloat32(name string, dst []float32) ([]float32, error) {
-	v, ok := m.data[name]
-	if !ok {
-		return nil, fmt.Errorf("%q: %w", name, tensor.ErrNotFound)
-	}
-	return append(dst[:0], v...), nil
-}
+type memSource = tensortest.MemSource
 
 // tinyCfg: 2 layers, d=16, 4 heads / 2 kv heads (head_dim 4), ffn 24, vocab 50.
 var tinyCfg = Config{Arch: "llama", Layers: 2, Hidden: 16, Heads: 4, KVHeads: 2, HeadDim: 4, FFN: 24,
@@ -139,9 +106,9 @@ func ggufSource(t *testing.T, c Config, w map[string][]float32) *memSource {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &memSource{assets: []tensor.Asset{{Name: gguf.MetadataAsset, Data: meta}}}
+	s := &memSource{AssetList: []tensor.Asset{{Name: gguf.MetadataAsset, Data: meta}}}
 	for _, name := range sortedKeys(w) {
-		s.add(name, w[name], shapeOf(c, name)...)
+		s.Add(name, w[name], shapeOf(c, name)...)
 	}
 	return s
 }
@@ -166,6 +133,16 @@ func sortedKeys(m map[string][]float32) []string {
 // rotated by pos*theta^(-2j/hd)) on the rows as stored: an independent check
 // of Build's un-permutation + rotate-half.
 func refForward(c Config, w map[string][]float32, tokens []int32) []float64 {
+	return refForwardRec(c, w, tokens, nil)
+}
+
+// refForwardRec is refForward that also hands every linear input to rec (if
+// not nil): rec(layer, kind, s, x) with kind one of KindAttnIn, KindAttnOut,
+// KindFFNIn, KindFFNDown, s the token position and x (not reused) the input.
+func refForwardRec(c Config, w map[string][]float32, tokens []int32, rec func(layer int, kind string, s int, x []float64)) []float64 {
+	if rec == nil {
+		rec = func(int, string, int, []float64) {}
+	}
 	S, D, H, KV, hd, F, V := len(tokens), c.Hidden, c.Heads, c.KVHeads, c.HeadDim, c.FFN, c.Vocab
 	G := H / KV
 	matvec := func(wt []float32, out, in int, x []float64) []float64 {
@@ -215,6 +192,7 @@ func refForward(c Config, w map[string][]float32, tokens []int32) []float64 {
 		qs, ks, vs := make([][]float64, S), make([][]float64, S), make([][]float64, S)
 		for s := 0; s < S; s++ {
 			n := rms(x[s], w[p+"attn_norm.weight"])
+			rec(l, KindAttnIn, s, n)
 			qs[s] = matvec(w[p+"attn_q.weight"], H*hd, D, n)
 			ks[s] = matvec(w[p+"attn_k.weight"], KV*hd, D, n)
 			vs[s] = matvec(w[p+"attn_v.weight"], KV*hd, D, n)
@@ -246,6 +224,7 @@ func refForward(c Config, w map[string][]float32, tokens []int32) []float64 {
 					}
 				}
 			}
+			rec(l, KindAttnOut, s, ctx)
 			o := matvec(w[p+"attn_output.weight"], D, H*hd, ctx)
 			for i := range o {
 				x[s][i] += o[i]
@@ -253,11 +232,13 @@ func refForward(c Config, w map[string][]float32, tokens []int32) []float64 {
 		}
 		for s := 0; s < S; s++ {
 			m := rms(x[s], w[p+"ffn_norm.weight"])
+			rec(l, KindFFNIn, s, m)
 			g := matvec(w[p+"ffn_gate.weight"], F, D, m)
 			u := matvec(w[p+"ffn_up.weight"], F, D, m)
 			for i := range g {
 				g[i] = g[i] / (1 + math.Exp(-g[i])) * u[i]
 			}
+			rec(l, KindFFNDown, s, g)
 			d := matvec(w[p+"ffn_down.weight"], D, F, g)
 			for i := range d {
 				x[s][i] += d[i]
@@ -365,12 +346,12 @@ func TestTinyHFNaming(t *testing.T) {
 				v = unpermuteRows(v, int(shape[0]), int(shape[1]), c.KVHeads)
 			}
 		}
-		src.add(hn, v, shape...)
+		src.Add(hn, v, shape...)
 	}
 	cj, _ := json.Marshal(map[string]any{"model_type": "llama", "hidden_size": c.Hidden, "intermediate_size": c.FFN,
 		"num_hidden_layers": c.Layers, "num_attention_heads": c.Heads, "num_key_value_heads": c.KVHeads,
 		"vocab_size": c.Vocab, "rms_norm_eps": c.RMSEps, "rope_theta": c.RopeTheta, "tie_word_embeddings": false, "hidden_act": "silu"})
-	src.assets = []tensor.Asset{{Name: HFConfigAsset, Data: cj}}
+	src.AssetList = []tensor.Asset{{Name: HFConfigAsset, Data: cj}}
 	m, err := OpenSource(src, Options{Threads: 1})
 	if err != nil {
 		t.Fatal(err)
@@ -455,14 +436,14 @@ func TestErrors(t *testing.T) {
 	}
 	// Missing weight.
 	src := ggufSource(t, tinyCfg, w)
-	delete(src.data, "blk.1.ffn_up.weight")
+	delete(src.Data, "blk.1.ffn_up.weight")
 	var infos []tensor.Info
-	for _, i := range src.infos {
+	for _, i := range src.Infos {
 		if i.Name != "blk.1.ffn_up.weight" {
 			infos = append(infos, i)
 		}
 	}
-	src.infos = infos
+	src.Infos = infos
 	if _, err := OpenSource(src, Options{}); !errors.Is(err, tensor.ErrNotFound) {
 		t.Fatalf("missing weight: %v", err)
 	}
