@@ -19,12 +19,11 @@ import (
 // opening (and, for .nwc files, decoding) the model took.
 type evalJSON struct {
 	eval.Report
-	Provider           string  `json:"provider"`
-	LoadSeconds        float64 `json:"load_seconds"`
-	FileBytes          int64   `json:"file_bytes,omitempty"`
-	LinearBitsPerW     float64 `json:"linear_bits_per_weight,omitempty"`
-	ReferenceLoadSecs  float64 `json:"reference_load_seconds,omitempty"`
-	ReferenceTokenizer string  `json:"tokenizer_origin"`
+	Provider          string  `json:"provider"`
+	LoadSeconds       float64 `json:"load_seconds"`
+	FileBytes         int64   `json:"file_bytes,omitempty"`
+	LinearBitsPerW    float64 `json:"linear_bits_per_weight,omitempty"`
+	ReferenceLoadSecs float64 `json:"reference_load_seconds,omitempty"`
 }
 
 type lmFlags struct {
