@@ -3,13 +3,11 @@ package llama
 import (
 	"context"
 	"fmt"
-	"log"
 	"runtime/debug"
 	"sync"
 
 	ort "github.com/yalue/onnxruntime_go"
 
-	"github.com/nwc-project/nwc/internal/ortenv"
 	"github.com/nwc-project/nwc/loader/tensor"
 	"github.com/nwc-project/nwc/plugin/onnx"
 	"github.com/nwc-project/nwc/plugin/onnx/onnxpb"
@@ -257,21 +255,11 @@ func OpenCalibrator(src tensor.Source, opts CalibrationOptions) (*Calibrator, er
 	if err != nil {
 		return nil, err
 	}
-	if err := ortenv.Init(""); err != nil {
-		return nil, err
-	}
-	logf := opts.Logf
-	if logf == nil {
-		logf = log.Printf
-	}
-	so, used, note, err := ortenv.SessionOptionsFallback(opts.Provider, opts.Threads)
+	so, used, note, _, err := sessionOptions(opts.Provider, opts.Threads, opts.Logf)
 	if err != nil {
 		return nil, err
 	}
 	defer so.Destroy()
-	if note != "" {
-		logf("llama: %s", note)
-	}
 	if opts.Build.Attention == "" {
 		opts.Build.Attention = DefaultAttention(cfg, used)
 	}

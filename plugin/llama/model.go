@@ -94,22 +94,33 @@ func OpenONNX(cfg Config, data []byte, opts Options) (*Model, error) {
 	return newModel(cfg, opts, func(string) ([]byte, error) { return data, nil })
 }
 
-// newModel picks the provider (falling back to the CPU), gets the graph for
-// it from build, and creates the session.
-func newModel(cfg Config, opts Options, build func(provider string) ([]byte, error)) (*Model, error) {
+// sessionOptions initializes ONNX Runtime and returns session options for
+// provider, falling back to the CPU with a note (logged through logf, or
+// log.Printf when logf is nil); it also returns the provider used and the
+// resolved logf.
+func sessionOptions(provider string, threads int, logf func(string, ...any)) (*ort.SessionOptions, string, string, func(string, ...any), error) {
 	if err := ortenv.Init(""); err != nil {
-		return nil, err
+		return nil, "", "", nil, err
 	}
-	logf := opts.Logf
 	if logf == nil {
 		logf = log.Printf
 	}
-	so, used, note, err := ortenv.SessionOptionsFallback(opts.Provider, opts.Threads)
+	so, used, note, err := ortenv.SessionOptionsFallback(provider, threads)
 	if err != nil {
-		return nil, err
+		return nil, "", "", nil, err
 	}
 	if note != "" {
 		logf("llama: %s", note)
+	}
+	return so, used, note, logf, nil
+}
+
+// newModel picks the provider (falling back to the CPU), gets the graph for
+// it from build, and creates the session.
+func newModel(cfg Config, opts Options, build func(provider string) ([]byte, error)) (*Model, error) {
+	so, used, note, logf, err := sessionOptions(opts.Provider, opts.Threads, opts.Logf)
+	if err != nil {
+		return nil, err
 	}
 	data, err := build(used)
 	if err != nil {
