@@ -362,30 +362,8 @@ func (c *Calibrator) Run(ctx context.Context, seqs [][]int32, add func(i int, h 
 			xs = append(xs, buf)
 		}
 	}
-	ro, err := ort.NewRunOptions()
-	if err != nil {
-		return fmt.Errorf("llama: run options: %w", err)
-	}
-	defer ro.Destroy()
-	done := make(chan struct{})
-	var watcher sync.WaitGroup
-	watcher.Add(1)
-	go func() {
-		defer watcher.Done()
-		select {
-		case <-ctx.Done():
-			ro.Terminate()
-		case <-done:
-		}
-	}()
-	err = c.sess.RunWithOptions([]ort.Value{in}, outs, ro)
-	close(done)
-	watcher.Wait()
-	if err != nil {
-		if ctx.Err() != nil {
-			return fmt.Errorf("llama: calibration run cancelled: %w", ctx.Err())
-		}
-		return fmt.Errorf("llama: calibration run: %w", err)
+	if err := runCancellable(ctx, c.sess, []ort.Value{in}, outs, "calibration run"); err != nil {
+		return err
 	}
 	for i, h := range c.h {
 		add(i, h)

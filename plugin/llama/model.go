@@ -214,13 +214,21 @@ func (m *Model) LogitsBatch(ctx context.Context, seqs [][]int32) ([]float32, err
 		return nil, fmt.Errorf("llama: output tensor: %w", err)
 	}
 	defer out.Destroy()
+	if err := runCancellable(ctx, m.sess, []ort.Value{in}, []ort.Value{out}, "run"); err != nil {
+		return nil, err
+	}
+	return logits, nil
+}
+
+// runCancellable runs sess with run options that the end of ctx terminates;
+// what names the run in errors. The watcher is gone before the options are
+// destroyed.
+func runCancellable(ctx context.Context, sess *ort.DynamicAdvancedSession, ins, outs []ort.Value, what string) error {
 	ro, err := ort.NewRunOptions()
 	if err != nil {
-		return nil, fmt.Errorf("llama: run options: %w", err)
+		return fmt.Errorf("llama: run options: %w", err)
 	}
 	defer ro.Destroy()
-	// Terminate the run when ctx ends; the watcher is gone before ro is
-	// destroyed.
 	done := make(chan struct{})
 	var watcher sync.WaitGroup
 	watcher.Add(1)
@@ -232,16 +240,16 @@ func (m *Model) LogitsBatch(ctx context.Context, seqs [][]int32) ([]float32, err
 		case <-done:
 		}
 	}()
-	err = m.sess.RunWithOptions([]ort.Value{in}, []ort.Value{out}, ro)
+	err = sess.RunWithOptions(ins, outs, ro)
 	close(done)
 	watcher.Wait()
 	if err != nil {
 		if ctx.Err() != nil {
-			return nil, fmt.Errorf("llama: run cancelled: %w", ctx.Err())
+			return fmt.Errorf("llama: %s cancelled: %w", what, ctx.Err())
 		}
-		return nil, fmt.Errorf("llama: run: %w", err)
+		return fmt.Errorf("llama: %s: %w", what, err)
 	}
-	return logits, nil
+	return nil
 }
 
 // Close releases the session. It waits for runs in progress.
