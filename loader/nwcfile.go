@@ -71,47 +71,41 @@ func (f *NWCFile) decode(e container.Entry, dst []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	out, err := f.decodePayload(e, payload, dst)
+	if err != nil {
+		return nil, fmt.Errorf("nwc: %s: %s %q: %w", f.r.Name(), e.Kind, e.Name, err)
+	}
+	return out, nil
+}
+
+// decodePayload decodes a verified section payload with its codec. The lossy
+// codecs decode to F32 and accept no other dtype.
+func (f *NWCFile) decodePayload(e container.Entry, payload, dst []byte) ([]byte, error) {
 	switch e.Codec {
 	case codec.IDRaw, codec.IDZstd, codec.IDFloatSplit:
-		out, err := f.lossless.Decode(e.Codec, e.DType, e.RawSize, e.Params, payload, dst)
-		if err != nil {
-			return nil, fmt.Errorf("nwc: %s: %s %q: %w", f.r.Name(), e.Kind, e.Name, err)
-		}
-		return out, nil
-	case codec.IDRTN:
+		return f.lossless.Decode(e.Codec, e.DType, e.RawSize, e.Params, payload, dst)
+	case codec.IDRTN, codec.IDECSQ, codec.IDNWC:
 		if e.DType != tensor.F32 {
-			return nil, fmt.Errorf("nwc: %s: tensor %q: %w: rtn section with dtype %s", f.r.Name(), e.Name, codec.ErrCorrupt, e.DType)
+			return nil, fmt.Errorf("%w: %s section with dtype %s", codec.ErrCorrupt, codec.Name(e.Codec), e.DType)
 		}
-		out, err := codec.DecodeRTN(e.Shape, e.Params, payload, dst)
-		if err != nil {
-			return nil, fmt.Errorf("nwc: %s: tensor %q: %w", f.r.Name(), e.Name, err)
-		}
-		return out, nil
-	case codec.IDNWC:
-		if e.DType != tensor.F32 {
-			return nil, fmt.Errorf("nwc: %s: tensor %q: %w: nwc section with dtype %s", f.r.Name(), e.Name, codec.ErrCorrupt, e.DType)
-		}
-		c, err := f.neural.get(e.Params)
-		if err != nil {
-			return nil, fmt.Errorf("nwc: %s: tensor %q: %w", f.r.Name(), e.Name, err)
-		}
-		w, err := decodeNeural(context.Background(), c, e.Shape, payload)
-		if err != nil {
-			return nil, fmt.Errorf("nwc: %s: tensor %q: %w", f.r.Name(), e.Name, err)
-		}
-		return codec.F32Bytes(w, dst), nil
-	case codec.IDECSQ:
-		if e.DType != tensor.F32 {
-			return nil, fmt.Errorf("nwc: %s: tensor %q: %w: ecsq section with dtype %s", f.r.Name(), e.Name, codec.ErrCorrupt, e.DType)
-		}
-		out, err := decodeECSQ(e.Shape, e.Params, payload, dst)
-		if err != nil {
-			return nil, fmt.Errorf("nwc: %s: tensor %q: %w", f.r.Name(), e.Name, err)
-		}
-		return out, nil
+	default:
+		return nil, fmt.Errorf("%w: id %d (this build knows raw, zstd, float-split, rtn, ecsq, nwc)", codec.ErrUnknownCodec, e.Codec)
 	}
-	return nil, fmt.Errorf("nwc: %s: %s %q: %w: id %d (this build knows raw, zstd, float-split, rtn, ecsq, nwc)",
-		f.r.Name(), e.Kind, e.Name, codec.ErrUnknownCodec, e.Codec)
+	switch e.Codec {
+	case codec.IDRTN:
+		return codec.DecodeRTN(e.Shape, e.Params, payload, dst)
+	case codec.IDECSQ:
+		return decodeECSQ(e.Shape, e.Params, payload, dst)
+	}
+	c, err := f.neural.get(e.Params)
+	if err != nil {
+		return nil, err
+	}
+	w, err := decodeNeural(context.Background(), c, e.Shape, payload)
+	if err != nil {
+		return nil, err
+	}
+	return codec.F32Bytes(w, dst), nil
 }
 
 // ReadRaw decodes the named tensor to its stored bytes.
