@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"encoding/binary"
+	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"hash/fnv"
@@ -15,38 +17,124 @@ import (
 	"github.com/nwc-project/nwc/eval"
 	"github.com/nwc-project/nwc/eval/report"
 	"github.com/nwc-project/nwc/loader"
+	"github.com/nwc-project/nwc/loader/tensor"
+	"github.com/nwc-project/nwc/ortcodec"
+	"github.com/nwc-project/nwc/ortcodec/calib"
 	"github.com/nwc-project/nwc/plugin/tokenizer"
 )
 
+const benchUsage = "usage: nwc bench rd [--model NAME] [--run CODEC[=B1,B2,...]]... [--codecs C1,C2 --bits B1,B2] [--seq-len N] [--max-windows K] [--out DIR] [--name STEM] [--resume]"
+
+// benchPoint is one compression to measure: a codec at a bit setting.
+type benchPoint struct {
+	codec   string  // CompressOptions.Codec
+	bits    float64 // CompressOptions.Bits (unused by nwc:NAME)
+	method  string  // report series
+	setting string
+}
+
+// runList is the repeatable --run flag.
+type runList []string
+
+func (r *runList) String() string     { return strings.Join(*r, " ") }
+func (r *runList) Set(v string) error { *r = append(*r, v); return nil }
+
+// benchPoints expands the --run specs (or the --codecs x --bits product):
+// CODEC=B1,B2 gives one point per bit setting; "nwc" gives one point per
+// shipped codec, "nwc=NAME1,NAME2" the named ones.
+func benchPoints(runs []string, codecs, bitsList string) ([]benchPoint, error) {
+	if len(runs) == 0 {
+		for _, c := range strings.Split(codecs, ",") {
+			runs = append(runs, strings.TrimSpace(c)+"="+bitsList)
+		}
+	}
+	var pts []benchPoint
+	for _, r := range runs {
+		codec, list, hasList := strings.Cut(strings.TrimSpace(r), "=")
+		if codec == "nwc" {
+			var names []string
+			if hasList {
+				names = strings.Split(list, ",")
+			} else {
+				for _, c := range loader.ListCodecs() {
+					names = append(names, c.Name)
+				}
+				if len(names) == 0 {
+					return nil, fmt.Errorf("bench: --run nwc: %w on %s", loader.ErrNoCodec, strings.Join(loader.CodecSearchPath(), ", "))
+				}
+			}
+			for _, n := range names {
+				n = strings.TrimSpace(n)
+				pts = append(pts, benchPoint{codec: "nwc:" + n, method: "nwc", setting: n})
+			}
+			continue
+		}
+		if !hasList {
+			return nil, fmt.Errorf("bench: --run %q: want CODEC=B1,B2,...", r)
+		}
+		for _, f := range strings.Split(list, ",") {
+			b, err := strconv.ParseFloat(strings.TrimSpace(f), 64)
+			if err != nil {
+				return nil, fmt.Errorf("bench: --run %q: %w", r, err)
+			}
+			pts = append(pts, benchPoint{codec: codec, bits: b, method: codec, setting: fmt.Sprintf("%g bits", b)})
+		}
+	}
+	return pts, nil
+}
+
 func runBench(ctx context.Context, args []string) error {
 	if len(args) == 0 || args[0] != "rd" {
-		fmt.Fprintln(os.Stderr, "usage: nwc bench rd [--model NAME] [--codecs rtn-g128,rtn-row] [--bits 2,3,4,5,6,8] [--seq-len N] [--max-windows K] [--out DIR]")
+		fmt.Fprintln(os.Stderr, benchUsage)
 		return errUsage
 	}
 	fs := flag.NewFlagSet("bench rd", flag.ContinueOnError)
 	model := fs.String("model", "smollm2-135m", "reference model")
-	codecs := fs.String("codecs", "rtn-g128,rtn-row", "comma-separated codecs")
+	var runs runList
+	fs.Var(&runs, "run", "CODEC=B1,B2,... (bits), or nwc / nwc=NAME1,NAME2 (shipped codecs); repeatable; overrides --codecs/--bits")
+	codecs := fs.String("codecs", "rtn-g128,rtn-row", "comma-separated codecs (each at every --bits)")
 	bitsList := fs.String("bits", "2,3,4,5,6,8", "comma-separated bit widths")
 	seqLen := fs.Int("seq-len", eval.DefaultSeqLen, "window length")
 	maxWin := fs.Int("max-windows", 4, "windows evaluated per point (0 = the whole text)")
 	outDir := fs.String("out", "docs/results", "directory for rd-<model>.{md,json,png}")
 	name := fs.String("name", "", "report file stem (default rd-<model>)")
+	resume := fs.Bool("resume", false, "keep the points already in the report's JSON and measure only the missing ones")
+	calibTokens := fs.Int("calib-tokens", calib.DefaultTokens, "calibration tokens for H (gptq, ecsq, nwc)")
+	noCalib := fs.Bool("no-calib", false, "no calibration data: H = I")
+	sinkWeight := fs.Float64("sink-weight", calib.DefaultSinkWeight, "weight of the first token of every calibration window in H")
 	var lf lmFlags
 	lf.register(fs)
 	if _, err := parseFlags(fs, args[1:]); err != nil {
 		return err
 	}
-	var bits []float64
-	for _, s := range strings.Split(*bitsList, ",") {
-		b, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
-		if err != nil {
-			return fmt.Errorf("bench: --bits: %w", err)
-		}
-		bits = append(bits, b)
+	points, err := benchPoints(runs, *codecs, *bitsList)
+	if err != nil {
+		return err
 	}
 	if *name == "" {
 		*name = "rd-" + filepath.Base(*model)
 	}
+	stem := filepath.Join(*outDir, *name)
+	rep := &report.Report{}
+	if *resume {
+		if b, err := os.ReadFile(stem + ".json"); err == nil {
+			if err := json.Unmarshal(b, rep); err != nil {
+				return fmt.Errorf("bench: --resume: %s.json: %w", stem, err)
+			}
+			if rep.Model != *model || rep.SeqLen != *seqLen {
+				return fmt.Errorf("bench: --resume: %s.json is for model %s, seq-len %d", stem, rep.Model, rep.SeqLen)
+			}
+		} else if !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("bench: --resume: %w", err)
+		}
+	}
+	rep.Title = fmt.Sprintf("%s: bits/weight vs quality", *model)
+	rep.Model, rep.Text, rep.SeqLen = *model, "WikiText-2 test (GPTQ convention)", *seqLen
+	rep.Command = "bin/nwc " + strings.Join(append([]string{"bench"}, args...), " ")
+	if err := os.MkdirAll(*outDir, 0o755); err != nil {
+		return err
+	}
+
 	src, _, err := loader.Open(*model)
 	if err != nil {
 		return err
@@ -69,13 +157,35 @@ func runBench(ctx context.Context, args []string) error {
 	}
 	defer os.RemoveAll(tmp)
 
-	rep := &report.Report{
-		Title:   fmt.Sprintf("%s: bits/weight vs quality", *model),
-		Model:   *model,
-		Text:    "WikiText-2 test (GPTQ convention)",
-		SeqLen:  *seqLen,
-		Command: "bin/nwc " + strings.Join(append([]string{"bench"}, args...), " "),
+	var hess loader.HessianFunc
+	notes := map[string]bool{}
+	for _, n := range rep.Notes {
+		notes[n] = true
 	}
+	note := func(n string) {
+		if !notes[n] {
+			notes[n] = true
+			rep.Notes = append(rep.Notes, n)
+		}
+	}
+	for _, p := range points {
+		if rep.Has(p.method, p.setting) || !usesCalibration(p.codec) || hess != nil {
+			continue
+		}
+		h, info, err := calibrationFor(ctx, src, *noCalib, *calibTokens, *sinkWeight, lf, false)
+		if err != nil {
+			return err
+		}
+		hess = h
+		if info.Tokens == 0 {
+			note("gptq-g128, ecsq, nwc: " + info.Note)
+		} else {
+			note(fmt.Sprintf("gptq-g128, ecsq, nwc: H = X^T X from %d tokens (%d windows of %d) of %s, first token of each window weighted x%g (attention sink, docs/CALIBRATION.md); rtn-g128 uses no calibration.",
+				info.Tokens, info.Windows, info.Tokens/int64(max(info.Windows, 1)), info.Text, info.SinkWeight))
+		}
+		break
+	}
+
 	opts := eval.Options{SeqLen: *seqLen, MaxWindows: *maxWin}
 	base, err := eval.Evaluate(ctx, ref, nil, tok, eval.Config{Model: *model, Options: opts})
 	if err != nil {
@@ -83,41 +193,99 @@ func runBench(ctx context.Context, args []string) error {
 	}
 	rep.RefPerplexity, rep.Windows = base.Perplexity, base.Windows
 	fmt.Fprintf(os.Stderr, "reference %s: perplexity %.4f over %d tokens\n", *model, base.Perplexity, base.TokensScored)
-	for _, c := range strings.Split(*codecs, ",") {
-		for _, b := range bits {
-			path := filepath.Join(tmp, fmt.Sprintf("%s-%g.nwc", c, b))
-			if _, err := loader.Compress(ctx, src, path, loader.CompressOptions{Codec: c, Bits: b}); err != nil {
-				return fmt.Errorf("bench: %s %g bits: %w", c, b, err)
-			}
-			nf, err := loader.OpenNWC(path)
-			if err != nil {
-				return err
-			}
-			lb, fileBits := linearBits(nf), 8*float64(nf.Container().Size())/float64(weights(nf))
-			nf.Close()
-			lm, _, err := openLM(path, lf)
-			if err != nil {
-				return err
-			}
-			r, err := eval.Evaluate(ctx, lm, ref, tok, eval.Config{Model: path, Reference: *model, Options: opts})
-			lm.Close()
-			os.Remove(path)
-			if err != nil {
-				return fmt.Errorf("bench: %s %g bits: %w", c, b, err)
-			}
-			p := report.Point{Method: c, Setting: fmt.Sprintf("%g bits", b), BitsPerWeight: lb, FileBits: fileBits,
-				Perplexity: r.Perplexity, Tokens: int(r.TokensScored)}
-			if r.MeanKL != nil {
-				p.MeanKL = *r.MeanKL
-			}
-			rep.Points = append(rep.Points, p)
-			fmt.Fprintf(os.Stderr, "%-10s %4g bits: %.3f bits/weight, perplexity %.4f, KL %.5f\n", c, b, lb, p.Perplexity, p.MeanKL)
+	for i, p := range points {
+		if rep.Has(p.method, p.setting) {
+			fmt.Fprintf(os.Stderr, "[%d/%d] %s %s: in the report already\n", i+1, len(points), p.method, p.setting)
+			continue
+		}
+		if strings.HasPrefix(p.codec, "nwc:") {
+			note(codecProvenance(strings.TrimPrefix(p.codec, "nwc:")))
+		}
+		fmt.Fprintf(os.Stderr, "[%d/%d] %s %s: compress\n", i+1, len(points), p.method, p.setting)
+		pt, err := benchOne(ctx, src, ref, tok, p, hess, tmp, *model, opts, lf)
+		if err != nil {
+			return fmt.Errorf("bench: %s %s: %w", p.method, p.setting, err)
+		}
+		rep.Points = append(rep.Points, pt)
+		fmt.Fprintf(os.Stderr, "[%d/%d] %s %s: %.3f bits/weight, perplexity %.4f, KL %.5f (compress %.0f s, load %.0f s)\n",
+			i+1, len(points), p.method, p.setting, pt.BitsPerWeight, pt.Perplexity, pt.MeanKL, pt.CompressSeconds, pt.LoadSeconds)
+		if err := writeReport(rep, stem); err != nil { // after every point: a long run keeps what it measured
+			return err
 		}
 	}
-	if err := os.MkdirAll(*outDir, 0o755); err != nil {
+	if err := writeReport(rep, stem); err != nil {
 		return err
 	}
-	stem := filepath.Join(*outDir, *name)
+	fmt.Printf("wrote %s.md, %s.json, %s.png\n", stem, stem, stem)
+	return rep.WriteMarkdown(os.Stdout)
+}
+
+// benchOne compresses src with one codec setting, loads the file through
+// the runtime (decoding every tensor) and evaluates it against ref.
+func benchOne(ctx context.Context, src tensor.Source, ref eval.LM, tok eval.Tokenizer, p benchPoint, hess loader.HessianFunc, tmp, model string, opts eval.Options, lf lmFlags) (report.Point, error) {
+	path := filepath.Join(tmp, "point.nwc")
+	defer os.Remove(path)
+	co := loader.CompressOptions{Codec: p.codec, Bits: p.bits}
+	if usesCalibration(p.codec) {
+		co.Hessian = hess
+	}
+	sum, err := loader.Compress(ctx, src, path, co)
+	if err != nil {
+		return report.Point{}, err
+	}
+	nf, err := loader.OpenNWC(path)
+	if err != nil {
+		return report.Point{}, err
+	}
+	lb, fileBits := linearBits(nf), 8*float64(nf.Container().Size())/float64(weights(nf))
+	nf.Close()
+	lm, loadSecs, err := openLM(path, lf)
+	if err != nil {
+		return report.Point{}, err
+	}
+	defer lm.Close()
+	r, err := eval.Evaluate(ctx, lm, ref, tok, eval.Config{Model: path, Reference: model, Options: opts})
+	if err != nil {
+		return report.Point{}, err
+	}
+	pt := report.Point{Method: p.method, Setting: p.setting, BitsPerWeight: lb, FileBits: fileBits,
+		Perplexity: r.Perplexity, Tokens: int(r.TokensScored), CompressSeconds: sum.Seconds, LoadSeconds: loadSecs}
+	if r.MeanKL != nil {
+		pt.MeanKL = *r.MeanKL
+	}
+	return pt, nil
+}
+
+// codecProvenance says which models a shipped codec was trained on (its
+// card.json).
+func codecProvenance(name string) string {
+	dir, err := loader.FindCodec(name)
+	if err != nil {
+		return fmt.Sprintf("nwc %s: %v", name, err)
+	}
+	var card struct {
+		Training struct {
+			Models   []string `json:"models"`
+			Excluded []string `json:"excluded_models"`
+			Lambda   float64  `json:"lambda"`
+		} `json:"training"`
+	}
+	b, err := os.ReadFile(filepath.Join(dir, ortcodec.CardFile))
+	if err == nil {
+		err = json.Unmarshal(b, &card)
+	}
+	if err != nil {
+		return fmt.Sprintf("nwc %s: card: %v", name, err)
+	}
+	s := fmt.Sprintf("nwc %s (lambda %g): trained on %s", name, card.Training.Lambda, strings.Join(card.Training.Models, ", "))
+	if len(card.Training.Excluded) > 0 {
+		s += fmt.Sprintf("; %s excluded from training (checked by tensor hashes)", strings.Join(card.Training.Excluded, ", "))
+	}
+	return s + "."
+}
+
+// writeReport writes stem.md, stem.json and stem.png.
+func writeReport(rep *report.Report, stem string) error {
 	for ext, write := range map[string]func(*os.File) error{
 		".md":   func(f *os.File) error { return rep.WriteMarkdown(f) },
 		".json": func(f *os.File) error { return rep.WriteJSON(f) },
@@ -134,11 +302,10 @@ func runBench(ctx context.Context, args []string) error {
 			return err
 		}
 	}
-	if err := rep.WritePlot(stem + ".png"); err != nil {
-		return err
+	if len(rep.Points) == 0 {
+		return nil
 	}
-	fmt.Printf("wrote %s.md, %s.json, %s.png\n", stem, stem, stem)
-	return rep.WriteMarkdown(os.Stdout)
+	return rep.WritePlot(stem + ".png")
 }
 
 func weights(nf *loader.NWCFile) int64 {

@@ -25,6 +25,7 @@ func runCompress(ctx context.Context, args []string) error {
 	asJSON := fs.Bool("json", false, "print a JSON summary")
 	calibTokens := fs.Int("calib-tokens", calib.DefaultTokens, "calibration tokens for H = X^T X (gptq, ecsq, nwc), from the carried Gutenberg text")
 	noCalib := fs.Bool("no-calib", false, "no calibration data: H = I (no error feedback, all columns equally important)")
+	sinkWeight := fs.Float64("sink-weight", calib.DefaultSinkWeight, "times the first token of every calibration window counts in H (attention sink; 1 = plain X^T X)")
 	var lf lmFlags
 	lf.register(fs)
 	quiet := fs.Bool("q", false, "no progress bar")
@@ -47,36 +48,88 @@ func runCompress(ctx context.Context, args []string) error {
 	}
 	defer src.Close()
 	opts := loader.CompressOptions{Codec: *codecName, Bits: *bits, Concurrency: *jobs}
+	rep := compressReport{}
 	if usesCalibration(*codecName) {
-		if *noCalib {
-			fmt.Fprintln(os.Stderr, "nwc:", calib.NoCalibrationNote)
-		} else {
-			h, err := collectHessians(ctx, src, *calibTokens, lf, *quiet || *asJSON)
-			if err != nil {
-				return err
-			}
-			opts.Hessian = func(name string, n int) ([]float64, error) {
-				H, ok, err := h.HOrIdentity(name, n)
-				if err != nil || !ok {
-					return nil, err
-				}
-				return H, nil
-			}
+		h, info, err := calibrationFor(ctx, src, *noCalib, *calibTokens, *sinkWeight, lf, *quiet)
+		if err != nil {
+			return err
 		}
+		opts.Hessian, rep.Calibration = h, info
 	}
-	progress, finish := newProgress("compress", *quiet || *asJSON)
+	progress, finish := newProgress("compress", *quiet) // stderr: --json stays clean
 	opts.Progress = progress
 	sum, err := loader.Compress(ctx, src, *out, opts)
 	finish()
 	if err != nil {
 		return err
 	}
-	if *asJSON {
-		return writeJSON(os.Stdout, sum)
+	rep.Summary = sum
+	if rep.LinearBitsPerWeight, err = linearBitsOf(sum); err != nil {
+		return err
 	}
-	fmt.Printf("%s: %d tensors, %d weights, %d -> %d bytes, %.3f bits/weight (whole file), %.1f s\n",
-		sum.Output, len(sum.Tensors), sum.Weights, sum.RawBytes, sum.FileBytes, sum.BitsPerWeight, sum.Seconds)
+	if *asJSON {
+		return writeJSON(os.Stdout, rep)
+	}
+	fmt.Printf("%s: %d tensors, %d weights, %d -> %d bytes, %.3f bits/weight (whole file), %.3f bits/weight (block linears), %.1f s\n",
+		sum.Output, len(sum.Tensors), sum.Weights, sum.RawBytes, sum.FileBytes, sum.BitsPerWeight, rep.LinearBitsPerWeight, sum.Seconds)
 	return nil
+}
+
+// compressReport is compress's --json output.
+type compressReport struct {
+	*loader.Summary
+	// LinearBitsPerWeight: section bytes of the transformer blocks' linear
+	// weights per weight (what the lossy codecs code).
+	LinearBitsPerWeight float64 `json:"linear_bits_per_weight"`
+	// Calibration says where H came from (nil: the codec does not use it).
+	Calibration *calibInfo `json:"calibration,omitempty"`
+}
+
+// calibInfo describes the calibration statistics used.
+type calibInfo struct {
+	Text       string  `json:"text,omitempty"`
+	Tokens     int64   `json:"tokens"` // 0: none, H = I
+	Windows    int     `json:"windows,omitempty"`
+	SinkWeight float64 `json:"sink_weight,omitempty"`
+	Cached     bool    `json:"cached"`
+	Note       string  `json:"note,omitempty"`
+}
+
+// linearBitsOf is the bits/weight of the block linears of the written
+// file (linearBits), from its index.
+func linearBitsOf(sum *loader.Summary) (float64, error) {
+	nf, err := loader.OpenNWC(sum.Output)
+	if err != nil {
+		return 0, err
+	}
+	defer nf.Close()
+	return linearBits(nf), nil
+}
+
+// calibrationFor gives the H of every block linear of src for the codecs
+// that use it: collected (or cached) from the calibration text, or the
+// identity with noCalib.
+func calibrationFor(ctx context.Context, src tensor.Source, noCalib bool, tokens int, sinkWeight float64, lf lmFlags, quiet bool) (loader.HessianFunc, *calibInfo, error) {
+	if noCalib {
+		fmt.Fprintln(os.Stderr, "nwc:", calib.NoCalibrationNote)
+		return nil, &calibInfo{Note: calib.NoCalibrationNote}, nil
+	}
+	h, err := collectHessians(ctx, src, tokens, sinkWeight, lf, quiet)
+	if err != nil {
+		return nil, nil, err
+	}
+	info := &calibInfo{Text: h.TextName, Tokens: h.Tokens, Windows: h.Windows, SinkWeight: h.SinkWeight, Cached: h.Cached}
+	if !quiet {
+		fmt.Fprintf(os.Stderr, "nwc: calibration: H = X^T X over %d tokens (%d windows) of %s, first tokens weighted x%g, cached %v\n",
+			h.Tokens, h.Windows, h.TextName, h.SinkWeight, h.Cached)
+	}
+	return func(name string, n int) ([]float64, error) {
+		H, ok, err := h.HOrIdentity(name, n)
+		if err != nil || !ok {
+			return nil, err
+		}
+		return H, nil
+	}, info, nil
 }
 
 // usesCalibration reports whether a codec uses H.
@@ -86,14 +139,14 @@ func usesCalibration(codec string) bool {
 
 // collectHessians gets H for every block linear of src: from the cache, or
 // by running the model on the calibration text.
-func collectHessians(ctx context.Context, src tensor.Source, tokens int, lf lmFlags, quiet bool) (*calib.Hessians, error) {
+func collectHessians(ctx context.Context, src tensor.Source, tokens int, sinkWeight float64, lf lmFlags, quiet bool) (*calib.Hessians, error) {
 	tok, err := tokenizer.ForSource(src)
 	if err != nil {
 		return nil, err
 	}
 	defer tok.Close()
 	var bar *progressbar.ProgressBar
-	opts := calib.Options{Tokens: tokens, Provider: lf.provider, Threads: lf.threads,
+	opts := calib.Options{Tokens: tokens, SinkWeight: sinkWeight, Provider: lf.provider, Threads: lf.threads,
 		Logf: func(format string, args ...any) { fmt.Fprintf(os.Stderr, "nwc: "+format+"\n", args...) }}
 	if !quiet {
 		opts.Progress = func(done, total int) {

@@ -108,7 +108,7 @@ func runEval(ctx context.Context, args []string) error {
 	}
 	var bar *progressbar.ProgressBar
 	opts := eval.Options{SeqLen: *seqLen, MaxWindows: *maxWin}
-	if !*quiet && !*asJSON {
+	if !*quiet { // on stderr: --json output on stdout stays clean
 		opts.Progress = func(p eval.Progress) {
 			if bar == nil {
 				bar = progressbar.NewOptions(p.Windows, progressbar.OptionSetWriter(os.Stderr),

@@ -28,6 +28,10 @@ type Point struct {
 	Perplexity    float64 `json:"perplexity"`
 	MeanKL        float64 `json:"mean_kl"`
 	Tokens        int     `json:"tokens_scored"`
+	// CompressSeconds and LoadSeconds: wall time of nwc compress and of
+	// opening the file for eval (decoding every tensor), when measured.
+	CompressSeconds float64 `json:"compress_seconds,omitempty"`
+	LoadSeconds     float64 `json:"load_seconds,omitempty"`
 }
 
 // Report is a set of points plus the reference model's figures.
@@ -39,7 +43,19 @@ type Report struct {
 	Windows       int     `json:"windows"`
 	RefPerplexity float64 `json:"reference_perplexity"`
 	Command       string  `json:"command"`
-	Points        []Point `json:"points"`
+	// Notes are printed under the table (calibration, codec provenance).
+	Notes  []string `json:"notes,omitempty"`
+	Points []Point  `json:"points"`
+}
+
+// Has reports whether the report holds a point of this method and setting.
+func (r *Report) Has(method, setting string) bool {
+	for _, p := range r.Points {
+		if p.Method == method && p.Setting == setting {
+			return true
+		}
+	}
+	return false
 }
 
 // WriteMarkdown writes the table.
@@ -48,7 +64,7 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	fmt.Fprintf(&b, "# %s\n\nModel `%s`, text %s, seq-len %d, %d windows (%d tokens scored). Reference perplexity %.4f.\n\n",
 		r.Title, r.Model, r.Text, r.SeqLen, r.Windows, r.tokens(), r.RefPerplexity)
 	fmt.Fprintf(&b, "Regenerate: `%s`\n\n", r.Command)
-	b.WriteString("| method | setting | bits/weight (linear weights, from file bytes) | perplexity | mean KL (nats) |\n|---|---|---|---|---|\n")
+	b.WriteString("| method | setting | bits/weight (linear weights, from file bytes) | bits/weight (whole file) | perplexity | mean KL (nats) | compress s | load s |\n|---|---|---|---|---|---|---|---|\n")
 	pts := append([]Point(nil), r.Points...)
 	sort.SliceStable(pts, func(i, j int) bool {
 		if pts[i].Method != pts[j].Method {
@@ -57,10 +73,23 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 		return pts[i].BitsPerWeight < pts[j].BitsPerWeight
 	})
 	for _, p := range pts {
-		fmt.Fprintf(&b, "| %s | %s | %.3f | %.4f | %.5f |\n", p.Method, p.Setting, p.BitsPerWeight, p.Perplexity, p.MeanKL)
+		fmt.Fprintf(&b, "| %s | %s | %.3f | %.3f | %.4f | %.5f | %s | %s |\n", p.Method, p.Setting, p.BitsPerWeight, p.FileBits, p.Perplexity, p.MeanKL, secs(p.CompressSeconds), secs(p.LoadSeconds))
+	}
+	if len(r.Notes) > 0 {
+		b.WriteString("\n")
+		for _, n := range r.Notes {
+			fmt.Fprintf(&b, "- %s\n", n)
+		}
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+func secs(s float64) string {
+	if s <= 0 {
+		return ""
+	}
+	return strconv.FormatFloat(s, 'f', 1, 64)
 }
 
 func (r *Report) tokens() int {

@@ -13,14 +13,18 @@ func TestReport(t *testing.T) {
 	r := &Report{Title: "test", Model: "m", Text: "t", SeqLen: 8, Windows: 2, RefPerplexity: 10, Command: "nwc bench rd",
 		Points: []Point{
 			{Method: "rtn-g128", Setting: "4 bits", BitsPerWeight: 4.25, Perplexity: 12, MeanKL: 0.05, Tokens: 14},
-			{Method: "rtn-g128", Setting: "3 bits", BitsPerWeight: 3.25, Perplexity: 20, MeanKL: 0.3, Tokens: 14},
+			{Method: "rtn-g128", Setting: "3 bits", BitsPerWeight: 3.25, FileBits: 4.5, Perplexity: 20, MeanKL: 0.3, Tokens: 14, CompressSeconds: 12.34},
 			{Method: "rtn-row", Setting: "4 bits", BitsPerWeight: 4.05, Perplexity: 15, MeanKL: 0.1, Tokens: 14},
-		}}
+		},
+		Notes: []string{"calibrated"}}
+	if !r.Has("rtn-row", "4 bits") || r.Has("rtn-row", "3 bits") {
+		t.Fatal("Has")
+	}
 	var md bytes.Buffer
 	if err := r.WriteMarkdown(&md); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(md.String(), "| rtn-g128 | 3 bits | 3.250 | 20.0000 |") {
+	if !strings.Contains(md.String(), "| rtn-g128 | 3 bits | 3.250 | 4.500 | 20.0000 | 0.30000 | 12.3 |  |") || !strings.Contains(md.String(), "\n- calibrated\n") {
 		t.Fatalf("table:\n%s", md.String())
 	}
 	path := filepath.Join(t.TempDir(), "rd.png")

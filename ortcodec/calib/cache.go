@@ -16,7 +16,10 @@ import (
 // Cache layout: one directory per collection (CachePath) holding
 //
 //	meta.json             Hessians as JSON (model key, text, tokens, inputs, ...)
-//	blk.<l>.<kind>.h      one file per input (Input.Name)
+//	blk.<l>.<kind>.h      one file per input (Input.Name): Σ_t x_t x_tᵀ
+//	blk.<l>.<kind>.sink.h Σ over windows of x_0 x_0ᵀ (Input.Sink; present
+//	                      when meta.json's sink_windows > 0; its tokens
+//	                      field is the number of windows)
 //
 // An .h file is a 32-byte little-endian header and the upper triangle of
 // the symmetric H, row by row (H[i][j] for j >= i), as float32:
@@ -46,20 +49,21 @@ type meta struct {
 	*Hessians
 }
 
-// fileName is the .h file of an input.
-func fileName(in *Input) string { return in.Name + ".h" }
+// fileName is the .h file of an input, sinkFileName its sink statistics.
+func fileName(in *Input) string     { return in.Name + ".h" }
+func sinkFileName(in *Input) string { return in.Name + ".sink.h" }
 
-// encodeInput serialises in.H (symmetric; the upper triangle is stored).
-func encodeInput(in *Input) []byte {
-	n := in.N
+// encodeMatrix serialises the symmetric n x n H (the upper triangle is
+// stored) summed over tokens tokens.
+func encodeMatrix(H []float64, n int, tokens int64) []byte {
 	b := make([]byte, headerSize+4*n*(n+1)/2)
 	copy(b, fileMagic)
 	binary.LittleEndian.PutUint32(b[4:], FileVersion)
 	binary.LittleEndian.PutUint32(b[8:], uint32(n))
-	binary.LittleEndian.PutUint64(b[16:], uint64(in.Tokens))
+	binary.LittleEndian.PutUint64(b[16:], uint64(tokens))
 	p := headerSize
 	for i := 0; i < n; i++ {
-		for _, v := range in.H[i*n+i : (i+1)*n] {
+		for _, v := range H[i*n+i : (i+1)*n] {
 			binary.LittleEndian.PutUint32(b[p:], math.Float32bits(float32(v)))
 			p += 4
 		}
@@ -69,31 +73,31 @@ func encodeInput(in *Input) []byte {
 	return b
 }
 
-// decodeInput checks and reads an .h file into in.H (n and tokens must
-// match in's).
-func decodeInput(b []byte, in *Input) error {
+// decodeMatrix checks and reads an .h file (n and tokens must match
+// meta.json's, wantN and wantTokens).
+func decodeMatrix(b []byte, wantN int, wantTokens int64) ([]float64, error) {
 	if len(b) < headerSize || string(b[:4]) != fileMagic {
-		return errors.New("not an nwc H file (bad magic or short header)")
+		return nil, errors.New("not an nwc H file (bad magic or short header)")
 	}
 	if v := binary.LittleEndian.Uint32(b[4:]); v != FileVersion {
-		return fmt.Errorf("file version %d, want %d", v, FileVersion)
+		return nil, fmt.Errorf("file version %d, want %d", v, FileVersion)
 	}
 	n := int(binary.LittleEndian.Uint32(b[8:]))
-	if n != in.N {
-		return fmt.Errorf("n = %d, meta.json says %d", n, in.N)
+	if n != wantN {
+		return nil, fmt.Errorf("n = %d, meta.json says %d", n, wantN)
 	}
 	if f := binary.LittleEndian.Uint32(b[12:]); f != 0 {
-		return fmt.Errorf("unknown flags %#x", f)
+		return nil, fmt.Errorf("unknown flags %#x", f)
 	}
-	if tk := int64(binary.LittleEndian.Uint64(b[16:])); tk != in.Tokens {
-		return fmt.Errorf("%d tokens, meta.json says %d", tk, in.Tokens)
+	if tk := int64(binary.LittleEndian.Uint64(b[16:])); tk != wantTokens {
+		return nil, fmt.Errorf("%d tokens, meta.json says %d", tk, wantTokens)
 	}
 	if want := headerSize + 4*n*(n+1)/2; len(b) != want {
-		return fmt.Errorf("%d bytes, want %d for n = %d", len(b), want, n)
+		return nil, fmt.Errorf("%d bytes, want %d for n = %d", len(b), want, n)
 	}
 	crc := crc32.Update(crc32.Checksum(b[:24], castagnoli), castagnoli, b[headerSize:])
 	if got := binary.LittleEndian.Uint32(b[24:]); got != crc {
-		return fmt.Errorf("crc32c %08x, stored %08x", crc, got)
+		return nil, fmt.Errorf("crc32c %08x, stored %08x", crc, got)
 	}
 	H := make([]float64, n*n)
 	p := headerSize
@@ -101,22 +105,25 @@ func decodeInput(b []byte, in *Input) error {
 		for j := i; j < n; j++ {
 			v := float64(math.Float32frombits(binary.LittleEndian.Uint32(b[p:])))
 			if math.IsNaN(v) || math.IsInf(v, 0) {
-				return fmt.Errorf("H[%d][%d] = %v", i, j, v)
+				return nil, fmt.Errorf("H[%d][%d] = %v", i, j, v)
 			}
 			H[i*n+j], H[j*n+i] = v, v
 			p += 4
 		}
 	}
-	in.H = H
-	return nil
+	return H, nil
 }
 
 // Save writes h to dir (created, replacing what was there) through a
 // temporary directory beside it renamed into place, so that a reader never
-// sees a half-written entry. H is stored in float32.
+// sees a half-written entry. H is stored in float32. The entry holds the
+// plain sums: Save fails once a sink weight has been applied.
 func (h *Hessians) Save(dir string) error {
 	if len(h.Inputs) == 0 {
 		return errors.New("calib: save: no inputs")
+	}
+	if h.SinkWeight != 0 {
+		return fmt.Errorf("calib: save: sink weight %g applied: H is no longer the plain sum", h.SinkWeight)
 	}
 	parent := filepath.Dir(dir)
 	if err := os.MkdirAll(parent, 0o755); err != nil {
@@ -131,7 +138,16 @@ func (h *Hessians) Save(dir string) error {
 		if len(in.H) != in.N*in.N {
 			return fmt.Errorf("calib: save: %s: H has %d values, want %d", in.Name, len(in.H), in.N*in.N)
 		}
-		if err := os.WriteFile(filepath.Join(tmp, fileName(in)), encodeInput(in), 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(tmp, fileName(in)), encodeMatrix(in.H, in.N, in.Tokens), 0o644); err != nil {
+			return fmt.Errorf("calib: save: %w", err)
+		}
+		if h.SinkWindows == 0 {
+			continue
+		}
+		if len(in.Sink) != in.N*in.N {
+			return fmt.Errorf("calib: save: %s: sink has %d values, want %d", in.Name, len(in.Sink), in.N*in.N)
+		}
+		if err := os.WriteFile(filepath.Join(tmp, sinkFileName(in)), encodeMatrix(in.Sink, in.N, int64(h.SinkWindows)), 0o644); err != nil {
 			return fmt.Errorf("calib: save: %w", err)
 		}
 	}
@@ -176,20 +192,36 @@ func Load(dir string) (*Hessians, error) {
 	if len(h.Inputs) == 0 {
 		return nil, fmt.Errorf("%w: %s lists no inputs", ErrCorrupt, filepath.Join(dir, metaName))
 	}
+	if h.SinkWeight != 0 || h.SinkWindows < 0 || h.SinkWindows > h.Windows {
+		return nil, fmt.Errorf("%w: %s: sink weight %g, sink windows %d of %d", ErrCorrupt, filepath.Join(dir, metaName), h.SinkWeight, h.SinkWindows, h.Windows)
+	}
 	for _, in := range h.Inputs {
 		if in == nil || in.N <= 0 || in.N > 1<<16 || filepath.Base(in.Name) != in.Name {
 			return nil, fmt.Errorf("%w: %s: bad input entry %+v", ErrCorrupt, filepath.Join(dir, metaName), in)
 		}
-		p := filepath.Join(dir, fileName(in))
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+		if in.H, err = loadMatrix(filepath.Join(dir, fileName(in)), in.N, in.Tokens); err != nil {
+			return nil, err
 		}
-		if err := decodeInput(b, in); err != nil {
-			return nil, fmt.Errorf("%w: %s: %v", ErrCorrupt, p, err)
+		if h.SinkWindows > 0 {
+			if in.Sink, err = loadMatrix(filepath.Join(dir, sinkFileName(in)), in.N, int64(h.SinkWindows)); err != nil {
+				return nil, err
+			}
 		}
 	}
 	h.Path = dir
 	h.index()
 	return h, nil
+}
+
+// loadMatrix reads one .h file; errors wrap ErrCorrupt and name it.
+func loadMatrix(p string, n int, tokens int64) ([]float64, error) {
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	H, err := decodeMatrix(b, n, tokens)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrCorrupt, p, err)
+	}
+	return H, nil
 }

@@ -29,6 +29,25 @@
 // contributes), each scored from position 0 without BOS; only the text the
 // windows need is tokenized.
 //
+// # Attention-sink weighting
+//
+// The first token of every window is an attention sink: its activations are
+// unlike those of every later token (a few very large, nearly constant
+// channels), and every later query reads its keys and values. A plain XᵀX
+// gives it weight 1 in 2048, so error feedback (GPTQ, LDLQ) may move
+// rounding error into directions that cancel for ordinary tokens but not for
+// the sink, which then spoils the whole window (docs/QUANTIZERS.md measures
+// it on smollm2-135m: GPTQ-g128 4-bit perplexity 50.4 with plain H, 40.5
+// with the sink weighted x128, RTN 41.6). So H counts the first token of
+// every window SinkWeight times:
+//
+//	H = Σ_t x_t x_tᵀ + (SinkWeight - 1) Σ_windows x_0 x_0ᵀ
+//
+// Both sums are collected and cached separately (the sink sum by running
+// the first token of every window alone: attention is causal, so position 0
+// does not see the rest of the window), and the weight is applied after
+// loading: changing it never needs the model to be run again.
+//
 // # Without calibration data
 //
 // Identity(n) is the fallback H = I: LDLQ then does no error feedback and
@@ -67,6 +86,11 @@ const (
 	// DefaultSeqLen is the window length (eval.DefaultSeqLen, the GPTQ
 	// convention).
 	DefaultSeqLen = 2048
+	// DefaultSinkWeight is how many times the first token of every window
+	// counts in H (see "Attention-sink weighting").
+	DefaultSinkWeight = 128
+	// MaxSinkWeight bounds Options.SinkWeight.
+	MaxSinkWeight = 1 << 20
 )
 
 // NoCalibrationNote is the note to print when a compressor falls back to
@@ -95,6 +119,10 @@ type Options struct {
 	SeqLen int
 	// Batch is the number of windows per ONNX Runtime run (default 1).
 	Batch int
+	// SinkWeight is how many times the first token of every window counts
+	// in H: 0 means DefaultSinkWeight, 1 the plain XᵀX; at most
+	// MaxSinkWeight.
+	SinkWeight float64
 	// Provider ("cpu" default, "cuda") and Threads (ONNX Runtime intra-op
 	// threads, <= 0: its default) of the calibration session.
 	Provider string
@@ -125,8 +153,12 @@ type Input struct {
 	Weights []string `json:"weights"`
 	// Tokens is the number of tokens summed into H.
 	Tokens int64 `json:"tokens"`
-	// H is N x N, row-major, symmetric: Σ_t x_t x_tᵀ.
+	// H is N x N, row-major, symmetric: Σ_t x_t x_tᵀ, plus (SinkWeight-1)
+	// Sink once the weight is applied (Hessians.SinkWeight > 0).
 	H []float64 `json:"-"`
+	// Sink is N x N: Σ over windows of x_0 x_0ᵀ, the first token's
+	// activations (nil when not collected, and once applied to H).
+	Sink []float64 `json:"-"`
 }
 
 // Diag returns a copy of diag(H): the sum of squares of each input column's
@@ -153,6 +185,11 @@ type Hessians struct {
 	SeqLen       int   `json:"seq_len"`
 	Windows      int   `json:"windows"`
 	WindowStarts []int `json:"window_starts"`
+	// SinkWindows is the number of first tokens summed into every
+	// Input.Sink (0: no sink statistics); SinkWeight the weight applied to
+	// them in H (0: not applied yet, as stored in the cache).
+	SinkWindows int     `json:"sink_windows"`
+	SinkWeight  float64 `json:"sink_weight"`
 	// Seconds is the collection time, Provider/Threads/Attention how it ran.
 	Seconds   float64 `json:"seconds"`
 	Provider  string  `json:"provider"`
@@ -293,6 +330,12 @@ func (o Options) resolved() (Options, error) {
 	if o.Batch == 0 {
 		o.Batch = 1
 	}
+	if o.SinkWeight == 0 {
+		o.SinkWeight = DefaultSinkWeight
+	}
+	if !(o.SinkWeight >= 1 && o.SinkWeight <= MaxSinkWeight) {
+		return o, fmt.Errorf("calib: sink weight %g outside [1, %d]", o.SinkWeight, MaxSinkWeight)
+	}
 	if o.Tokens < 1 || o.SeqLen < 1 || o.Batch < 1 {
 		return o, fmt.Errorf("calib: tokens %d, seq len %d, batch %d must be positive", o.Tokens, o.SeqLen, o.Batch)
 	}
@@ -387,12 +430,13 @@ func Collect(ctx context.Context, src tensor.Source, tok Encoder, opts Options) 
 		return nil, err
 	}
 	dir := CachePath(o.CacheDir, key, textSHA, o.Tokens, o.SeqLen)
+	var h *Hessians
 	if !o.NoCache {
-		h, err := Load(dir)
+		c, err := Load(dir)
 		switch {
-		case err == nil && h.ModelKey == key && h.TextSHA256 == textSHA && h.Tokens == int64(o.Tokens) && h.SeqLen == o.SeqLen:
-			h.Cached = true
-			return h, nil
+		case err == nil && c.ModelKey == key && c.TextSHA256 == textSHA && c.Tokens == int64(o.Tokens) && c.SeqLen == o.SeqLen:
+			c.Cached = true
+			h = c
 		case err == nil:
 			o.Logf("calib: cache entry %s is for another model or setting; collecting again", dir)
 		case errors.Is(err, os.ErrNotExist):
@@ -400,19 +444,61 @@ func Collect(ctx context.Context, src tensor.Source, tok Encoder, opts Options) 
 			o.Logf("calib: %v; collecting again", err)
 		}
 	}
-	h, err := collect(ctx, src, tok, o)
-	if err != nil {
-		return nil, err
+	save := false
+	switch {
+	case h == nil:
+		if h, err = collect(ctx, src, tok, o); err != nil {
+			return nil, err
+		}
+		h.ModelKey, h.TextName, h.TextSHA256 = key, o.TextName, textSHA
+		save = true
+	case h.SinkWindows == 0 && o.SinkWeight != 1:
+		// An entry from before the sink statistics: add them (seconds).
+		if err := collectSink(ctx, src, tok, o, h); err != nil {
+			return nil, err
+		}
+		save = true
 	}
-	h.ModelKey, h.TextName, h.TextSHA256 = key, o.TextName, textSHA
-	if !o.NoCache {
+	if save && !o.NoCache {
 		if err := h.Save(dir); err != nil {
 			o.Logf("calib: could not cache H: %v", err)
 		} else {
 			h.Path = dir
 		}
 	}
+	if err := h.ApplySinkWeight(o.SinkWeight); err != nil {
+		return nil, err
+	}
 	return h, nil
+}
+
+// ApplySinkWeight sets every H to Σ_t x_t x_tᵀ + (w-1) Sink and drops Sink
+// (once: a second call fails, and so does Save afterwards). With w = 1, or
+// without sink statistics (SinkWindows 0, allowed only for w = 1), H is
+// unchanged.
+func (h *Hessians) ApplySinkWeight(w float64) error {
+	if h.SinkWeight != 0 {
+		return fmt.Errorf("calib: sink weight %g already applied", h.SinkWeight)
+	}
+	if !(w >= 1 && w <= MaxSinkWeight) {
+		return fmt.Errorf("calib: sink weight %g outside [1, %d]", w, MaxSinkWeight)
+	}
+	if w != 1 && h.SinkWindows == 0 {
+		return fmt.Errorf("calib: sink weight %g asked for, but no sink statistics were collected", w)
+	}
+	for _, in := range h.Inputs {
+		if w != 1 {
+			if len(in.Sink) != len(in.H) {
+				return fmt.Errorf("calib: %s: sink has %d values, H %d", in.Name, len(in.Sink), len(in.H))
+			}
+			for i, s := range in.Sink {
+				in.H[i] += (w - 1) * s
+			}
+		}
+		in.Sink = nil
+	}
+	h.SinkWeight = w
+	return nil
 }
 
 // collect runs the calibration graph over the windows.
@@ -455,9 +541,63 @@ func collect(ctx context.Context, src tensor.Source, tok Encoder, o Options) (*H
 			return nil, fmt.Errorf("calib: %s: %w", in.Name, err)
 		}
 	}
+	if err := runSink(ctx, cal, wins, h); err != nil {
+		return nil, err
+	}
 	h.Seconds = time.Since(t0).Seconds()
 	h.index()
 	return h, nil
+}
+
+// collectSink adds the sink statistics to h (collected before they
+// existed): the same windows, first tokens only.
+func collectSink(ctx context.Context, src tensor.Source, tok Encoder, o Options, h *Hessians) error {
+	wins, starts, err := windowTokens(o.Text, h.Windows, h.SeqLen, tok)
+	if err != nil {
+		return fmt.Errorf("%s: %w", o.TextName, err)
+	}
+	if !slices.Equal(starts, h.WindowStarts) {
+		return fmt.Errorf("%w: %s: window starts differ from the text's", ErrCorrupt, h.Path)
+	}
+	cal, err := llama.OpenCalibrator(src, llama.CalibrationOptions{Provider: o.Provider, Threads: o.Threads, Logf: o.Logf})
+	if err != nil {
+		return err
+	}
+	defer cal.Close()
+	if len(cal.Inputs()) != len(h.Inputs) {
+		return fmt.Errorf("%w: %s: %d inputs, the model has %d", ErrCorrupt, h.Path, len(h.Inputs), len(cal.Inputs()))
+	}
+	return runSink(ctx, cal, wins, h)
+}
+
+// runSink sets every Input.Sink to Σ over windows of x_0 x_0ᵀ by running
+// the windows' first tokens alone (one batch of one-token sequences).
+func runSink(ctx context.Context, cal *llama.Calibrator, wins [][]int32, h *Hessians) error {
+	firsts := make([][]int32, len(wins))
+	for i, w := range wins {
+		firsts[i] = w[:1]
+	}
+	for _, in := range h.Inputs {
+		in.Sink = make([]float64, in.N*in.N)
+	}
+	add := func(i int, m []float32) {
+		acc := h.Inputs[i].Sink
+		for j, v := range m {
+			acc[j] += float64(v)
+		}
+	}
+	for b := 0; b < len(firsts); b += 64 {
+		if err := cal.Run(ctx, firsts[b:min(b+64, len(firsts))], add, nil); err != nil {
+			return fmt.Errorf("calib: sink tokens: %w", err)
+		}
+	}
+	for _, in := range h.Inputs {
+		if err := finish(in.Sink, in.N); err != nil {
+			return fmt.Errorf("calib: %s sink: %w", in.Name, err)
+		}
+	}
+	h.SinkWindows = len(wins)
+	return nil
 }
 
 // finish symmetrizes H and rounds it to float32 precision (what the cache
