@@ -29,7 +29,7 @@ TEST_ENV := ONNXRUNTIME_SHARED_LIBRARY_PATH=$(ORT_LIB) NWC_REQUIRE_ORT=1 NWC_REQ
 # Go files to gofmt-check (skip VCS, testdata, outputs).
 FIND_GOFILES = find . -type d \( -name .git -o -name testdata -o -path ./out -o -path ./bin -o -name node_modules \) -prune -o -type f -name '*.go' -print
 
-.PHONY: all setup setup-check setup-train train build test fmt-check vet fuzz demo clean check-tokenizer
+.PHONY: all setup setup-check setup-train train build test fmt-check vet fuzz demo clean check-tokenizer check-decode
 
 all: build
 
@@ -106,3 +106,11 @@ check-tokenizer: setup
 
 clean:
 	rm -rf $(BIN) $(OUT)
+
+# Decode-path checks on a real compressed model (issue 5): decompress twice
+# is byte-identical, decompressed = decoded = what the runtime was built
+# with (float32 digests), one corrupted byte in any section is named.
+#   make check-decode FILE=s4.nwc
+check-decode: build
+	@test -n "$(FILE)" || { echo "usage: make check-decode FILE=model.nwc" >&2; exit 2; }
+	$(TEST_ENV) scripts/check-decode.sh $(FILE)

@@ -29,7 +29,8 @@ func outputDType(dt tensor.DType) tensor.DType {
 }
 
 // Decompress writes every tensor of src to a safetensors file at path
-// (atomically), decoding one tensor at a time, and writes src's assets
+// (atomically), decoding the next tensors (Prefetch) while one is written,
+// and writes src's assets
 // (config.json, tokenizer.json, ...) beside it as <path>.<asset name>.
 func Decompress(ctx context.Context, src tensor.Source, path string, opts DecompressOptions) error {
 	var infos []tensor.Info
@@ -56,6 +57,9 @@ func Decompress(ctx context.Context, src tensor.Source, path string, opts Decomp
 			fw.Abort()
 		}
 	}()
+	// Decode the next tensors while this one is written.
+	pf := Prefetch(ctx, src, false, PrefetchOptions{})
+	defer pf.Close()
 	var done int64
 	var raw []byte
 	var f32 []float32
@@ -64,9 +68,9 @@ func Decompress(ctx context.Context, src tensor.Source, path string, opts Decomp
 			return err
 		}
 		if infos[i].DType == ti.DType {
-			raw, err = src.ReadRaw(ti.Name, raw)
+			raw, err = pf.ReadRaw(ti.Name, raw)
 		} else {
-			f32, err = src.ReadFloat32(ti.Name, f32)
+			f32, err = pf.ReadFloat32(ti.Name, f32)
 			raw = codec.F32Bytes(f32, raw)
 		}
 		if err != nil {

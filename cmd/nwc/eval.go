@@ -24,11 +24,16 @@ type evalJSON struct {
 	FileBytes         int64   `json:"file_bytes,omitempty"`
 	LinearBitsPerW    float64 `json:"linear_bits_per_weight,omitempty"`
 	ReferenceLoadSecs float64 `json:"reference_load_seconds,omitempty"`
+	// WeightsSHA256 (--digest): digest of the weights the runtime was built
+	// with (digest.go); compare with nwc inspect --digest.
+	WeightsSHA256 string `json:"weights_sha256,omitempty"`
+	WeightsHashed int    `json:"weights_hashed,omitempty"`
 }
 
 type lmFlags struct {
 	provider string
 	threads  int
+	weight   func(name string, v []float32) // llama.BuildOptions.Weight
 }
 
 func (f *lmFlags) register(fs *flag.FlagSet) {
@@ -39,7 +44,7 @@ func (f *lmFlags) register(fs *flag.FlagSet) {
 // openLM opens a model and its runtime; it returns the load time.
 func openLM(nameOrPath string, f lmFlags) (*llama.Model, float64, error) {
 	start := time.Now()
-	m, err := llama.Open(nameOrPath, llama.Options{Provider: f.provider, Threads: f.threads,
+	m, err := llama.Open(nameOrPath, llama.Options{Provider: f.provider, Threads: f.threads, Build: llama.BuildOptions{Weight: f.weight},
 		Logf: func(format string, args ...any) { fmt.Fprintf(os.Stderr, "nwc: "+format+"\n", args...) }})
 	if err != nil {
 		return nil, 0, err
@@ -56,6 +61,7 @@ func runEval(ctx context.Context, args []string) error {
 	maxWin := fs.Int("max-windows", 0, "evaluate only the first K windows (0 = all)")
 	asJSON := fs.Bool("json", false, "print a JSON report")
 	quiet := fs.Bool("q", false, "no progress bar")
+	digest := fs.Bool("digest", false, "print the sha256 digest of the weights the runtime was built with (compare with nwc inspect --digest)")
 	var lf lmFlags
 	lf.register(fs)
 	pos, err := parseFlags(fs, args)
@@ -88,11 +94,20 @@ func runEval(ctx context.Context, args []string) error {
 	}
 	src.Close()
 
-	lm, loadSecs, err := openLM(*model, lf)
+	var dig *weightDigest
+	mlf := lf
+	if *digest {
+		dig = newWeightDigest()
+		mlf.weight = dig.add
+	}
+	lm, loadSecs, err := openLM(*model, mlf)
 	if err != nil {
 		return err
 	}
 	defer lm.Close()
+	if dig != nil {
+		out.WeightsSHA256, out.WeightsHashed = dig.sum(), len(dig.per)
+	}
 	out.LoadSeconds, out.Provider = loadSecs, lm.Provider()
 	var refLM eval.LM
 	if *ref != "" {
@@ -135,6 +150,9 @@ func runEval(ctx context.Context, args []string) error {
 		return err
 	}
 	fmt.Printf("load:            %.1f s (%s)\n", out.LoadSeconds, out.Provider)
+	if out.WeightsSHA256 != "" {
+		fmt.Printf("weights sha256:  %s (%d tensors, float32 values the runtime was built with)\n", out.WeightsSHA256, out.WeightsHashed)
+	}
 	if out.FileBytes > 0 {
 		fmt.Printf("file:            %d bytes; linear weights at %.3f bits/weight\n", out.FileBytes, out.LinearBitsPerW)
 	}

@@ -21,6 +21,7 @@ type inspectTensor struct {
 	Bytes         int64   `json:"bytes"` // stored bytes (section bytes for .nwc)
 	Codec         string  `json:"codec,omitempty"`
 	BitsPerWeight float64 `json:"bits_per_weight"`
+	SHA256        string  `json:"sha256_f32,omitempty"` // --digest: of the float32 values
 }
 
 type inspectReport struct {
@@ -34,6 +35,7 @@ type inspectReport struct {
 	FileBitsPerWeight float64         `json:"file_bits_per_weight"` // every file byte / weights
 	Assets            []string        `json:"assets"`
 	Verified          bool            `json:"verified,omitempty"`
+	WeightsSHA256     string          `json:"weights_sha256,omitempty"` // --digest (digest.go)
 	Tensors           []inspectTensor `json:"tensors"`
 }
 
@@ -41,12 +43,13 @@ func runInspect(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("inspect", flag.ContinueOnError)
 	asJSON := fs.Bool("json", false, "print a JSON report")
 	verify := fs.Bool("verify", false, "for .nwc: check every checksum and padding byte of the file")
+	digest := fs.Bool("digest", false, "decode every tensor to float32 and print sha256 digests (compare with nwc eval --digest)")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
 	}
 	if len(pos) != 1 {
-		fmt.Fprintln(os.Stderr, "usage: nwc inspect PATH|NAME [--json] [--verify]")
+		fmt.Fprintln(os.Stderr, "usage: nwc inspect PATH|NAME [--json] [--verify] [--digest]")
 		return errUsage
 	}
 	src, format, err := loader.Open(pos[0])
@@ -80,6 +83,16 @@ func runInspect(ctx context.Context, args []string) error {
 			rep.add(ti, ti.Size, "")
 		}
 	}
+	if *digest {
+		d, err := digestSource(loader.Prefetch(ctx, src, false, loader.PrefetchOptions{}))
+		if err != nil {
+			return err
+		}
+		for i := range rep.Tensors {
+			rep.Tensors[i].SHA256 = d.per[rep.Tensors[i].Name]
+		}
+		rep.WeightsSHA256 = d.sum()
+	}
 	if rep.Weights > 0 {
 		rep.BitsPerWeight = 8 * float64(rep.TensorBytes) / float64(rep.Weights)
 		rep.FileBitsPerWeight = 8 * float64(rep.FileBytes) / float64(rep.Weights)
@@ -100,6 +113,9 @@ func runInspect(ctx context.Context, args []string) error {
 	}
 	if rep.Verified {
 		fmt.Println("verified: every section checksum and padding byte is intact")
+	}
+	if rep.WeightsSHA256 != "" {
+		fmt.Printf("weights sha256 (float32 values): %s\n", rep.WeightsSHA256)
 	}
 	return nil
 }

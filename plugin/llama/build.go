@@ -32,6 +32,11 @@ type BuildOptions struct {
 	Opset int64
 	// Attention is AttentionStandard (default, "") or AttentionGQA.
 	Attention string
+	// Weight, when set, is called with every weight as read from the
+	// source (float32, before any layout change), in read order: what the
+	// runtime computes with, e.g. to check it against a decompressed file.
+	// v is only valid during the call.
+	Weight func(name string, v []float32)
 }
 
 // Build constructs the ONNX model of a Llama decoder with cfg's
@@ -66,7 +71,7 @@ func Build(cfg Config, src tensor.Source, opts BuildOptions) ([]byte, error) {
 	if opts.Attention == AttentionGQA && cfg.HeadDim%16 != 0 {
 		return nil, fmt.Errorf("llama: GroupQueryAttention with rotary needs head_dim %% 16 == 0, have %d (use %q attention)", cfg.HeadDim, AttentionStandard)
 	}
-	b := &builder{cfg: cfg, src: src, infos: src.Tensors(), n: names(cfg.Naming), gqa: opts.Attention == AttentionGQA}
+	b := &builder{cfg: cfg, src: src, infos: src.Tensors(), n: names(cfg.Naming), gqa: opts.Attention == AttentionGQA, weight: opts.Weight}
 	g := onnx.NewGraph("llama")
 	if opts.Opset > 0 {
 		g.Opset = opts.Opset
@@ -79,13 +84,14 @@ func Build(cfg Config, src tensor.Source, opts BuildOptions) ([]byte, error) {
 }
 
 type builder struct {
-	cfg   Config
-	src   tensor.Source
-	infos []tensor.Info
-	n     tensorNames
-	g     *onnx.Graph
-	buf   []float32
-	gqa   bool
+	cfg    Config
+	src    tensor.Source
+	infos  []tensor.Info
+	n      tensorNames
+	g      *onnx.Graph
+	buf    []float32
+	gqa    bool
+	weight func(string, []float32)
 }
 
 // read reads the named tensor as float32 and checks its shape.
@@ -102,6 +108,9 @@ func (b *builder) read(name string, shape ...int64) ([]float32, error) {
 		return nil, fmt.Errorf("llama: read %s: %w", name, err)
 	}
 	b.buf = v
+	if b.weight != nil {
+		b.weight(name, v)
+	}
 	return v, nil
 }
 

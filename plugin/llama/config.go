@@ -253,6 +253,19 @@ type tensorNames struct {
 	layer             func(i int, part string) string
 }
 
+// readOrder is the order Build reads the weights in (the prefetch order for
+// loader.Prefetch): embedding, each layer's parts as Build uses them, final
+// norm, output head (absent when tied; Prefetch skips unknown names).
+func (n tensorNames) readOrder(layers int) []string {
+	order := []string{n.embed}
+	for l := 0; l < layers; l++ {
+		for _, p := range []string{partAttnNorm, partQ, partK, partV, partO, partFFNNorm, partGate, partUp, partDown} {
+			order = append(order, n.layer(l, p))
+		}
+	}
+	return append(order, n.norm, n.head)
+}
+
 // Layer parts, named as in GGUF.
 const (
 	partAttnNorm = "attn_norm"

@@ -62,12 +62,16 @@ func OpenSource(src tensor.Source, opts Options) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Decode the next weights (entropy decoding, neural decoder, dequantizing)
+	// while Build lays out the current one.
+	pf := loader.Prefetch(context.Background(), src, false, loader.PrefetchOptions{Order: names(cfg.Naming).readOrder(cfg.Layers)})
+	defer pf.Close()
 	return newModel(cfg, opts, func(provider string) ([]byte, error) {
 		bo := opts.Build
 		if bo.Attention == "" {
 			bo.Attention = DefaultAttention(cfg, provider)
 		}
-		data, err := Build(cfg, src, bo)
+		data, err := Build(cfg, pf, bo)
 		// Drop Build's intermediate copies before ONNX Runtime makes its own.
 		debug.FreeOSMemory()
 		return data, err

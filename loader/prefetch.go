@@ -1,0 +1,174 @@
+package loader
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"sync"
+
+	"github.com/nwc-project/nwc/loader/tensor"
+)
+
+// PrefetchOptions configure Prefetch.
+type PrefetchOptions struct {
+	// Ahead is the most tensors decoded (or being decoded) ahead of the
+	// consumer and not yet taken; 0 means min(GOMAXPROCS, 4) and at least 2.
+	// Memory beyond the consumer's own: at most Ahead decoded tensors plus
+	// the working set of the decodes in flight.
+	Ahead int
+	// Order is the order the consumer is expected to read the tensors in
+	// (nil: the source's storage order). A read out of that order is
+	// decoded on the spot; nothing is lost but overlap.
+	Order []string
+}
+
+// Prefetcher is a tensor.Source that decodes the tensors of another source
+// in the background, in the expected read order and up to Ahead at a time,
+// so that the consumer (the runtime's graph builder, the safetensors writer,
+// a caller) works on one tensor while the next ones decode. Every tensor is
+// handed out once from the prefetch; a second read of the same tensor, or a
+// read out of order, goes to the source directly. Decoded bytes are exactly
+// the source's (the same ReadRaw call, on another goroutine).
+//
+// Safe for concurrent use; Close stops the background work (and closes the
+// wrapped source only when Prefetch was told to own it).
+type Prefetcher struct {
+	src   tensor.Source
+	infos []tensor.Info
+	own   bool
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu      sync.Mutex
+	order   []string
+	next    int                // next index of order to start
+	pending map[string]*future // started, not taken
+	ahead   int
+}
+
+type future struct {
+	done chan struct{}
+	raw  []byte
+	err  error
+}
+
+// Prefetch wraps src (closing src stays the caller's job unless own is
+// true). Background decoding starts at once.
+func Prefetch(ctx context.Context, src tensor.Source, own bool, opts PrefetchOptions) *Prefetcher {
+	if opts.Ahead <= 0 {
+		opts.Ahead = max(2, min(runtime.GOMAXPROCS(0), 4))
+	}
+	order := opts.Order
+	if order == nil {
+		for _, ti := range src.Tensors() {
+			order = append(order, ti.Name)
+		}
+	}
+	c, cancel := context.WithCancel(ctx)
+	p := &Prefetcher{src: src, infos: src.Tensors(), own: own, ctx: c, cancel: cancel,
+		order: order, pending: map[string]*future{}, ahead: opts.Ahead}
+	p.mu.Lock()
+	p.fill()
+	p.mu.Unlock()
+	return p
+}
+
+// fill starts decodes until Ahead are pending (p.mu held).
+func (p *Prefetcher) fill() {
+	for len(p.pending) < p.ahead && p.next < len(p.order) && p.ctx.Err() == nil {
+		name := p.order[p.next]
+		p.next++
+		if _, dup := p.pending[name]; dup {
+			continue
+		}
+		if _, ok := tensor.Find(p.infos, name); !ok {
+			continue // let the consumer's own read report it
+		}
+		f := &future{done: make(chan struct{})}
+		p.pending[name] = f
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			defer close(f.done)
+			if err := p.ctx.Err(); err != nil {
+				f.err = err
+				return
+			}
+			f.raw, f.err = p.src.ReadRaw(name, nil)
+		}()
+	}
+}
+
+// take returns the prefetched bytes of name, or ok false when name is not
+// being prefetched.
+func (p *Prefetcher) take(name string) (raw []byte, ok bool, err error) {
+	p.mu.Lock()
+	f, ok := p.pending[name]
+	delete(p.pending, name) // claimed: the bytes become the caller's
+	p.fill()
+	p.mu.Unlock()
+	if !ok {
+		return nil, false, nil
+	}
+	select {
+	case <-f.done:
+	case <-p.ctx.Done():
+		return nil, true, p.ctx.Err()
+	}
+	return f.raw, true, f.err
+}
+
+// Tensors lists the source's tensors.
+func (p *Prefetcher) Tensors() []tensor.Info { return p.infos }
+
+// Assets returns the source's assets.
+func (p *Prefetcher) Assets() []tensor.Asset { return p.src.Assets() }
+
+// ReadRaw returns the stored bytes of the named tensor: the prefetched ones
+// (copied into dst when it is large enough) or a direct read.
+func (p *Prefetcher) ReadRaw(name string, dst []byte) ([]byte, error) {
+	raw, ok, err := p.take(name)
+	if !ok {
+		return p.src.ReadRaw(name, dst)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if cap(dst) >= len(raw) {
+		return append(dst[:0], raw...), nil
+	}
+	return raw, nil
+}
+
+// ReadFloat32 returns the named tensor as float32.
+func (p *Prefetcher) ReadFloat32(name string, dst []float32) ([]float32, error) {
+	raw, ok, err := p.take(name)
+	if !ok {
+		return p.src.ReadFloat32(name, dst)
+	}
+	if err != nil {
+		return nil, err
+	}
+	ti, _ := tensor.Find(p.infos, name)
+	out, err := tensor.ToFloat32(ti.DType, raw, ti.NumElements(), dst)
+	if err != nil {
+		return nil, fmt.Errorf("prefetch: tensor %q: %w", name, err)
+	}
+	return out, nil
+}
+
+// Close stops the background decoding, waits for it, drops what was not
+// taken and closes the source if owned.
+func (p *Prefetcher) Close() error {
+	p.cancel()
+	p.wg.Wait()
+	p.mu.Lock()
+	p.pending = map[string]*future{}
+	p.mu.Unlock()
+	if p.own {
+		return p.src.Close()
+	}
+	return nil
+}
