@@ -23,6 +23,10 @@ type CompressOptions struct {
 	// Hessian gives the calibration statistics of each linear input for the
 	// codecs that use them (gptq-g128, ecsq); nil means the identity.
 	Hessian HessianFunc
+	// FeedbackBlock is the LDLQ error-feedback block, in columns, of the
+	// nwc and ecsq codecs (0: 128, one encoder batch per block; smaller
+	// blocks feed back more often at the price of more, smaller batches).
+	FeedbackBlock int
 	// Concurrency is the number of tensors coded at once; 0 means GOMAXPROCS.
 	// Memory in flight is bounded by about 2 x Concurrency tensors (stored
 	// bytes plus payload) plus the one being written.
@@ -69,7 +73,7 @@ func Compress(ctx context.Context, src tensor.Source, path string, opts Compress
 	if opts.Codec == "" {
 		opts.Codec = "lossless"
 	}
-	lossy, err := newLinearCoder(opts.Codec, opts.Bits)
+	lossy, err := newLinearCoder(opts.Codec, opts.Bits, opts.FeedbackBlock)
 	if err != nil {
 		return nil, err
 	}

@@ -30,8 +30,13 @@ type linearCoder interface {
 // Lossy codec names for CompressOptions.Codec.
 var lossyCodecNames = []string{"nwc", "nwc:NAME", "rtn-g128", "rtn-row", "gptq-g128", "ecsq"}
 
-// newLinearCoder parses a codec name and its bits setting; nil means lossless only.
-func newLinearCoder(name string, bits float64) (linearCoder, error) {
+// newLinearCoder parses a codec name and its bits setting; nil means
+// lossless only. block is the LDLQ feedback block of nwc and ecsq (0: the
+// default).
+func newLinearCoder(name string, bits float64, block int) (linearCoder, error) {
+	if block < 0 || block > ldlq.MaxN {
+		return nil, fmt.Errorf("compress: feedback block %d out of range", block)
+	}
 	whole := func() (int, error) {
 		b := int(bits)
 		if float64(b) != bits || b < 1 || b > 8 {
@@ -40,7 +45,7 @@ func newLinearCoder(name string, bits float64) (linearCoder, error) {
 		return b, nil
 	}
 	if name == "nwc" || strings.HasPrefix(name, "nwc:") {
-		return newNeuralCoder(strings.TrimPrefix(strings.TrimPrefix(name, "nwc"), ":"), bits)
+		return newNeuralCoder(strings.TrimPrefix(strings.TrimPrefix(name, "nwc"), ":"), bits, block)
 	}
 	switch name {
 	case "lossless":
@@ -65,7 +70,7 @@ func newLinearCoder(name string, bits float64) (linearCoder, error) {
 		if !(bits > 0 && bits <= 16) {
 			return nil, fmt.Errorf("compress: ecsq needs 0 < bits <= 16, got %g", bits)
 		}
-		return ecsqCoder{bits: bits}, nil
+		return ecsqCoder{bits: bits, block: block}, nil
 	}
 	return nil, fmt.Errorf("compress: unknown codec %q (available: lossless, %s)", name, strings.Join(lossyCodecNames, ", "))
 }
@@ -90,12 +95,15 @@ func (c gptqCoder) encode(ctx context.Context, w []float32, m, n int, h []float6
 	return codec.IDRTN, res.Codec.Params(), res.Payload, nil
 }
 
-type ecsqCoder struct{ bits float64 }
+type ecsqCoder struct {
+	bits  float64
+	block int // LDLQ feedback block (0: ldlq.DefaultBlockSize)
+}
 
 func (c ecsqCoder) close() error { return nil }
 func (c ecsqCoder) usesH() bool  { return true }
 func (c ecsqCoder) encode(ctx context.Context, w []float32, m, n int, h []float64) (uint8, []byte, []byte, error) {
-	f, err := ldlq.NewFactor(h, n, ldlq.Options{Workers: 1})
+	f, err := ldlq.NewFactor(h, n, ldlq.Options{Workers: 1, BlockSize: c.block})
 	if err != nil {
 		return 0, nil, nil, err
 	}
@@ -131,7 +139,7 @@ func CodecLabel(name string, bits float64) string {
 
 // newNeuralCoder loads the named codec (or, with no name, the shipped codec
 // whose measured rate is closest to bits).
-func newNeuralCoder(name string, bits float64) (*nwcCoder, error) {
+func newNeuralCoder(name string, bits float64, block int) (*nwcCoder, error) {
 	var dir string
 	var err error
 	if name == "" {
@@ -151,5 +159,5 @@ func newNeuralCoder(name string, bits float64) (*nwcCoder, error) {
 	if err != nil {
 		return nil, fmt.Errorf("compress: %w", err)
 	}
-	return &nwcCoder{nc: nc, c: c}, nil
+	return &nwcCoder{nc: nc, c: c, block: block}, nil
 }

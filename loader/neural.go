@@ -70,8 +70,9 @@ func parseNeuralParams(p []byte) (name string, hash [32]byte, err error) {
 
 // nwcCoder codes block linears with a neural codec.
 type nwcCoder struct {
-	nc NeuralCodec
-	c  *ortcodec.Codec
+	nc    NeuralCodec
+	c     *ortcodec.Codec
+	block int // LDLQ feedback block (0: ldlq.DefaultBlockSize)
 }
 
 func (c *nwcCoder) usesH() bool  { return true }
@@ -129,7 +130,7 @@ func (c *nwcCoder) encode(ctx context.Context, w []float32, m, n int, h []float6
 		}
 	}
 	levels := Levels(h, n)
-	f, err := ldlq.NewFactor(h, n, ldlq.Options{Workers: 1})
+	f, err := ldlq.NewFactor(h, n, ldlq.Options{Workers: 1, BlockSize: c.block})
 	if err != nil {
 		return 0, nil, nil, err
 	}

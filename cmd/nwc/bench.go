@@ -102,6 +102,7 @@ func runBench(ctx context.Context, args []string) error {
 	calibTokens := fs.Int("calib-tokens", calib.DefaultTokens, "calibration tokens for H (gptq, ecsq, nwc)")
 	noCalib := fs.Bool("no-calib", false, "no calibration data: H = I")
 	sinkWeight := fs.Float64("sink-weight", calib.DefaultSinkWeight, "weight of the first token of every calibration window in H")
+	fbBlock := fs.Int("feedback-block", 0, "LDLQ error-feedback block in columns for nwc and ecsq (0 = 128)")
 	var lf lmFlags
 	lf.register(fs)
 	if _, err := parseFlags(fs, args[1:]); err != nil {
@@ -202,7 +203,7 @@ func runBench(ctx context.Context, args []string) error {
 			note(codecProvenance(strings.TrimPrefix(p.codec, "nwc:")))
 		}
 		fmt.Fprintf(os.Stderr, "[%d/%d] %s %s: compress\n", i+1, len(points), p.method, p.setting)
-		pt, err := benchOne(ctx, src, ref, tok, p, hess, tmp, *model, opts, lf)
+		pt, err := benchOne(ctx, src, ref, tok, p, hess, *fbBlock, tmp, *model, opts, lf)
 		if err != nil {
 			return fmt.Errorf("bench: %s %s: %w", p.method, p.setting, err)
 		}
@@ -222,10 +223,10 @@ func runBench(ctx context.Context, args []string) error {
 
 // benchOne compresses src with one codec setting, loads the file through
 // the runtime (decoding every tensor) and evaluates it against ref.
-func benchOne(ctx context.Context, src tensor.Source, ref eval.LM, tok eval.Tokenizer, p benchPoint, hess loader.HessianFunc, tmp, model string, opts eval.Options, lf lmFlags) (report.Point, error) {
+func benchOne(ctx context.Context, src tensor.Source, ref eval.LM, tok eval.Tokenizer, p benchPoint, hess loader.HessianFunc, fbBlock int, tmp, model string, opts eval.Options, lf lmFlags) (report.Point, error) {
 	path := filepath.Join(tmp, "point.nwc")
 	defer os.Remove(path)
-	co := loader.CompressOptions{Codec: p.codec, Bits: p.bits}
+	co := loader.CompressOptions{Codec: p.codec, Bits: p.bits, FeedbackBlock: fbBlock}
 	if usesCalibration(p.codec) {
 		co.Hessian = hess
 	}
