@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"math"
 	"math/rand"
 	"os"
@@ -18,6 +19,7 @@ import (
 	"github.com/nwc-project/nwc/loader/refmodel"
 	"github.com/nwc-project/nwc/loader/safetensors"
 	"github.com/nwc-project/nwc/loader/tensor"
+	"github.com/nwc-project/nwc/ortcodec/ldlq"
 )
 
 // memSource is a small in-memory tensor.Source for tests.
@@ -339,5 +341,69 @@ func TestNeuralCodecTiny(t *testing.T) {
 	t.Setenv("NWC_CODECS", t.TempDir())
 	if _, err := nf2.ReadFloat32("layer.0.weight", nil); err == nil || !strings.Contains(err.Error(), "tinycodec") || !strings.Contains(err.Error(), "layer.0.weight") {
 		t.Fatalf("missing codec: %v", err)
+	}
+}
+
+// FeedbackBlock reaches the LDLQ feedback of ecsq: with a correlated H and
+// 48 columns, block 128 means no feedback at all, block 8 feeds back and
+// lowers the proxy loss at the same rate.
+func TestFeedbackBlock(t *testing.T) {
+	dir := t.TempDir()
+	src := testSource()
+	w, _ := src.ReadFloat32("layer.0.weight", nil)
+	const n = 48
+	rng := rand.New(rand.NewSource(3))
+	x := make([]float64, 200*n) // correlated inputs: rank 6 + noise
+	basis := make([]float64, 6*n)
+	for i := range basis {
+		basis[i] = rng.NormFloat64()
+	}
+	for r := 0; r < 200; r++ {
+		g := make([]float64, 6)
+		for i := range g {
+			g[i] = rng.NormFloat64()
+		}
+		for c := 0; c < n; c++ {
+			v := 0.1 * rng.NormFloat64()
+			for i := range g {
+				v += g[i] * basis[i*n+c]
+			}
+			x[r*n+c] = v
+		}
+	}
+	H := make([]float64, n*n)
+	for r := 0; r < 200; r++ {
+		for a := 0; a < n; a++ {
+			for b := 0; b < n; b++ {
+				H[a*n+b] += x[r*n+a] * x[r*n+b]
+			}
+		}
+	}
+	hf := func(name string, cols int) ([]float64, error) { return H, nil }
+	loss := map[int]float64{}
+	for _, block := range []int{0, 8} {
+		out := filepath.Join(dir, fmt.Sprintf("b%d.nwc", block))
+		if _, err := Compress(context.Background(), src, out, CompressOptions{Codec: "ecsq", Bits: 3, Hessian: hf, FeedbackBlock: block}); err != nil {
+			t.Fatal(err)
+		}
+		nf, err := OpenNWC(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := nf.ReadFloat32("layer.0.weight", nil)
+		nf.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if loss[block], err = ldlq.ProxyLoss(w, got, 64, n, H); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("proxy loss: block 128 %.4g, block 8 %.4g", loss[0], loss[8])
+	if !(loss[8] < 0.8*loss[0]) {
+		t.Fatalf("feedback block 8 does not help: %g vs %g", loss[8], loss[0])
+	}
+	if _, err := Compress(context.Background(), src, filepath.Join(dir, "bad.nwc"), CompressOptions{Codec: "ecsq", Bits: 3, FeedbackBlock: -1}); err == nil {
+		t.Fatal("negative feedback block accepted")
 	}
 }
