@@ -31,11 +31,14 @@ type linearCoder interface {
 var lossyCodecNames = []string{"nwc", "nwc:NAME", "rtn-g128", "rtn-row", "gptq-g128", "ecsq"}
 
 // newLinearCoder parses a codec name and its bits setting; nil means
-// lossless only. block is the LDLQ feedback block of nwc and ecsq (0: the
-// default).
+// lossless only. block is the LDLQ feedback block of nwc and ecsq (0:
+// DefaultFeedbackBlock).
 func newLinearCoder(name string, bits float64, block int) (linearCoder, error) {
 	if block < 0 || block > ldlq.MaxN {
 		return nil, fmt.Errorf("compress: feedback block %d out of range", block)
+	}
+	if block == 0 {
+		block = DefaultFeedbackBlock
 	}
 	whole := func() (int, error) {
 		b := int(bits)
@@ -97,7 +100,7 @@ func (c gptqCoder) encode(ctx context.Context, w []float32, m, n int, h []float6
 
 type ecsqCoder struct {
 	bits  float64
-	block int // LDLQ feedback block (0: ldlq.DefaultBlockSize)
+	block int // LDLQ feedback block
 }
 
 func (c ecsqCoder) close() error { return nil }

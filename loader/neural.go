@@ -72,7 +72,7 @@ func parseNeuralParams(p []byte) (name string, hash [32]byte, err error) {
 type nwcCoder struct {
 	nc    NeuralCodec
 	c     *ortcodec.Codec
-	block int // LDLQ feedback block (0: ldlq.DefaultBlockSize)
+	block int // LDLQ feedback block
 }
 
 func (c *nwcCoder) usesH() bool  { return true }

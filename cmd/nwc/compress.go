@@ -25,7 +25,7 @@ func runCompress(ctx context.Context, args []string) error {
 	asJSON := fs.Bool("json", false, "print a JSON summary")
 	calibTokens := fs.Int("calib-tokens", calib.DefaultTokens, "calibration tokens for H = X^T X (gptq, ecsq, nwc), from the carried Gutenberg text")
 	noCalib := fs.Bool("no-calib", false, "no calibration data: H = I (no error feedback, all columns equally important)")
-	fbBlock := fs.Int("feedback-block", 0, "LDLQ error-feedback block in columns for nwc and ecsq (0 = 128)")
+	fbBlock := fs.Int("feedback-block", 0, "LDLQ error-feedback block in columns for nwc and ecsq (0 = loader.DefaultFeedbackBlock, 16)")
 	sinkWeight := fs.Float64("sink-weight", calib.DefaultSinkWeight, "times the first token of every calibration window counts in H (attention sink; 1 = plain X^T X)")
 	var lf lmFlags
 	lf.register(fs)
