@@ -506,7 +506,7 @@ func (p *pool) runBatch(ctx context.Context, in []float32, q []int64, out []floa
 		}
 		defer destroyTemp(outT, &err)
 	}
-	if err := runWithContext(ctx, s, []ort.Value{inT, qT}, []ort.Value{outT}); err != nil {
+	if err := ortenv.Run(ctx, s.s, []ort.Value{inT, qT}, []ort.Value{outT}, s.ropts); err != nil {
 		if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
 			return err
 		}
@@ -533,24 +533,3 @@ func destroyTemp(t interface{ Destroy() error }, err *error) {
 	liveObjects.Add(-1)
 }
 
-// runWithContext runs the session, setting the run options' terminate flag
-// if ctx is cancelled meanwhile, and clears the flag afterwards.
-func runWithContext(ctx context.Context, s *session, ins, outs []ort.Value) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	fired := make(chan struct{})
-	stop := context.AfterFunc(ctx, func() {
-		defer close(fired)
-		_ = s.ropts.Terminate()
-	})
-	err := s.s.RunWithOptions(ins, outs, s.ropts)
-	if !stop() {
-		<-fired
-		if uerr := s.ropts.UnsetTerminate(); uerr != nil {
-			return errors.Join(ctx.Err(), uerr)
-		}
-		return ctx.Err()
-	}
-	return err
-}

@@ -224,30 +224,15 @@ func (m *Model) LogitsBatch(ctx context.Context, seqs [][]int32) ([]float32, err
 	return logits, nil
 }
 
-// runCancellable runs sess with run options that the end of ctx terminates;
-// what names the run in errors. The watcher is gone before the options are
-// destroyed.
+// runCancellable runs sess with run options that the end of ctx terminates
+// (ortenv.Run); what names the run in errors.
 func runCancellable(ctx context.Context, sess *ort.DynamicAdvancedSession, ins, outs []ort.Value, what string) error {
 	ro, err := ort.NewRunOptions()
 	if err != nil {
 		return fmt.Errorf("llama: run options: %w", err)
 	}
 	defer ro.Destroy()
-	done := make(chan struct{})
-	var watcher sync.WaitGroup
-	watcher.Add(1)
-	go func() {
-		defer watcher.Done()
-		select {
-		case <-ctx.Done():
-			ro.Terminate()
-		case <-done:
-		}
-	}()
-	err = sess.RunWithOptions(ins, outs, ro)
-	close(done)
-	watcher.Wait()
-	if err != nil {
+	if err := ortenv.Run(ctx, sess, ins, outs, ro); err != nil {
 		if ctx.Err() != nil {
 			return fmt.Errorf("llama: %s cancelled: %w", what, ctx.Err())
 		}
