@@ -532,4 +532,3 @@ func destroyTemp(t interface{ Destroy() error }, err *error) {
 	*err = errors.Join(*err, t.Destroy())
 	liveObjects.Add(-1)
 }
-
