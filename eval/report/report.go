@@ -108,7 +108,12 @@ func (r *Report) WriteJSON(w io.Writer) error {
 
 // WritePlot writes a PNG with two panels side by side: bits/weight against
 // perplexity (log scale) and against mean KL (log scale), one line per method.
-func (r *Report) WritePlot(path string) error {
+func (r *Report) WritePlot(path string) (err error) {
+	defer func() { // gonum/plot panics on some degenerate inputs: an error, not a crash
+		if p := recover(); p != nil {
+			err = fmt.Errorf("report: plot %s: %v", path, p)
+		}
+	}()
 	ppl, err := r.panel("perplexity", func(p Point) float64 { return p.Perplexity }, r.RefPerplexity)
 	if err != nil {
 		return err
@@ -139,6 +144,8 @@ func (r *Report) panel(ylabel string, y func(Point) float64, ref float64) (*plot
 	p.Y.Scale = plot.LogScale{}
 	p.Y.Tick.Marker = logTicks{}
 	p.Add(plotter.NewGrid())
+	ylo, yhi := math.Inf(1), math.Inf(-1)
+	xlo, xhi := math.Inf(1), math.Inf(-1)
 	methods := []string{}
 	by := map[string][]Point{}
 	for _, pt := range r.Points {
@@ -154,6 +161,8 @@ func (r *Report) panel(ylabel string, y func(Point) float64, ref float64) (*plot
 		for _, pt := range pts {
 			if v := y(pt); v > 0 && !math.IsInf(v, 0) && !math.IsNaN(v) {
 				xy = append(xy, plotter.XY{X: pt.BitsPerWeight, Y: v})
+				ylo, yhi = math.Min(ylo, v), math.Max(yhi, v)
+				xlo, xhi = math.Min(xlo, pt.BitsPerWeight), math.Max(xhi, pt.BitsPerWeight)
 			}
 		}
 		if len(xy) == 0 {
@@ -168,6 +177,25 @@ func (r *Report) panel(ylabel string, y func(Point) float64, ref float64) (*plot
 		points.Shape = draw.CircleGlyph{}
 		p.Add(line, points)
 		p.Legend.Add(m, line, points)
+	}
+	// Degenerate ranges (no plottable value, one value) would break the log
+	// axis: give them a visible span.
+	if ref > 0 {
+		ylo, yhi = math.Min(ylo, ref), math.Max(yhi, ref)
+	}
+	switch {
+	case math.IsInf(ylo, 1):
+		p.Y.Min, p.Y.Max = 0.1, 1
+	case ylo == yhi:
+		p.Y.Min, p.Y.Max = ylo/1.5, yhi*1.5
+	default:
+		p.Y.Min, p.Y.Max = ylo, yhi
+	}
+	switch {
+	case math.IsInf(xlo, 1):
+		p.X.Min, p.X.Max = 0, 1
+	case xlo == xhi:
+		p.X.Min, p.X.Max = xlo-0.5, xhi+0.5
 	}
 	if ref > 0 {
 		xmin, xmax := p.X.Min, p.X.Max

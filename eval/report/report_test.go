@@ -44,3 +44,17 @@ func TestReport(t *testing.T) {
 		t.Fatalf("plot too small: %v", img.Bounds())
 	}
 }
+
+// One point (a bench's first write), or points without KL: a plot, never a
+// panic.
+func TestReportPlotDegenerate(t *testing.T) {
+	for _, pts := range [][]Point{
+		{{Method: "nwc", Setting: "a", BitsPerWeight: 2.625, Perplexity: 43.86, MeanKL: 0.557, Tokens: 8188}},
+		{{Method: "nwc", Setting: "a", BitsPerWeight: 3, Perplexity: 30}, {Method: "rtn", Setting: "b", BitsPerWeight: 3, Perplexity: 30}},
+	} {
+		r := &Report{Title: "t", Model: "m", RefPerplexity: 24.77, Points: pts}
+		if err := r.WritePlot(filepath.Join(t.TempDir(), "p.png")); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
