@@ -192,7 +192,7 @@ func runBench(ctx context.Context, args []string) error {
 		fb = loader.DefaultFeedbackBlock
 	}
 	note(fmt.Sprintf("nwc, ecsq: LDLQ error feedback every %d columns; gptq-g128: column by column (GPTQ), groups of 128; quantization levels of nwc: 88.9/10/1/0.1 %% of the columns by diag(H).", fb))
-	note("bits/weight counts the section bytes of the 210 block linears (payload, scales, level maps, headers, checksums); the whole-file figure adds the token embedding (Q8_0, kept losslessly) and the norms.")
+	note("bits/weight counts the section bytes of the transformer blocks' linear weights (payload, scales, level maps, headers, checksums); the whole-file figure adds every other tensor (embeddings, norms: kept losslessly in their stored type).")
 	opts := eval.Options{SeqLen: *seqLen, MaxWindows: *maxWin}
 	base, err := eval.Evaluate(ctx, ref, nil, tok, eval.Config{Model: *model, Options: opts})
 	if err != nil {
