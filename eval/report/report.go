@@ -189,7 +189,7 @@ func (r *Report) panel(ylabel string, y func(Point) float64, ref float64) (*plot
 	case ylo == yhi:
 		p.Y.Min, p.Y.Max = ylo/1.5, yhi*1.5
 	default:
-		p.Y.Min, p.Y.Max = ylo, yhi
+		p.Y.Min, p.Y.Max = ylo/1.1, yhi*1.1
 	}
 	switch {
 	case math.IsInf(xlo, 1):
