@@ -162,7 +162,9 @@ func (p *Prefetcher) ReadFloat32(name string, dst []float32) ([]float32, error) 
 // Close stops the background decoding, waits for it, drops what was not
 // taken and closes the source if owned.
 func (p *Prefetcher) Close() error {
+	p.mu.Lock() // fill runs under mu: no decode starts after this cancel
 	p.cancel()
+	p.mu.Unlock()
 	p.wg.Wait()
 	p.mu.Lock()
 	p.pending = map[string]*future{}
