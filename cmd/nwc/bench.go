@@ -240,12 +240,11 @@ func benchOne(ctx context.Context, src tensor.Source, ref eval.LM, tok eval.Toke
 	if err != nil {
 		return report.Point{}, err
 	}
-	nf, err := loader.OpenNWC(path)
+	lb, err := linearBitsOf(sum)
 	if err != nil {
 		return report.Point{}, err
 	}
-	lb, fileBits := linearBits(nf), 8*float64(nf.Container().Size())/float64(weights(nf))
-	nf.Close()
+	fileBits := sum.BitsPerWeight // whole file: every byte over every weight
 	lm, loadSecs, err := openLM(path, lf)
 	if err != nil {
 		return report.Point{}, err
@@ -313,14 +312,6 @@ func writeReport(rep *report.Report, stem string) error {
 		return nil
 	}
 	return rep.WritePlot(stem + ".png")
-}
-
-func weights(nf *loader.NWCFile) int64 {
-	var n int64
-	for _, ti := range nf.Tensors() {
-		n += ti.NumElements()
-	}
-	return n
 }
 
 // memoLM remembers the logits of every window it has computed, so that the
