@@ -4,30 +4,36 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"strings"
 	"time"
 
 	"github.com/nwc-project/nwc/loader/codec"
+	"github.com/nwc-project/nwc/loader/codec/lossless"
 	"github.com/nwc-project/nwc/loader/container"
 	"github.com/nwc-project/nwc/loader/tensor"
 )
 
 // CompressOptions configures Compress. The zero value is valid.
 type CompressOptions struct {
-	// Codec names the codec: "lossless" (default), "rtn-g128", "rtn-row",
-	// "gptq-g128" or "ecsq". Lossy codecs code the linear weights of the
-	// transformer blocks (IsBlockLinear); every other tensor is kept
-	// losslessly.
+	// Codec names a registered codec (codec.Names(): "lossless", "nwc",
+	// "nwc:NAME", "rtn-g128", "gptq-g128", "ecsq", ...). Lossy codecs code
+	// the linear weights of the transformer blocks (IsBlockLinear); every
+	// other tensor is kept losslessly. Required: there is no default, so
+	// that a lossy setting never silently writes a lossless file.
 	Codec string
-	// Bits is the bit width (rtn, gptq) or the target bits/weight (ecsq).
+	// Bits is the bit width (rtn, gptq) or the target bits/weight (ecsq,
+	// nwc); see each codec's Doc.
 	Bits float64
 	// Hessian gives the calibration statistics of each linear input for the
-	// codecs that use them (gptq-g128, ecsq); nil means the identity.
+	// codecs that use them (codec.Codec.Calibration); nil means the identity.
 	Hessian HessianFunc
 	// FeedbackBlock is the LDLQ error-feedback block, in columns, of the
-	// nwc and ecsq codecs (0: DefaultFeedbackBlock). nwc runs its encoder
+	// nwc and ecsq codecs (0: ldlq.FeedbackBlock, 16). nwc runs its encoder
 	// once per block; smaller blocks feed back more often at the price of
 	// more, smaller batches.
 	FeedbackBlock int
+	// Env says where trained codecs live and how to run ONNX Runtime.
+	Env codec.Env
 	// Concurrency is the number of tensors coded at once; 0 means GOMAXPROCS.
 	// Memory in flight is bounded by about 2 x Concurrency tensors (stored
 	// bytes plus payload) plus the one being written.
@@ -37,11 +43,9 @@ type CompressOptions struct {
 	Progress func(done, total int64)
 }
 
-// DefaultFeedbackBlock is the LDLQ block of nwc and ecsq. Measured on
-// smollm2-135m (nwc-w128d2-l300, --bits 4, 3.90 bits/weight, 4 windows x
-// 512 of WikiText-2, mean KL vs the reference): block 128: 0.1146, block
-// 16: 0.1014, block 1: 0.1053 (2.5x the encode time of 16). docs/QUANTIZERS.md.
-const DefaultFeedbackBlock = 16
+// HessianFunc returns H = X^T X (n x n, row-major) of the input of the named
+// linear weight, or nil for the identity (no calibration data).
+type HessianFunc func(name string, n int) ([]float64, error)
 
 // TensorStat reports how one tensor was coded.
 type TensorStat struct {
@@ -63,6 +67,9 @@ type Summary struct {
 	RawBytes      int64        `json:"raw_bytes"`
 	FileBytes     int64        `json:"file_bytes"`
 	BitsPerWeight float64      `json:"bits_per_weight"` // whole file, all overhead counted
+	// LinearBitsPerWeight counts only the sections of the transformer
+	// blocks' linear weights (what the lossy codecs code).
+	LinearBitsPerWeight float64 `json:"linear_bits_per_weight"`
 	Seconds       float64      `json:"seconds"`
 }
 
@@ -78,23 +85,33 @@ type coded struct {
 func Compress(ctx context.Context, src tensor.Source, path string, opts CompressOptions) (*Summary, error) {
 	start := time.Now()
 	if opts.Codec == "" {
-		opts.Codec = "lossless"
+		return nil, fmt.Errorf("compress: no codec given (one of %s)", strings.Join(codec.Names(), ", "))
 	}
-	lossy, err := newLinearCoder(opts.Codec, opts.Bits, opts.FeedbackBlock)
+	spec, arg, err := codec.Lookup(opts.Codec)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("compress: %w", err)
 	}
-	if lossy != nil {
-		defer lossy.close()
+	enc, err := spec.NewEncoder(codec.Config{Env: opts.Env, Arg: arg, Bits: opts.Bits, FeedbackBlock: opts.FeedbackBlock})
+	if err != nil {
+		return nil, fmt.Errorf("compress: %s: %w", opts.Codec, err)
 	}
+	defer codec.CloseEncoder(enc)
 	if opts.Concurrency <= 0 {
 		opts.Concurrency = runtime.GOMAXPROCS(0)
 	}
-	ll, err := codec.NewLossless()
+	ll, err := lossless.New()
 	if err != nil {
 		return nil, err
 	}
 	defer ll.Close()
+	var lossy codec.Encoder
+	if spec.Lossy {
+		lossy = enc
+	}
+	hess := opts.Hessian
+	if !spec.Calibration {
+		hess = nil
+	}
 	w, err := container.Create(path)
 	if err != nil {
 		return nil, err
@@ -106,7 +123,7 @@ func Compress(ctx context.Context, src tensor.Source, path string, opts Compress
 		}
 	}()
 	for _, a := range src.Assets() {
-		id, params, payload, err := ll.Encode(tensor.U8, a.Data)
+		id, params, payload, err := ll.EncodeBytes(tensor.U8, a.Data)
 		if err != nil {
 			return nil, fmt.Errorf("compress: asset %q: %w", a.Name, err)
 		}
@@ -145,12 +162,15 @@ func Compress(ctx context.Context, src tensor.Source, path string, opts Compress
 			}
 			go func(ti tensor.Info) {
 				defer func() { <-sem }()
-				res <- encodeTensor(ctx, src, ll, lossy, opts.Hessian, ti)
+				res <- encodeTensor(ctx, src, ll, lossy, hess, ti)
 			}(ti)
 		}
 	}()
 
 	sum := &Summary{Output: path, Codec: opts.Codec}
+	if s, ok := enc.(fmt.Stringer); ok && arg == "" {
+		sum.Codec += ":" + s.String() // the trained codec nwc picked
+	}
 	var done int64
 	var firstErr error
 	for res := range queue {
@@ -197,6 +217,7 @@ func Compress(ctx context.Context, src tensor.Source, path string, opts Compress
 	defer r.Close()
 	sum.FileBytes = r.Size()
 	sum.Tensors = SectionStats(r)
+	sum.LinearBitsPerWeight = LinearBitsPerWeight(r)
 	if sum.Weights > 0 {
 		sum.BitsPerWeight = 8 * float64(sum.FileBytes) / float64(sum.Weights)
 	}
@@ -204,39 +225,35 @@ func Compress(ctx context.Context, src tensor.Source, path string, opts Compress
 	return sum, nil
 }
 
-func encodeTensor(ctx context.Context, src tensor.Source, ll *codec.Lossless, lossy linearCoder, hess HessianFunc, ti tensor.Info) coded {
+func encodeTensor(ctx context.Context, src tensor.Source, ll *lossless.Lossless, lossy codec.Encoder, hess HessianFunc, ti tensor.Info) coded {
+	in := codec.Input{Info: ti}
+	enc := codec.Encoder(ll)
+	var err error
 	if lossy != nil && IsBlockLinear(ti) && ti.DType.IsFloat() {
-		w, err := src.ReadFloat32(ti.Name, nil)
-		if err != nil {
+		enc = lossy
+		if in.Weights, err = src.ReadFloat32(ti.Name, nil); err != nil {
 			return coded{err: err}
 		}
-		rows, cols := int(ti.Shape[0]), int(ti.Shape[1])
-		var h []float64
-		if hess != nil && lossy.usesH() {
-			if h, err = hess(ti.Name, cols); err != nil {
+		if hess != nil {
+			if in.H, err = hess(ti.Name, int(ti.Shape[1])); err != nil {
 				return coded{err: fmt.Errorf("compress: tensor %q: calibration: %w", ti.Name, err)}
 			}
 		}
-		id, params, payload, err := lossy.encode(ctx, w, rows, cols, h)
-		if err != nil {
-			return coded{err: fmt.Errorf("compress: tensor %q: %w", ti.Name, err)}
+		in.Info.DType, in.Info.Size = tensor.F32, 4*int64(len(in.Weights))
+	} else {
+		if in.Raw, err = src.ReadRaw(ti.Name, nil); err != nil {
+			return coded{err: err}
 		}
-		return coded{d: container.Descriptor{Kind: container.KindTensor, Name: ti.Name, DType: tensor.F32,
-			Shape: ti.Shape, Codec: id, Params: params, RawSize: 4 * int64(len(w))}, payload: payload}
+		if int64(len(in.Raw)) != ti.Size {
+			return coded{err: fmt.Errorf("compress: tensor %q: source gave %d bytes, want %d", ti.Name, len(in.Raw), ti.Size)}
+		}
 	}
-	raw, err := src.ReadRaw(ti.Name, nil)
-	if err != nil {
-		return coded{err: err}
-	}
-	if int64(len(raw)) != ti.Size {
-		return coded{err: fmt.Errorf("compress: tensor %q: source gave %d bytes, want %d", ti.Name, len(raw), ti.Size)}
-	}
-	id, params, payload, err := ll.Encode(ti.DType, raw)
+	out, err := enc.Encode(ctx, in)
 	if err != nil {
 		return coded{err: fmt.Errorf("compress: tensor %q: %w", ti.Name, err)}
 	}
-	return coded{d: container.Descriptor{Kind: container.KindTensor, Name: ti.Name, DType: ti.DType,
-		Shape: ti.Shape, Codec: id, Params: params, RawSize: ti.Size}, payload: payload}
+	return coded{d: container.Descriptor{Kind: container.KindTensor, Name: ti.Name, DType: out.DType,
+		Shape: ti.Shape, Codec: out.ID, Params: out.Params, RawSize: in.Info.Size}, payload: out.Payload}
 }
 
 // SectionStats reports the coded size of every tensor section of a container.
@@ -255,4 +272,21 @@ func SectionStats(r *container.Reader) []TensorStat {
 		out = append(out, st)
 	}
 	return out
+}
+
+// LinearBitsPerWeight is the bits/weight of the transformer blocks' linear
+// weights in a container: their section bytes (payload, parameters, header,
+// checksums) over their weights; 0 when there are none.
+func LinearBitsPerWeight(r *container.Reader) float64 {
+	var bytes, n int64
+	for _, e := range r.Entries() {
+		if ti := e.Info(); e.Kind == container.KindTensor && IsBlockLinear(ti) {
+			bytes += e.SectionSize()
+			n += ti.NumElements()
+		}
+	}
+	if n == 0 {
+		return 0
+	}
+	return 8 * float64(bytes) / float64(n)
 }

@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/nwc-project/nwc/loader/codec"
 	"github.com/nwc-project/nwc/loader/safetensors"
 	"github.com/nwc-project/nwc/loader/tensor"
 )
@@ -71,7 +70,7 @@ func Decompress(ctx context.Context, src tensor.Source, path string, opts Decomp
 			raw, err = pf.ReadRaw(ti.Name, raw)
 		} else {
 			f32, err = pf.ReadFloat32(ti.Name, f32)
-			raw = codec.F32Bytes(f32, raw)
+			raw = tensor.F32Bytes(f32, raw)
 		}
 		if err != nil {
 			return err

@@ -69,14 +69,14 @@ func TestCompressDecompressRoundTrip(t *testing.T) {
 	dir := t.TempDir()
 	src := testSource()
 	out := filepath.Join(dir, "m.nwc")
-	sum, err := Compress(context.Background(), src, out, CompressOptions{Concurrency: 2})
+	sum, err := Compress(context.Background(), src, out, CompressOptions{Codec: "lossless", Concurrency: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(sum.Tensors) != 3 || sum.FileBytes == 0 {
 		t.Fatalf("summary: %+v", sum)
 	}
-	nf, err := OpenNWC(out)
+	nf, err := OpenNWC(out, codec.Env{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +133,7 @@ func TestCompressDecompressRoundTrip(t *testing.T) {
 func TestCorruptSectionNamesTensor(t *testing.T) {
 	dir := t.TempDir()
 	out := filepath.Join(dir, "m.nwc")
-	if _, err := Compress(context.Background(), testSource(), out, CompressOptions{}); err != nil {
+	if _, err := Compress(context.Background(), testSource(), out, CompressOptions{Codec: "lossless"}); err != nil {
 		t.Fatal(err)
 	}
 	r, err := container.Open(out)
@@ -146,7 +146,7 @@ func TestCorruptSectionNamesTensor(t *testing.T) {
 	data[e.PayloadOffset+e.PayloadSize/2] ^= 0x10
 	bad := filepath.Join(dir, "bad.nwc")
 	os.WriteFile(bad, data, 0o644)
-	nf, err := OpenNWC(bad)
+	nf, err := OpenNWC(bad, codec.Env{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,7 +164,7 @@ func TestCompressCancelled(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	dir := t.TempDir()
-	if _, err := Compress(ctx, testSource(), filepath.Join(dir, "c.nwc"), CompressOptions{}); !errors.Is(err, context.Canceled) {
+	if _, err := Compress(ctx, testSource(), filepath.Join(dir, "c.nwc"), CompressOptions{Codec: "lossless"}); !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled compress: %v", err)
 	}
 	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
@@ -176,10 +176,10 @@ func TestDetect(t *testing.T) {
 	dir := t.TempDir()
 	junk := filepath.Join(dir, "junk.bin")
 	os.WriteFile(junk, []byte("hello world"), 0o644)
-	if _, _, err := Open(junk); err == nil || !strings.Contains(err.Error(), "junk.bin") {
+	if _, _, err := Open(junk, codec.Env{}); err == nil || !strings.Contains(err.Error(), "junk.bin") {
 		t.Fatalf("junk file: %v", err)
 	}
-	if _, _, err := Open("no-such-model"); err == nil {
+	if _, _, err := Open("no-such-model", codec.Env{}); err == nil {
 		t.Fatal("unknown name accepted")
 	}
 }
@@ -196,14 +196,14 @@ func TestMiniLMLossless(t *testing.T) {
 		}
 		t.Skip("minilm-l6 not cached (make setup):", err)
 	}
-	src, _, err := Open("minilm-l6")
+	src, _, err := Open("minilm-l6", codec.Env{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer src.Close()
 	dir := t.TempDir()
 	out := filepath.Join(dir, "minilm.nwc")
-	sum, err := Compress(context.Background(), src, out, CompressOptions{})
+	sum, err := Compress(context.Background(), src, out, CompressOptions{Codec: "lossless"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -212,7 +212,7 @@ func TestMiniLMLossless(t *testing.T) {
 		t.Errorf("lossless fp32 at %.3f bits/weight, want < 32", sum.BitsPerWeight)
 	}
 	st := filepath.Join(dir, "minilm.safetensors")
-	nf, err := OpenNWC(out)
+	nf, err := OpenNWC(out, codec.Env{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -256,7 +256,7 @@ func TestLossyCodecs(t *testing.T) {
 		if _, err := Compress(context.Background(), src, out, CompressOptions{Codec: c.name, Bits: c.bits}); err != nil {
 			t.Fatalf("%s: %v", c.name, err)
 		}
-		nf, err := OpenNWC(out)
+		nf, err := OpenNWC(out, codec.Env{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -315,7 +315,7 @@ func TestNeuralCodecTiny(t *testing.T) {
 	if _, err := Compress(context.Background(), src, out, CompressOptions{Codec: "nwc:" + codecDir, Hessian: h}); err != nil {
 		t.Fatal(err)
 	}
-	nf, err := OpenNWC(out)
+	nf, err := OpenNWC(out, codec.Env{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -336,7 +336,7 @@ func TestNeuralCodecTiny(t *testing.T) {
 		t.Fatalf("codec %d", e.Codec)
 	}
 	// Without the codec on the search path: a clear error naming the tensor.
-	nf2, _ := OpenNWC(out)
+	nf2, _ := OpenNWC(out, codec.Env{})
 	defer nf2.Close()
 	t.Setenv("NWC_CODECS", t.TempDir())
 	if _, err := nf2.ReadFloat32("layer.0.weight", nil); err == nil || !strings.Contains(err.Error(), "tinycodec") || !strings.Contains(err.Error(), "layer.0.weight") {
@@ -386,7 +386,7 @@ func TestFeedbackBlock(t *testing.T) {
 		if _, err := Compress(context.Background(), src, out, CompressOptions{Codec: "ecsq", Bits: 3, Hessian: hf, FeedbackBlock: block}); err != nil {
 			t.Fatal(err)
 		}
-		nf, err := OpenNWC(out)
+		nf, err := OpenNWC(out, codec.Env{})
 		if err != nil {
 			t.Fatal(err)
 		}

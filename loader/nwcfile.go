@@ -1,17 +1,21 @@
 // Package loader moves tensors between model files and the .nwc container:
 // it opens any supported model file as a tensor.Source (Open), compresses a
-// source into a .nwc file (Compress), and reads a .nwc file back as a
-// tensor.Source that decodes each tensor as it is asked for (OpenNWC).
+// source into a .nwc file (Compress), reads a .nwc file back as a
+// tensor.Source that decodes each tensor as it is asked for (OpenNWC,
+// NewNWC), decodes ahead of the consumer (Prefetch) and writes a decoded
+// model out (Decompress).
 //
 // Data flow:
 //
-//	gguf / safetensors / onnxinit  ->  tensor.Source  ->  codec  ->  container (.nwc)
-//	container (.nwc)  ->  codec  ->  tensor.Source  ->  runtime / safetensors writer
+//	gguf / safetensors / onnxinit  ->  tensor.Source  ->  codec registry  ->  container (.nwc)
+//	container (.nwc)  ->  codec registry  ->  tensor.Source  ->  runtime / safetensors writer
 package loader
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 
 	"github.com/nwc-project/nwc/loader/codec"
 	"github.com/nwc-project/nwc/loader/container"
@@ -19,36 +23,46 @@ import (
 )
 
 // NWCFile is a .nwc container opened as a tensor.Source. Tensors are decoded
-// on demand; its methods are safe for concurrent use.
+// on demand, each section by the codec its id names (a registry lookup);
+// its methods are safe for concurrent use.
 type NWCFile struct {
-	r        *container.Reader
-	lossless *codec.Lossless
-	infos    []tensor.Info
-	assets   []tensor.Asset
-	neural   codecSet
+	r      *container.Reader
+	dec    *codec.Decoders
+	infos  []tensor.Info
+	assets []tensor.Asset
 }
 
-// OpenNWC opens a .nwc container: it reads the index and the (small) asset
-// sections, not the tensors.
-func OpenNWC(path string) (*NWCFile, error) {
+// OpenNWC opens a .nwc file: it reads the index and the (small) asset
+// sections, not the tensors. env says where trained codecs live and how to
+// run ONNX Runtime (the zero value: defaults).
+func OpenNWC(path string, env codec.Env) (*NWCFile, error) {
 	r, err := container.Open(path)
 	if err != nil {
 		return nil, err
 	}
-	f := &NWCFile{r: r, neural: codecSet{dirs: FindCodec}}
-	if f.lossless, err = codec.NewLossless(); err != nil {
-		r.Close()
+	return newNWC(r, env)
+}
+
+// NewNWC reads a .nwc container from r (size bytes; name is used in
+// errors). Closing the NWCFile does not close r.
+func NewNWC(r io.ReaderAt, size int64, name string, env codec.Env) (*NWCFile, error) {
+	cr, err := container.NewReader(r, size, name)
+	if err != nil {
 		return nil, err
 	}
+	return newNWC(cr, env)
+}
+
+func newNWC(r *container.Reader, env codec.Env) (*NWCFile, error) {
+	f := &NWCFile{r: r, dec: codec.NewDecoders(env)}
 	for _, e := range r.Entries() {
 		switch e.Kind {
 		case container.KindTensor:
 			f.infos = append(f.infos, e.Info())
 		case container.KindAsset:
-			data, err := f.decode(e, nil)
+			data, err := f.decode(context.Background(), e, nil)
 			if err != nil {
-				f.Close()
-				return nil, err
+				return nil, errors.Join(err, f.Close())
 			}
 			f.assets = append(f.assets, tensor.Asset{Name: e.Name, Data: data})
 		}
@@ -66,88 +80,54 @@ func (f *NWCFile) Tensors() []tensor.Info { return f.infos }
 // Assets returns the model metadata stored in the file.
 func (f *NWCFile) Assets() []tensor.Asset { return f.assets }
 
-func (f *NWCFile) decode(e container.Entry, dst []byte) ([]byte, error) {
+// decode reads, verifies and decodes one section.
+func (f *NWCFile) decode(ctx context.Context, e container.Entry, dst []byte) ([]byte, error) {
 	payload, err := f.r.ReadPayload(e)
 	if err != nil {
 		return nil, err
 	}
-	out, err := f.decodePayload(e, payload, dst)
+	s := codec.Section{Name: e.Name, DType: e.DType, Shape: e.Shape, RawSize: e.RawSize, Params: e.Params}
+	out, err := f.dec.Decode(ctx, e.Codec, s, payload, dst)
+	if err == nil && int64(len(out)) != e.RawSize {
+		err = fmt.Errorf("%w: decoded %d bytes, index says %d", codec.ErrCorrupt, len(out), e.RawSize)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("nwc: %s: %s %q: %w", f.r.Name(), e.Kind, e.Name, err)
 	}
 	return out, nil
 }
 
-// decodePayload decodes a verified section payload with its codec. The lossy
-// codecs decode to F32 and accept no other dtype.
-func (f *NWCFile) decodePayload(e container.Entry, payload, dst []byte) ([]byte, error) {
-	switch e.Codec {
-	case codec.IDRaw, codec.IDZstd, codec.IDFloatSplit:
-		return f.lossless.Decode(e.Codec, e.DType, e.RawSize, e.Params, payload, dst)
-	case codec.IDRTN, codec.IDECSQ, codec.IDNWC:
-		if e.DType != tensor.F32 {
-			return nil, fmt.Errorf("%w: %s section with dtype %s", codec.ErrCorrupt, codec.Name(e.Codec), e.DType)
-		}
-	default:
-		return nil, fmt.Errorf("%w: id %d (this build knows raw, zstd, float-split, rtn, ecsq, nwc)", codec.ErrUnknownCodec, e.Codec)
-	}
-	switch e.Codec {
-	case codec.IDRTN:
-		return codec.DecodeRTN(e.Shape, e.Params, payload, dst)
-	case codec.IDECSQ:
-		return decodeECSQ(e.Shape, e.Params, payload, dst)
-	}
-	c, err := f.neural.get(e.Params)
+// ReadTensor decodes the named tensor to its stored bytes (its Info.DType),
+// reusing dst when it is large enough. Cancelling ctx stops the neural
+// decoder between batches.
+func (f *NWCFile) ReadTensor(ctx context.Context, name string, dst []byte) ([]byte, error) {
+	e, err := f.r.Lookup(container.KindTensor, name)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", tensor.ErrNotFound, err)
 	}
-	w, err := decodeNeural(context.Background(), c, e.Shape, payload)
-	if err != nil {
-		return nil, err
-	}
-	return codec.F32Bytes(w, dst), nil
+	return f.decode(ctx, e, dst)
 }
 
 // ReadRaw decodes the named tensor to its stored bytes.
 func (f *NWCFile) ReadRaw(name string, dst []byte) ([]byte, error) {
-	e, err := f.r.Lookup(container.KindTensor, name)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", tensor.ErrNotFound, err)
-	}
-	return f.decode(e, dst)
+	return f.ReadTensor(context.Background(), name, dst)
 }
 
 // ReadFloat32 decodes the named tensor and converts it to float32.
 func (f *NWCFile) ReadFloat32(name string, dst []float32) ([]float32, error) {
-	e, err := f.r.Lookup(container.KindTensor, name)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", tensor.ErrNotFound, err)
-	}
-	raw, err := f.decode(e, nil)
-	if err != nil {
-		return nil, err
-	}
-	out, err := tensor.ToFloat32(e.DType, raw, tensor.NumElements(e.Shape), dst)
-	if err != nil {
-		return nil, fmt.Errorf("nwc: %s: tensor %q: %w", f.r.Name(), name, err)
-	}
-	return out, nil
+	return tensor.ReadFloat32(f, "nwc: "+f.r.Name(), name, dst)
 }
 
 // Close releases the file and the codec state.
 func (f *NWCFile) Close() error {
-	err := f.neural.close()
-	if f.lossless != nil {
-		if cerr := f.lossless.Close(); err == nil {
-			err = cerr
-		}
-		f.lossless = nil
+	var errs []error
+	if f.dec != nil {
+		errs = append(errs, f.dec.Close())
+		f.dec = nil
 	}
 	if f.r != nil {
-		if cerr := f.r.Close(); err == nil {
-			err = cerr
-		}
+		errs = append(errs, f.r.Close())
 		f.r = nil
 	}
-	return err
+	return errors.Join(errs...)
 }

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/nwc-project/nwc/loader/codec"
 	"github.com/nwc-project/nwc/loader/gguf"
 	"github.com/nwc-project/nwc/loader/onnxinit"
 	"github.com/nwc-project/nwc/loader/refmodel"
@@ -65,8 +66,9 @@ func Detect(path string) (Format, error) {
 }
 
 // Open opens a model by reference name or path, whatever its format, as a
-// tensor.Source. A .nwc file decodes its tensors as they are read.
-func Open(nameOrPath string) (tensor.Source, Format, error) {
+// tensor.Source. A .nwc file decodes its tensors as they are read, with the
+// trained codecs and ONNX Runtime settings of env (zero value: defaults).
+func Open(nameOrPath string, env codec.Env) (tensor.Source, Format, error) {
 	path, err := Resolve(nameOrPath)
 	if err != nil {
 		return nil, "", err
@@ -78,7 +80,7 @@ func Open(nameOrPath string) (tensor.Source, Format, error) {
 	var src tensor.Source
 	switch format {
 	case FormatNWC:
-		src, err = OpenNWC(path)
+		src, err = OpenNWC(path, env)
 	case FormatGGUF:
 		src, err = gguf.Open(path)
 	case FormatSafetensors:

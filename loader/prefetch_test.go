@@ -11,7 +11,7 @@ import (
 	"testing"
 
 	"github.com/nwc-project/nwc/internal/tensortest"
-	"github.com/nwc-project/nwc/loader/codec"
+	"github.com/nwc-project/nwc/loader/tensor"
 )
 
 // countingSource counts reads in flight and fails on one tensor.
@@ -71,7 +71,7 @@ func TestPrefetchSameBytesAnyOrder(t *testing.T) {
 				got, err = p.ReadRaw(name, nil)
 			} else {
 				f, e := p.ReadFloat32(name, nil)
-				got, err = codec.F32Bytes(f, nil), e
+				got, err = tensor.F32Bytes(f, nil), e
 			}
 			if err != nil {
 				t.Fatal(err)

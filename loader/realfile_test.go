@@ -11,6 +11,7 @@ import (
 
 	"github.com/nwc-project/nwc/internal/ortenv/orttest"
 	"github.com/nwc-project/nwc/loader"
+	"github.com/nwc-project/nwc/loader/codec"
 	"github.com/nwc-project/nwc/loader/container"
 	"github.com/nwc-project/nwc/plugin/llama"
 )
@@ -57,7 +58,7 @@ func TestRealFileCorruption(t *testing.T) {
 		}
 		flip(off)
 		quoted := `"` + e.Name + `"`
-		nf, err := loader.OpenNWC(tmp)
+		nf, err := loader.OpenNWC(tmp, codec.Env{})
 		switch {
 		case e.Kind == container.KindAsset:
 			if err == nil || !strings.Contains(err.Error(), quoted) {
@@ -134,7 +135,7 @@ func BenchmarkRealFileDecode(b *testing.B) {
 		b.Run(name, func(b *testing.B) {
 			var weights int64
 			for i := 0; i < b.N; i++ {
-				nf, err := loader.OpenNWC(path)
+				nf, err := loader.OpenNWC(path, codec.Env{})
 				if err != nil {
 					b.Fatal(err)
 				}

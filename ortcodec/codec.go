@@ -1,14 +1,5 @@
-// Package ortcodec runs a trained NWC codec (a folder per models/README.md:
-// encoder.onnx, decoder.onnx, entropy.json, card.json) through ONNX Runtime.
-//
-// Encode maps normalized 16-value weight chunks and their quality levels to
-// latents; Decode maps dequantized latents back to chunks. Both run in large
-// batches through a pool of sessions, each owning preallocated tensors that
-// are refilled in place. Quantization and entropy coding of the latents live
-// in the pure-Go package ortcodec/entropy; the tables loaded here are exposed
-// through Tables.
-//
-// The process-wide ONNX Runtime environment is owned by internal/ortenv.
+//go:build cgo
+
 package ortcodec
 
 import (
@@ -16,8 +7,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
+	"io/fs"
+	"path"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -26,33 +17,6 @@ import (
 
 	"github.com/nwc-project/nwc/internal/ortenv"
 	"github.com/nwc-project/nwc/ortcodec/entropy"
-)
-
-// D is the number of values per chunk (and latent channels per chunk).
-const D = 16
-
-// NumLevels is the number of quality levels (q in 0..NumLevels-1).
-const NumLevels = 4
-
-// File names inside a codec folder.
-const (
-	EncoderFile = "encoder.onnx"
-	DecoderFile = "decoder.onnx"
-	EntropyFile = "entropy.json"
-	CardFile    = "card.json"
-)
-
-// Errors returned by this package; they are wrapped with context, so test
-// with errors.Is.
-var (
-	// ErrClosed: the codec was closed.
-	ErrClosed = errors.New("ortcodec: codec closed")
-	// ErrModel: a codec folder does not match the expected layout (missing
-	// file, wrong ONNX input/output names, dims or dtypes, bad card).
-	ErrModel = errors.New("ortcodec: codec folder does not match the layout")
-	// ErrInput: Encode/Decode arguments are inconsistent (length not
-	// 16*len(q), level outside 0..3).
-	ErrInput = errors.New("ortcodec: invalid input")
 )
 
 // Codec is a loaded codec. Its methods are safe for concurrent use; Close
@@ -70,80 +34,89 @@ type Codec struct {
 	dec    *pool
 }
 
-// Load opens the codec folder dir. It initializes ONNX Runtime through
-// ortenv, checks the IO of both networks, loads the entropy tables and the
-// card, and creates the session pools. On error everything built so far is
-// released.
-func Load(dir string, opts ...Option) (c *Codec, err error) {
+// Load opens the codec folder name in fsys (models.FS, os.DirFS(dir), or
+// DefaultCodecs()). It initializes ONNX Runtime through ortenv (or, with
+// WithHostEnvironment, uses the host's), checks the IO of the networks,
+// loads the entropy tables and the card, and creates the session pools from
+// the ONNX bytes. On error everything built so far is released.
+func Load(fsys fs.FS, name string, opts ...Option) (c *Codec, err error) {
 	o := defaultOptions()
 	for _, opt := range opts {
 		if err := opt(&o); err != nil {
 			return nil, err
 		}
 	}
-	if err := ortenv.Init(o.library); err != nil {
+	if o.host {
+		err = ortenv.InitHost()
+	} else {
+		err = ortenv.Init(o.library)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("ortcodec: %w", err)
 	}
-	c = &Codec{dir: dir, opts: o}
+	c = &Codec{dir: name, opts: o}
+	built := c // c is nil by the time a failing return runs the defer
 	defer func() {
 		if err != nil {
-			err = errors.Join(err, c.Close())
+			err = errors.Join(err, built.Close())
 			c = nil
 		}
 	}()
-
-	c.tables, err = entropy.LoadTables(filepath.Join(dir, EntropyFile))
+	read := func(f string) ([]byte, error) {
+		b, err := fs.ReadFile(fsys, path.Join(name, f))
+		if err != nil {
+			return nil, fmt.Errorf("%w: codec %s: %v", ErrModel, name, err)
+		}
+		return b, nil
+	}
+	ent, err := read(EntropyFile)
 	if err != nil {
-		return nil, fmt.Errorf("ortcodec: %s: %w", dir, err)
-	}
-	if err := c.splitLevels(filepath.Join(dir, EntropyFile)); err != nil {
 		return nil, err
 	}
-	if c.card, err = readCard(filepath.Join(dir, CardFile)); err != nil {
+	if c.tables, err = entropy.ParseTables(ent); err != nil {
+		return nil, fmt.Errorf("ortcodec: %s: %w", name, err)
+	}
+	if err := c.splitLevels(name, ent); err != nil {
 		return nil, err
 	}
-
-	encPath, decPath := filepath.Join(dir, EncoderFile), filepath.Join(dir, DecoderFile)
-	if err := checkIO(encPath, "x", "y"); err != nil {
-		return nil, err
-	}
-	if err := checkIO(decPath, "y_hat", "x_hat"); err != nil {
+	if _, err = ReadCard(fsys, name); err != nil {
 		return nil, err
 	}
 	so, err := ortenv.SessionOptions(o.provider, o.threads)
 	if err != nil {
-		return nil, fmt.Errorf("ortcodec: %s: provider %s: %w", dir, o.provider, err)
+		return nil, fmt.Errorf("ortcodec: %s: provider %s: %w", name, o.provider, err)
 	}
 	defer so.Destroy()
-	if c.enc, err = newPool(encPath, "x", "y", so, o); err != nil {
+	if !o.decodeOnly {
+		onnx, err := read(EncoderFile)
+		if err != nil {
+			return nil, err
+		}
+		if err := checkIO(path.Join(name, EncoderFile), onnx, "x", "y"); err != nil {
+			return nil, err
+		}
+		if c.enc, err = newPool(path.Join(name, EncoderFile), onnx, "x", "y", so, o); err != nil {
+			return nil, err
+		}
+	}
+	onnx, err := read(DecoderFile)
+	if err != nil {
 		return nil, err
 	}
-	if c.dec, err = newPool(decPath, "y_hat", "x_hat", so, o); err != nil {
+	if err := checkIO(path.Join(name, DecoderFile), onnx, "y_hat", "x_hat"); err != nil {
+		return nil, err
+	}
+	if c.dec, err = newPool(path.Join(name, DecoderFile), onnx, "y_hat", "x_hat", so, o); err != nil {
 		return nil, err
 	}
 	return c, nil
 }
 
-func readCard(path string) (json.RawMessage, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrModel, err)
-	}
-	var m map[string]any
-	if err := json.Unmarshal(b, &m); err != nil {
-		return nil, fmt.Errorf("%w: %s is not a JSON object: %v", ErrModel, path, err)
-	}
-	return json.RawMessage(b), nil
-}
-
-// Dir returns the codec folder.
-func (c *Codec) Dir() string { return c.dir }
+// Name returns the codec folder's name.
+func (c *Codec) Name() string { return c.dir }
 
 // Provider returns the execution provider in use ("cpu" or "cuda").
 func (c *Codec) Provider() string { return c.opts.provider }
-
-// Batch returns the number of chunks per Run.
-func (c *Codec) Batch() int { return c.opts.batch }
 
 // Tables returns all rows of entropy.json (16 channels, or 64 for per-level
 // tables); LevelTables gives the 16 rows of one quality level.
@@ -152,11 +125,8 @@ func (c *Codec) Tables() *entropy.Tables { return c.tables }
 // splitLevels reads the optional "levels" field of entropy.json: 1 (16
 // channels shared by every quality level) or 4 (64 channels, entry q*16+c
 // for channel c of a level-q chunk), and sets the per-level tables.
-func (c *Codec) splitLevels(path string) error {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Errorf("ortcodec: %w", err)
-	}
+func (c *Codec) splitLevels(name string, data []byte) error {
+	path := name + "/" + EntropyFile
 	var hdr struct {
 		Levels *int `json:"levels"`
 	}
@@ -183,9 +153,6 @@ func (c *Codec) splitLevels(path string) error {
 
 // LevelTables returns the entropy tables (16 channels) of quality level q.
 func (c *Codec) LevelTables(q int) *entropy.Tables { return c.levels[q] }
-
-// Card returns card.json as read (a JSON object).
-func (c *Codec) Card() json.RawMessage { return c.card }
 
 // Encode runs the encoder on x (N*16 values, chunk-major) with quality levels
 // q (N values in 0..3) and returns the latents y (N*16, not rounded).
@@ -220,6 +187,9 @@ func (c *Codec) run(ctx context.Context, which func() *pool, op string, in []flo
 		return nil, err
 	}
 	p := which()
+	if p == nil {
+		return nil, fmt.Errorf("ortcodec: %s: %w: codec %s was loaded for decoding only", op, ErrInput, c.dir)
+	}
 	out := make([]float32, len(in))
 	n := len(q)
 	batch := c.opts.batch
@@ -298,11 +268,8 @@ func (c *Codec) Close() error {
 // checkIO verifies that the model has inputs (in: float32 [N,16], q: int64
 // [N]) and output (out: float32 [N,16]) with a dynamic N, in any order, and
 // nothing else.
-func checkIO(path, in, out string) error {
-	if _, err := os.Stat(path); err != nil {
-		return fmt.Errorf("%w: %v", ErrModel, err)
-	}
-	ins, outs, err := ort.GetInputOutputInfo(path)
+func checkIO(path string, onnx []byte, in, out string) error {
+	ins, outs, err := ort.GetInputOutputInfoWithONNXData(onnx)
 	if err != nil {
 		return fmt.Errorf("%w: %s: %v", ErrModel, path, err)
 	}
@@ -392,10 +359,10 @@ type session struct {
 	ropts *ort.RunOptions
 }
 
-func newPool(path, in, out string, so *ort.SessionOptions, o options) (*pool, error) {
+func newPool(path string, onnx []byte, in, out string, so *ort.SessionOptions, o options) (*pool, error) {
 	p := &pool{free: make(chan *session, o.sessions)}
 	for i := 0; i < o.sessions; i++ {
-		s, err := newSession(path, in, out, so, o.batch)
+		s, err := newSession(onnx, in, out, so, o.batch)
 		if err != nil {
 			return nil, errors.Join(fmt.Errorf("ortcodec: %s: session %d: %w", path, i, err), p.destroy())
 		}
@@ -405,7 +372,7 @@ func newPool(path, in, out string, so *ort.SessionOptions, o options) (*pool, er
 	return p, nil
 }
 
-func newSession(path, in, out string, so *ort.SessionOptions, batch int) (s *session, err error) {
+func newSession(onnx []byte, in, out string, so *ort.SessionOptions, batch int) (s *session, err error) {
 	s = &session{}
 	defer func() {
 		if err != nil {
@@ -429,7 +396,7 @@ func newSession(path, in, out string, so *ort.SessionOptions, batch int) (s *ses
 		return nil, err
 	}
 	liveObjects.Add(1)
-	if s.s, err = ort.NewDynamicAdvancedSession(path, []string{in, "q"}, []string{out}, so); err != nil {
+	if s.s, err = ort.NewDynamicAdvancedSessionWithONNXData(onnx, []string{in, "q"}, []string{out}, so); err != nil {
 		return nil, err
 	}
 	liveObjects.Add(1)

@@ -65,7 +65,7 @@ func checkClose(t *testing.T, what string, got []float32, want []float64) {
 func load(t testing.TB, opts ...Option) *Codec {
 	t.Helper()
 	orttest.Require(t)
-	c, err := Load(tiny, opts...)
+	c, err := loadDir(tiny, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,14 +180,14 @@ func TestCompressDecompress(t *testing.T) {
 	c := load(t, WithBatch(500), WithSessions(2))
 	x, q := randomChunks(5000, 11)
 	ctx := context.Background()
-	payload, err := c.Compress(ctx, x, q, []byte{0xAA})
+	payload, err := roundTripCompress(c, ctx, x, q, []byte{0xAA})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if payload[0] != 0xAA {
 		t.Fatal("dst prefix lost")
 	}
-	got, err := c.Decompress(ctx, payload[1:], q)
+	got, err := roundTripDecompress(c, ctx, payload[1:], q)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -199,7 +199,7 @@ func TestCompressDecompress(t *testing.T) {
 			t.Fatalf("%d: %v != %v", i, got[i], want[i])
 		}
 	}
-	if _, err := c.Decompress(ctx, payload[1:len(payload)-1], q); !errors.Is(err, entropy.ErrCorrupt) {
+	if _, err := roundTripDecompress(c, ctx, payload[1:len(payload)-1], q); !errors.Is(err, entropy.ErrCorrupt) {
 		t.Fatalf("truncated: %v", err)
 	}
 	t.Logf("%d weights -> %d bytes", len(x), len(payload)-1)
@@ -318,7 +318,7 @@ func TestLoadErrors(t *testing.T) {
 	}
 	for _, tc := range cases {
 		dir := copyDir(t, tc.mutate)
-		c, err := Load(dir)
+		c, err := loadDir(dir)
 		if c != nil {
 			c.Close()
 		}
@@ -329,7 +329,7 @@ func TestLoadErrors(t *testing.T) {
 		}
 	}
 	for _, o := range []Option{WithBatch(0), WithSessions(0), WithThreads(-1), WithProvider("tpu")} {
-		if _, err := Load(tiny, o); err == nil {
+		if _, err := loadDir(tiny, o); err == nil {
 			t.Error("invalid option accepted")
 		}
 	}
@@ -339,7 +339,7 @@ func TestLoadErrors(t *testing.T) {
 // with ortenv.ErrProviderUnavailable.
 func TestCUDA(t *testing.T) {
 	orttest.Require(t)
-	c, err := Load(tiny, WithProvider("cuda"))
+	c, err := loadDir(tiny, WithProvider("cuda"))
 	if err != nil {
 		if !errors.Is(err, ortenv.ErrProviderUnavailable) {
 			t.Fatalf("cuda failure does not wrap ErrProviderUnavailable: %v", err)

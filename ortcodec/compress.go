@@ -1,7 +1,8 @@
+//go:build cgo
+
 package ortcodec
 
 import (
-	"context"
 	"encoding/binary"
 	"fmt"
 
@@ -117,37 +118,4 @@ func (c *Codec) DecodeLevels(payload []byte, q []int64) ([]int32, error) {
 		pos[l] += D
 	}
 	return out, nil
-}
-
-// Compress runs the whole coding path for N chunks: encoder network,
-// quantization around the level medians, and EncodeLevels. q is not stored:
-// the caller keeps the quality levels (side information of the container).
-func (c *Codec) Compress(ctx context.Context, x []float32, q []int64, dst []byte) ([]byte, error) {
-	y, err := c.Encode(ctx, x, q)
-	if err != nil {
-		return dst, err
-	}
-	s, err := c.Quantize(y, q, nil)
-	if err != nil {
-		return dst, fmt.Errorf("ortcodec: compress: %w", err)
-	}
-	out, err := c.EncodeLevels(s, q, dst)
-	if err != nil {
-		return dst, fmt.Errorf("ortcodec: compress: %w", err)
-	}
-	return out, nil
-}
-
-// Decompress reverses Compress for len(q) chunks: entropy decoding,
-// dequantization, decoder network. It returns len(q)*16 values.
-func (c *Codec) Decompress(ctx context.Context, payload []byte, q []int64) ([]float32, error) {
-	s, err := c.DecodeLevels(payload, q)
-	if err != nil {
-		return nil, fmt.Errorf("ortcodec: decompress: %w", err)
-	}
-	yh, err := c.Dequantize(s, q, nil)
-	if err != nil {
-		return nil, err
-	}
-	return c.Decode(ctx, yh, q)
 }

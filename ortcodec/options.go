@@ -1,3 +1,5 @@
+//go:build cgo
+
 package ortcodec
 
 import (
@@ -16,6 +18,10 @@ type options struct {
 	batch    int
 	provider string
 	library  string
+	// host: the host created the ONNX Runtime environment (ortenv.InitHost).
+	host bool
+	// decodeOnly: no encoder sessions.
+	decodeOnly bool
 }
 
 // Defaults (see each option).
@@ -89,6 +95,26 @@ func WithProvider(p string) Option {
 func WithLibrary(path string) Option {
 	return func(o *options) error {
 		o.library = path
+		return nil
+	}
+}
+
+// WithHostEnvironment uses the ONNX Runtime environment the host process
+// created itself (for example through hugot or onnxruntime_go directly):
+// nwc then neither initializes nor destroys it, and Load fails with
+// ortenv.ErrNotInitialized when there is none.
+func WithHostEnvironment() Option {
+	return func(o *options) error {
+		o.host = true
+		return nil
+	}
+}
+
+// WithDecoderOnly loads the decoder network only (what loading a .nwc file
+// needs); Encode then fails.
+func WithDecoderOnly() Option {
+	return func(o *options) error {
+		o.decodeOnly = true
 		return nil
 	}
 }

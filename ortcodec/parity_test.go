@@ -420,7 +420,7 @@ func TestParityShippedCodecs(t *testing.T) {
 			if err != nil {
 				t.Fatalf("parity reference: %v", err)
 			}
-			c, err := Load(dir, WithThreads(1), WithSessions(1))
+			c, err := loadDir(dir, WithThreads(1), WithSessions(1))
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -40,7 +40,7 @@ func TestTinyTrainingExport(t *testing.T) {
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("run_all.sh --tiny: %v\n%s", err, b)
 	}
-	c, err := Load(out, WithThreads(1))
+	c, err := loadDir(out, WithThreads(1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,11 +56,11 @@ func TestTinyTrainingExport(t *testing.T) {
 	for i := range q {
 		q[i] = int64(i % NumLevels)
 	}
-	payload, err := c.Compress(ctx, x, q, nil)
+	payload, err := roundTripCompress(c, ctx, x, q, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := c.Decompress(ctx, payload, q)
+	got, err := roundTripDecompress(c, ctx, payload, q)
 	if err != nil {
 		t.Fatal(err)
 	}

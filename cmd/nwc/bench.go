@@ -17,9 +17,11 @@ import (
 	"github.com/nwc-project/nwc/eval"
 	"github.com/nwc-project/nwc/eval/report"
 	"github.com/nwc-project/nwc/loader"
+	"github.com/nwc-project/nwc/loader/codec"
 	"github.com/nwc-project/nwc/loader/tensor"
 	"github.com/nwc-project/nwc/ortcodec"
 	"github.com/nwc-project/nwc/ortcodec/calib"
+	"github.com/nwc-project/nwc/ortcodec/ldlq"
 	"github.com/nwc-project/nwc/plugin/tokenizer"
 )
 
@@ -56,11 +58,11 @@ func benchPoints(runs []string, codecs, bitsList string) ([]benchPoint, error) {
 			if hasList {
 				names = strings.Split(list, ",")
 			} else {
-				for _, c := range loader.ListCodecs() {
+				for _, c := range ortcodec.List(nil) {
 					names = append(names, c.Name)
 				}
 				if len(names) == 0 {
-					return nil, fmt.Errorf("bench: --run nwc: %w on %s", loader.ErrNoCodec, strings.Join(loader.CodecSearchPath(), ", "))
+					return nil, fmt.Errorf("bench: --run nwc: %w", ortcodec.ErrNoCodec)
 				}
 			}
 			for _, n := range names {
@@ -136,7 +138,7 @@ func runBench(ctx context.Context, args []string) error {
 		return err
 	}
 
-	src, _, err := loader.Open(*model)
+	src, _, err := loader.Open(*model, codec.Env{})
 	if err != nil {
 		return err
 	}
@@ -189,7 +191,7 @@ func runBench(ctx context.Context, args []string) error {
 
 	fb := *fbBlock
 	if fb == 0 {
-		fb = loader.DefaultFeedbackBlock
+		fb = ldlq.FeedbackBlock
 	}
 	note(fmt.Sprintf("nwc, ecsq: LDLQ error feedback every %d columns; gptq-g128: column by column (GPTQ), groups of 128; quantization levels of nwc: 88.9/10/1/0.1 %% of the columns by diag(H).", fb))
 	note("bits/weight counts the section bytes of the transformer blocks' linear weights (payload, scales, level maps, headers, checksums); the whole-file figure adds every other tensor (embeddings, norms: kept losslessly in their stored type).")
@@ -240,10 +242,7 @@ func benchOne(ctx context.Context, src tensor.Source, ref eval.LM, tok eval.Toke
 	if err != nil {
 		return report.Point{}, err
 	}
-	lb, err := linearBitsOf(sum)
-	if err != nil {
-		return report.Point{}, err
-	}
+	lb := sum.LinearBitsPerWeight
 	fileBits := sum.BitsPerWeight // whole file: every byte over every weight
 	lm, loadSecs, err := openLM(path, lf)
 	if err != nil {
@@ -265,9 +264,13 @@ func benchOne(ctx context.Context, src tensor.Source, ref eval.LM, tok eval.Toke
 // codecProvenance says which models a shipped codec was trained on (its
 // card.json).
 func codecProvenance(name string) string {
-	dir, err := loader.FindCodec(name)
+	fsys, name, err := ortcodec.Resolve(nil, name)
 	if err != nil {
 		return fmt.Sprintf("nwc %s: %v", name, err)
+	}
+	c, err := ortcodec.ReadCard(fsys, name)
+	if err != nil {
+		return fmt.Sprintf("nwc %s: card: %v", name, err)
 	}
 	var card struct {
 		Training struct {
@@ -276,11 +279,7 @@ func codecProvenance(name string) string {
 			Lambda   float64  `json:"lambda"`
 		} `json:"training"`
 	}
-	b, err := os.ReadFile(filepath.Join(dir, ortcodec.CardFile))
-	if err == nil {
-		err = json.Unmarshal(b, &card)
-	}
-	if err != nil {
+	if err := json.Unmarshal(c.Raw, &card); err != nil {
 		return fmt.Sprintf("nwc %s: card: %v", name, err)
 	}
 	s := fmt.Sprintf("nwc %s (lambda %g): trained on %s", name, card.Training.Lambda, strings.Join(card.Training.Models, ", "))

@@ -10,6 +10,7 @@ import (
 	"github.com/schollz/progressbar/v3"
 
 	"github.com/nwc-project/nwc/loader"
+	"github.com/nwc-project/nwc/loader/codec"
 	"github.com/nwc-project/nwc/loader/tensor"
 	"github.com/nwc-project/nwc/ortcodec/calib"
 	"github.com/nwc-project/nwc/plugin/tokenizer"
@@ -18,14 +19,14 @@ import (
 func runCompress(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("compress", flag.ContinueOnError)
 	model := fs.String("model", "", "model to compress: reference name (nwc models) or path")
-	codecName := fs.String("codec", "lossless", "codec: lossless, nwc (shipped codec closest to --bits), nwc:NAME, rtn-g128, rtn-row, gptq-g128, ecsq")
+	codecName := fs.String("codec", "nwc", "codec (nwc codecs lists them): "+strings.Join(codec.Names(), ", ")+"; nwc:NAME picks a trained codec")
 	bits := fs.Float64("bits", 4, "bit width of the lossy codecs")
 	out := fs.String("o", "", "output .nwc file")
 	jobs := fs.Int("j", 0, "tensors coded in parallel (0 = all cores)")
 	asJSON := fs.Bool("json", false, "print a JSON summary")
 	calibTokens := fs.Int("calib-tokens", calib.DefaultTokens, "calibration tokens for H = X^T X (gptq, ecsq, nwc), from the carried Gutenberg text")
 	noCalib := fs.Bool("no-calib", false, "no calibration data: H = I (no error feedback, all columns equally important)")
-	fbBlock := fs.Int("feedback-block", 0, "LDLQ error-feedback block in columns for nwc and ecsq (0 = loader.DefaultFeedbackBlock, 16)")
+	fbBlock := fs.Int("feedback-block", 0, "LDLQ error-feedback block in columns for nwc and ecsq (0 = 16)")
 	sinkWeight := fs.Float64("sink-weight", calib.DefaultSinkWeight, "times the first token of every calibration window counts in H (attention sink; 1 = plain X^T X)")
 	var lf lmFlags
 	lf.register(fs)
@@ -43,12 +44,13 @@ func runCompress(ctx context.Context, args []string) error {
 		fmt.Fprintln(os.Stderr, "usage: nwc compress --model PATH|NAME --codec lossless -o OUT.nwc")
 		return errUsage
 	}
-	src, _, err := loader.Open(*model)
+	src, _, err := loader.Open(*model, codec.Env{})
 	if err != nil {
 		return err
 	}
 	defer src.Close()
-	opts := loader.CompressOptions{Codec: *codecName, Bits: *bits, Concurrency: *jobs, FeedbackBlock: *fbBlock}
+	opts := loader.CompressOptions{Codec: *codecName, Bits: *bits, Concurrency: *jobs, FeedbackBlock: *fbBlock,
+		Env: codec.Env{Provider: lf.provider, Threads: lf.threads}}
 	rep := compressReport{}
 	if usesCalibration(*codecName) {
 		h, info, err := calibrationFor(ctx, src, *noCalib, *calibTokens, *sinkWeight, lf, *quiet)
@@ -65,23 +67,17 @@ func runCompress(ctx context.Context, args []string) error {
 		return err
 	}
 	rep.Summary = sum
-	if rep.LinearBitsPerWeight, err = linearBitsOf(sum); err != nil {
-		return err
-	}
 	if *asJSON {
 		return writeJSON(os.Stdout, rep)
 	}
 	fmt.Printf("%s: %d tensors, %d weights, %d -> %d bytes, %.3f bits/weight (whole file), %.3f bits/weight (block linears), %.1f s\n",
-		sum.Output, len(sum.Tensors), sum.Weights, sum.RawBytes, sum.FileBytes, sum.BitsPerWeight, rep.LinearBitsPerWeight, sum.Seconds)
+		sum.Output, len(sum.Tensors), sum.Weights, sum.RawBytes, sum.FileBytes, sum.BitsPerWeight, sum.LinearBitsPerWeight, sum.Seconds)
 	return nil
 }
 
 // compressReport is compress's --json output.
 type compressReport struct {
 	*loader.Summary
-	// LinearBitsPerWeight: section bytes of the transformer blocks' linear
-	// weights per weight (what the lossy codecs code).
-	LinearBitsPerWeight float64 `json:"linear_bits_per_weight"`
 	// Calibration says where H came from (nil: the codec does not use it).
 	Calibration *calibInfo `json:"calibration,omitempty"`
 }
@@ -94,17 +90,6 @@ type calibInfo struct {
 	SinkWeight float64 `json:"sink_weight,omitempty"`
 	Cached     bool    `json:"cached"`
 	Note       string  `json:"note,omitempty"`
-}
-
-// linearBitsOf is the bits/weight of the block linears of the written
-// file (linearBits), from its index.
-func linearBitsOf(sum *loader.Summary) (float64, error) {
-	nf, err := loader.OpenNWC(sum.Output)
-	if err != nil {
-		return 0, err
-	}
-	defer nf.Close()
-	return linearBits(nf), nil
 }
 
 // calibrationFor gives the H of every block linear of src for the codecs
@@ -133,9 +118,11 @@ func calibrationFor(ctx context.Context, src tensor.Source, noCalib bool, tokens
 	}, info, nil
 }
 
-// usesCalibration reports whether a codec uses H.
-func usesCalibration(codec string) bool {
-	return codec == "gptq-g128" || codec == "ecsq" || codec == "nwc" || strings.HasPrefix(codec, "nwc:")
+// usesCalibration reports whether a codec uses H (unknown names: no; the
+// compression itself then says the name is unknown).
+func usesCalibration(name string) bool {
+	c, _, err := codec.Lookup(name)
+	return err == nil && c.Calibration
 }
 
 // collectHessians gets H for every block linear of src: from the cache, or

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/nwc-project/nwc/loader"
+	"github.com/nwc-project/nwc/loader/codec"
 )
 
 func runDecompress(ctx context.Context, args []string) error {
@@ -23,7 +24,7 @@ func runDecompress(ctx context.Context, args []string) error {
 		return errUsage
 	}
 	start := time.Now()
-	src, _, err := loader.Open(pos[0])
+	src, _, err := loader.Open(pos[0], codec.Env{})
 	if err != nil {
 		return err
 	}

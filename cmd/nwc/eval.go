@@ -11,6 +11,7 @@ import (
 
 	"github.com/nwc-project/nwc/eval"
 	"github.com/nwc-project/nwc/loader"
+	"github.com/nwc-project/nwc/loader/codec"
 	"github.com/nwc-project/nwc/plugin/llama"
 	"github.com/nwc-project/nwc/plugin/tokenizer"
 )
@@ -77,7 +78,7 @@ func runEval(ctx context.Context, args []string) error {
 		fmt.Fprintln(os.Stderr, "usage: nwc eval --model NAME|PATH [--reference NAME|PATH] [--text PATH] [--seq-len N] [--max-windows K] [--json]")
 		return errUsage
 	}
-	src, _, err := loader.Open(*model)
+	src, _, err := loader.Open(*model, codec.Env{})
 	if err != nil {
 		return err
 	}
@@ -90,7 +91,7 @@ func runEval(ctx context.Context, args []string) error {
 	out := evalJSON{}
 	if nf, ok := src.(*loader.NWCFile); ok {
 		out.FileBytes = nf.Container().Size()
-		out.LinearBitsPerW = linearBits(nf)
+		out.LinearBitsPerW = loader.LinearBitsPerWeight(nf.Container())
 	}
 	src.Close()
 
@@ -157,21 +158,4 @@ func runEval(ctx context.Context, args []string) error {
 		fmt.Printf("file:            %d bytes; linear weights at %.3f bits/weight\n", out.FileBytes, out.LinearBitsPerW)
 	}
 	return nil
-}
-
-// linearBits is the bits/weight of the transformer blocks' linear weights
-// in a .nwc file, from section bytes.
-func linearBits(nf *loader.NWCFile) float64 {
-	var bytes, n int64
-	for _, e := range nf.Container().Entries() {
-		ti := e.Info()
-		if loader.IsBlockLinear(ti) {
-			bytes += e.SectionSize()
-			n += ti.NumElements()
-		}
-	}
-	if n == 0 {
-		return 0
-	}
-	return 8 * float64(bytes) / float64(n)
 }

@@ -52,7 +52,7 @@ func runInspect(ctx context.Context, args []string) error {
 		fmt.Fprintln(os.Stderr, "usage: nwc inspect PATH|NAME [--json] [--verify] [--digest]")
 		return errUsage
 	}
-	src, format, err := loader.Open(pos[0])
+	src, format, err := loader.Open(pos[0], codec.Env{})
 	if err != nil {
 		return err
 	}

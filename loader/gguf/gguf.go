@@ -734,23 +734,10 @@ func (g *File) ReadRaw(name string, dst []byte) ([]byte, error) {
 
 // ReadFloat32 returns the named tensor converted to float32.
 func (g *File) ReadFloat32(name string, dst []float32) ([]float32, error) {
-	i, ok := g.index[name]
-	if !ok {
-		return nil, fmt.Errorf("gguf: %s: %q: %w", g.name, name, tensor.ErrNotFound)
-	}
-	ti := &g.tensors[i]
-	if !ti.DType.IsFloat() {
+	if ti, ok := g.TensorInfo(name); ok && !ti.DType.IsFloat() {
 		return nil, fmt.Errorf("gguf: %s: tensor %q: ggml type %s: %w", g.name, name, ti.Type, tensor.ErrUnsupportedDType)
 	}
-	raw, err := g.ReadRaw(name, nil)
-	if err != nil {
-		return nil, err
-	}
-	out, err := tensor.ToFloat32(ti.DType, raw, ti.NumElements(), dst)
-	if err != nil {
-		return nil, fmt.Errorf("gguf: %s: tensor %q: %w", g.name, name, err)
-	}
-	return out, nil
+	return tensor.ReadFloat32(g, "gguf: "+g.name, name, dst)
 }
 
 // Close closes the file (when opened with Open).

@@ -774,23 +774,7 @@ func (m *File) readTyped(ti tensor.Info, e entry, dst []byte) error {
 // ReadFloat32 returns the named initializer converted to float32 (FLOAT,
 // FLOAT16, BFLOAT16 and DOUBLE only).
 func (m *File) ReadFloat32(name string, dst []float32) ([]float32, error) {
-	i, ok := m.index[name]
-	if !ok {
-		return nil, fmt.Errorf("onnxinit: %s: tensor %q: %w", m.name, name, tensor.ErrNotFound)
-	}
-	ti := m.infos[i]
-	if !ti.DType.IsFloat() {
-		return nil, fmt.Errorf("onnxinit: %s: tensor %q: %w: cannot convert %s to float32", m.name, name, tensor.ErrUnsupportedDType, ti.DType)
-	}
-	raw, err := m.ReadRaw(name, nil)
-	if err != nil {
-		return nil, err
-	}
-	out, err := tensor.ToFloat32(ti.DType, raw, ti.NumElements(), dst)
-	if err != nil {
-		return nil, fmt.Errorf("onnxinit: %s: tensor %q: %w", m.name, name, err)
-	}
-	return out, nil
+	return tensor.ReadFloat32(m, "onnxinit: "+m.name, name, dst)
 }
 
 // Close closes the model file (if Open opened it) and the external data files.

@@ -322,23 +322,7 @@ func (f *File) ReadRaw(name string, dst []byte) ([]byte, error) {
 // ReadFloat32 returns the named tensor converted to float32 (F32, F16, BF16
 // and F64 tensors only), reusing dst when it is large enough.
 func (f *File) ReadFloat32(name string, dst []float32) ([]float32, error) {
-	i, ok := f.index[name]
-	if !ok {
-		return nil, fmt.Errorf("safetensors: %s: tensor %q: %w", f.name, name, tensor.ErrNotFound)
-	}
-	ti := f.infos[i]
-	if !ti.DType.IsFloat() {
-		return nil, fmt.Errorf("safetensors: %s: tensor %q: %w: cannot convert %s to float32", f.name, name, tensor.ErrUnsupportedDType, ti.DType)
-	}
-	raw, err := f.ReadRaw(name, nil)
-	if err != nil {
-		return nil, err
-	}
-	out, err := tensor.ToFloat32(ti.DType, raw, ti.NumElements(), dst)
-	if err != nil {
-		return nil, fmt.Errorf("safetensors: %s: tensor %q: %w", f.name, name, err)
-	}
-	return out, nil
+	return tensor.ReadFloat32(f, "safetensors: "+f.name, name, dst)
 }
 
 // Close closes the underlying file (if Open opened it).

@@ -10,6 +10,7 @@ import (
 
 	"github.com/nwc-project/nwc/internal/ortenv/orttest"
 	"github.com/nwc-project/nwc/loader"
+	"github.com/nwc-project/nwc/loader/codec"
 	"github.com/nwc-project/nwc/loader/refmodel"
 	"github.com/nwc-project/nwc/loader/tensor"
 	"github.com/nwc-project/nwc/plugin/tokenizer"
@@ -24,7 +25,7 @@ func openSmolLM2(t *testing.T) (tensor.Source, *tokenizer.Tokenizer) {
 		t.Skipf("reference model not installed: %v", err)
 	}
 	orttest.Require(t)
-	src, _, err := loader.Open("smollm2-135m")
+	src, _, err := loader.Open("smollm2-135m", codec.Env{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,7 +6,7 @@ import (
 	"math"
 	"testing"
 
-	"github.com/nwc-project/nwc/ortcodec/internal/testmat"
+	"github.com/nwc-project/nwc/internal/testmat"
 )
 
 // correlatedH returns H = X^T X for X = G B + 0.1 noise (N samples, rank-k

@@ -17,6 +17,7 @@ import (
 
 	"github.com/nwc-project/nwc/internal/ortenv"
 	"github.com/nwc-project/nwc/loader"
+	"github.com/nwc-project/nwc/loader/codec"
 	"github.com/nwc-project/nwc/loader/tensor"
 )
 
@@ -47,7 +48,7 @@ type Model struct {
 // Open opens the model nameOrPath (a reference model name or a GGUF,
 // safetensors or .nwc path; see loader.Open) and builds its session.
 func Open(nameOrPath string, opts Options) (*Model, error) {
-	src, _, err := loader.Open(nameOrPath)
+	src, _, err := loader.Open(nameOrPath, codec.Env{})
 	if err != nil {
 		return nil, err
 	}

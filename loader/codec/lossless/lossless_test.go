@@ -1,4 +1,4 @@
-package codec
+package lossless
 
 import (
 	"bytes"
@@ -6,6 +6,8 @@ import (
 	"math"
 	"math/rand"
 	"testing"
+
+	"github.com/nwc-project/nwc/loader/codec"
 
 	"github.com/nwc-project/nwc/loader/tensor"
 )
@@ -34,7 +36,7 @@ func to16(f32 []byte, conv func(float32) uint16) []byte {
 }
 
 func TestLosslessRoundTrip(t *testing.T) {
-	l, err := NewLossless()
+	l, err := New()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,14 +58,14 @@ func TestLosslessRoundTrip(t *testing.T) {
 		{tensor.F32, nil, IDRaw},
 	}
 	for _, c := range cases {
-		id, params, payload, err := l.Encode(c.dt, c.raw)
+		id, params, payload, err := l.EncodeBytes(c.dt, c.raw)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if id != c.wantID {
-			t.Errorf("%s: codec %s, want %s", c.dt, Name(id), Name(c.wantID))
+			t.Errorf("%s: codec %s, want %s", c.dt, codec.Name(id), codec.Name(c.wantID))
 		}
-		got, err := l.Decode(id, c.dt, int64(len(c.raw)), params, payload, nil)
+		got, err := l.DecodeBytes(id, c.dt, int64(len(c.raw)), params, payload, nil)
 		if err != nil {
 			t.Fatalf("%s: %v", c.dt, err)
 		}
@@ -75,46 +77,46 @@ func TestLosslessRoundTrip(t *testing.T) {
 		}
 	}
 	// fp32 Gaussian weights: the exponent plane must compress well below 8 bits
-	_, _, p, _ := l.Encode(tensor.F32, f32)
+	_, _, p, _ := l.EncodeBytes(tensor.F32, f32)
 	if bits := 8 * float64(len(p)) / 100000; bits > 28 {
 		t.Errorf("float-split F32 at %.2f bits/weight, want < 28", bits)
 	}
 }
 
 func TestLosslessCorrupt(t *testing.T) {
-	l, _ := NewLossless()
+	l, _ := New()
 	defer l.Close()
 	f32 := gaussianF32(5000, 2)
-	id, params, payload, _ := l.Encode(tensor.F32, f32)
+	id, params, payload, _ := l.EncodeBytes(tensor.F32, f32)
 	for pos := 0; pos < len(payload); pos += 97 {
 		c := append([]byte(nil), payload...)
 		c[pos] ^= 0x55
-		got, err := l.Decode(id, tensor.F32, int64(len(f32)), params, c, nil)
+		got, err := l.DecodeBytes(id, tensor.F32, int64(len(f32)), params, c, nil)
 		if err == nil && !bytes.Equal(got, f32) {
 			// zstd frames carry a checksum; a silent wrong answer is a bug
 			t.Fatalf("corruption at %d gave wrong data without error", pos)
 		}
 	}
-	if _, err := l.Decode(id, tensor.F32, int64(len(f32))+4, params, payload, nil); err == nil {
+	if _, err := l.DecodeBytes(id, tensor.F32, int64(len(f32))+4, params, payload, nil); err == nil {
 		t.Error("wrong raw size accepted")
 	}
-	if _, err := l.Decode(99, tensor.F32, 4, nil, payload, nil); err == nil {
+	if _, err := l.DecodeBytes(99, tensor.F32, 4, nil, payload, nil); err == nil {
 		t.Error("unknown codec accepted")
 	}
 }
 
 func FuzzLosslessDecode(f *testing.F) {
-	l, _ := NewLossless()
+	l, _ := New()
 	defer l.Close()
 	for _, dt := range []tensor.DType{tensor.F32, tensor.BF16, tensor.Q8_0} {
 		raw := gaussianF32(68, 3)[:272]
-		id, _, p, _ := l.Encode(dt, raw)
+		id, _, p, _ := l.EncodeBytes(dt, raw)
 		f.Add(id, uint8(dt), int64(len(raw)), p)
 	}
 	f.Fuzz(func(t *testing.T, id, dt uint8, n int64, payload []byte) {
 		if n < 0 || n > 1<<20 {
 			return
 		}
-		l.Decode(id, tensor.DType(dt), n, nil, payload, nil)
+		l.DecodeBytes(id, tensor.DType(dt), n, nil, payload, nil)
 	})
 }

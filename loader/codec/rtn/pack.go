@@ -1,17 +1,17 @@
-package codec
+package rtn
 
 import (
 	"encoding/binary"
 	"fmt"
 )
 
-// PackRTN builds an RTN payload (the layout of RTN.Encode, decoded by
-// DecodeRTN) from quantization parameters and codes chosen elsewhere, e.g.
+// Pack builds an RTN payload (the layout of Quantizer.EncodeMatrix, decoded by
+// the rtn decoder) from quantization parameters and codes chosen elsewhere, e.g.
 // by GPTQ: scales and zeros are fp16 bit patterns, rows x groups of them in
 // row-major order; codes holds rows*cols codes in row-major order, each
 // below 1<<Bits. The values it decodes to are (code - zero) * scale in
 // float32, per group.
-func PackRTN(q RTN, rows, cols int, scales, zeros []uint16, codes []uint8) ([]byte, error) {
+func Pack(q Quantizer, rows, cols int, scales, zeros []uint16, codes []uint8) ([]byte, error) {
 	if err := q.Validate(); err != nil {
 		return nil, err
 	}

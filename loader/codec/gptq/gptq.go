@@ -2,7 +2,7 @@
 // asymmetric uniform quantization with per-(row, group) fp16 scale and zero
 // point, columns quantized first to last with optimal-brain-surgeon error
 // compensation through the upper Cholesky factor of H^-1. Its output is a
-// loader/codec RTN payload (codec id 16), so GPTQ needs no decoder of its
+// loader/codec/rtn payload (codec id 16), so GPTQ needs no decoder of its
 // own.
 //
 // It follows the reference code (gptq.py, fasterquant) with act_order off
@@ -24,8 +24,8 @@
 //
 // Deviations, all deliberate: the scale and zero point are rounded to fp16
 // before any code is chosen, and the error fed back is the one of the
-// fp16-decoded value, so what GPTQ optimized is exactly what DecodeRTN
-// gives; the group-parameter rule is loader/codec RTN's (range always holds
+// fp16-decoded value, so what GPTQ optimized is exactly what the rtn
+// decoder gives; the group-parameter rule is loader/codec/rtn's (range always holds
 // 0; an all-zero range gets scale 1, where the reference uses [-1, 1]), so
 // with H = I GPTQ gives RTN's payload byte for byte; arithmetic is float64
 // (the reference runs float32 on a GPU); a non-PD H gets its damping raised
@@ -42,9 +42,36 @@ import (
 	"sync/atomic"
 
 	"github.com/nwc-project/nwc/loader/codec"
+	"github.com/nwc-project/nwc/loader/codec/rtn"
 	"github.com/nwc-project/nwc/loader/tensor"
 	"github.com/nwc-project/nwc/ortcodec/ldlq"
 )
+
+func init() {
+	codec.Register(codec.Codec{Name: "gptq-g128", Doc: "GPTQ, groups of 128 columns, writes rtn sections (--bits 1..8; calibration)",
+		Lossy: true, Calibration: true,
+		NewEncoder: func(cfg codec.Config) (codec.Encoder, error) {
+			b, err := rtn.WholeBits("gptq-g128", cfg.Bits)
+			if err != nil {
+				return nil, err
+			}
+			return encoder{Options{Bits: b, Group: 128, Workers: 1}}, nil
+		}})
+}
+
+type encoder struct{ opts Options }
+
+func (e encoder) Encode(ctx context.Context, in codec.Input) (codec.Output, error) {
+	m, n, err := codec.MatrixDims(in.Info.Shape)
+	if err != nil {
+		return codec.Output{}, err
+	}
+	res, err := Quantize(ctx, in.Weights, m, n, in.H, e.opts)
+	if err != nil {
+		return codec.Output{}, err
+	}
+	return codec.Output{ID: rtn.ID, DType: tensor.F32, Params: res.Codec.Params(), Payload: res.Payload}, nil
+}
 
 // Defaults of the reference configuration.
 const (
@@ -112,8 +139,8 @@ func (o Options) withDefaults() (Options, error) {
 // Result is a GPTQ-quantized matrix.
 type Result struct {
 	// Codec and Payload: a loader/codec RTN payload (codec id
-	// codec.IDRTN, params Codec.Params()) of the m x n matrix.
-	Codec   codec.RTN
+	// rtn.ID, params Codec.Params()) of the m x n matrix.
+	Codec   rtn.Quantizer
 	Payload []byte
 	// What is the m x n reconstruction, exactly what the payload decodes to.
 	What []float32
@@ -143,7 +170,7 @@ func Quantize(ctx context.Context, W []float32, m, n int, H []float64, opts Opti
 			return nil, fmt.Errorf("%w: W[%d, %d] = %v", ErrNotFinite, i/n, i%n, v)
 		}
 	}
-	res := &Result{Codec: codec.RTN{Bits: opts.Bits, Group: opts.Group}, Damping: opts.Damping}
+	res := &Result{Codec: rtn.Quantizer{Bits: opts.Bits, Group: opts.Group}, Damping: opts.Damping}
 	dead := make([]bool, n)
 	U, err := res.hinvFactor(H, n, dead, opts)
 	if err != nil {
@@ -181,7 +208,7 @@ func Quantize(ctx context.Context, W []float32, m, n int, H []float64, opts Opti
 		return nil, err
 	}
 	res.What = st.What
-	res.Payload, err = codec.PackRTN(res.Codec, m, n, st.scales, st.zeros, st.codes)
+	res.Payload, err = rtn.Pack(res.Codec, m, n, st.scales, st.zeros, st.codes)
 	if err != nil {
 		return nil, err
 	}
@@ -335,7 +362,7 @@ func (st *state) rows(lo, hi int) {
 }
 
 // params returns the fp16 scale and zero of a group and their float32
-// values, exactly as codec.RTN.Encode computes them.
+// values, exactly as rtn.Quantizer.EncodeMatrix computes them.
 func params(grp []float64, maxq float32) (hs, hz uint16, scale, zero float32) {
 	lo, hi := float32(0), float32(0)
 	for _, v := range grp {

@@ -1,60 +1,41 @@
-// Package codec turns the stored bytes of one tensor into a section payload
-// of the .nwc container and back. This file holds the lossless codecs (raw,
-// zstd, float-split); the lossy codecs live beside them and share the ids
-// table of docs/FORMAT.md.
-package codec
+// Package lossless holds the lossless codecs of the .nwc container: raw,
+// zstd, and float-split (the exponent field of each F32/F16/BF16 value in
+// its own byte plane, zstd-coded per plane). The "lossless" encoder picks
+// among them per tensor; every codec keeps the tensors it does not code
+// (embeddings, norms, assets) with it.
+package lossless
 
 import (
+	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 
 	"github.com/klauspost/compress/zstd"
 
+	"github.com/nwc-project/nwc/loader/codec"
 	"github.com/nwc-project/nwc/loader/tensor"
 )
 
-// Codec ids, as stored in the container (docs/FORMAT.md). Never renumber.
+// Section ids (aliases of the registry's).
 const (
-	IDRaw        uint8 = 0
-	IDZstd       uint8 = 1
-	IDFloatSplit uint8 = 2
-	// IDECSQ is the ECSQ baseline (ortcodec/ecsq, decoded in package loader):
-	// uniform scalar quantization of row-normalized weights with LDLQ
-	// feedback, rANS-coded with a per-tensor integer table stored in the
-	// payload. It decodes to F32.
-	IDECSQ uint8 = 17
-	// IDNWC is the neural codec (decoded in package loader with ortcodec):
-	// per-row fp16 scales, 2-bit quality levels per input column, and the
-	// rANS-coded integer latents of 16-value chunks, decoded by a trained
-	// decoder network. It decodes to F32.
-	IDNWC uint8 = 20
+	IDRaw        = codec.IDRaw
+	IDZstd       = codec.IDZstd
+	IDFloatSplit = codec.IDFloatSplit
 )
 
-// Name returns the name of a codec id.
-func Name(id uint8) string {
-	switch id {
-	case IDRaw:
-		return "raw"
-	case IDZstd:
-		return "zstd"
-	case IDFloatSplit:
-		return "float-split"
-	case IDRTN:
-		return "rtn"
-	case IDECSQ:
-		return "ecsq"
-	case IDNWC:
-		return "nwc"
+func init() {
+	dec := func(id uint8) func(codec.Env) (codec.Decoder, error) {
+		return func(codec.Env) (codec.Decoder, error) {
+			l, err := New()
+			return idDecoder{l, id}, err
+		}
 	}
-	return fmt.Sprintf("codec(%d)", id)
+	codec.Register(codec.Codec{Name: "raw", ID: IDRaw, Doc: "stored bytes as they are (decode only)", NewDecoder: dec(IDRaw)})
+	codec.Register(codec.Codec{Name: "zstd", ID: IDZstd, Doc: "zstd of the stored bytes (decode only)", NewDecoder: dec(IDZstd)})
+	codec.Register(codec.Codec{Name: "float-split", ID: IDFloatSplit, Doc: "float exponent/mantissa planes, zstd each (decode only)", NewDecoder: dec(IDFloatSplit)})
+	codec.Register(codec.Codec{Name: "lossless", Doc: "every tensor bit-exact: float-split for floats, zstd or raw otherwise (no --bits)",
+		NewEncoder: func(codec.Config) (codec.Encoder, error) { return New() }})
 }
-
-// Errors.
-var (
-	ErrUnknownCodec = errors.New("unknown codec")
-	ErrCorrupt      = errors.New("corrupt payload")
-)
 
 // Lossless codes tensors without loss: float-split for F32/F16/BF16, zstd for
 // everything else, and raw where coding does not help. Safe for concurrent use.
@@ -63,8 +44,8 @@ type Lossless struct {
 	dec *zstd.Decoder
 }
 
-// NewLossless creates a lossless codec. Close releases it.
-func NewLossless() (*Lossless, error) {
+// New creates a lossless codec. Close releases it.
+func New() (*Lossless, error) {
 	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedBetterCompression), zstd.WithEncoderConcurrency(1))
 	if err != nil {
 		return nil, fmt.Errorf("codec: zstd encoder: %w", err)
@@ -91,9 +72,25 @@ func (l *Lossless) Close() error {
 	return nil
 }
 
-// Encode codes raw (the stored bytes of a tensor of dtype dt) and returns the
-// codec id, its parameters and the payload.
-func (l *Lossless) Encode(dt tensor.DType, raw []byte) (id uint8, params, payload []byte, err error) {
+// idDecoder decodes one section id with a Lossless.
+type idDecoder struct {
+	*Lossless
+	id uint8
+}
+
+func (d idDecoder) Decode(_ context.Context, s codec.Section, payload, dst []byte) ([]byte, error) {
+	return d.DecodeBytes(d.id, s.DType, s.RawSize, s.Params, payload, dst)
+}
+
+// Encode codes a tensor's stored bytes (codec.Encoder).
+func (l *Lossless) Encode(_ context.Context, in codec.Input) (codec.Output, error) {
+	id, params, payload, err := l.EncodeBytes(in.Info.DType, in.Raw)
+	return codec.Output{ID: id, DType: in.Info.DType, Params: params, Payload: payload}, err
+}
+
+// EncodeBytes codes raw (the stored bytes of a tensor of dtype dt) and
+// returns the codec id, its parameters and the payload.
+func (l *Lossless) EncodeBytes(dt tensor.DType, raw []byte) (id uint8, params, payload []byte, err error) {
 	if _, _, ok := splitLayout(dt); ok && len(raw) > 0 {
 		payload = l.encodeSplit(dt, raw)
 		id = IDFloatSplit
@@ -107,16 +104,16 @@ func (l *Lossless) Encode(dt tensor.DType, raw []byte) (id uint8, params, payloa
 	return id, nil, payload, nil
 }
 
-// Decode decodes a payload into the stored bytes of a tensor: rawSize bytes
-// of dtype dt, reusing dst when it has the capacity.
-func (l *Lossless) Decode(id uint8, dt tensor.DType, rawSize int64, params, payload, dst []byte) ([]byte, error) {
+// DecodeBytes decodes a payload into the stored bytes of a tensor: rawSize
+// bytes of dtype dt, reusing dst when it has the capacity.
+func (l *Lossless) DecodeBytes(id uint8, dt tensor.DType, rawSize int64, params, payload, dst []byte) ([]byte, error) {
 	if len(params) != 0 {
-		return nil, fmt.Errorf("%w: %s takes no parameters, got %d bytes", ErrCorrupt, Name(id), len(params))
+		return nil, fmt.Errorf("%w: %s takes no parameters, got %d bytes", codec.ErrCorrupt, codec.Name(id), len(params))
 	}
 	switch id {
 	case IDRaw:
 		if int64(len(payload)) != rawSize {
-			return nil, fmt.Errorf("%w: raw payload of %d bytes, want %d", ErrCorrupt, len(payload), rawSize)
+			return nil, fmt.Errorf("%w: raw payload of %d bytes, want %d", codec.ErrCorrupt, len(payload), rawSize)
 		}
 		return append(dst[:0], payload...), nil
 	case IDZstd:
@@ -124,29 +121,29 @@ func (l *Lossless) Decode(id uint8, dt tensor.DType, rawSize int64, params, payl
 	case IDFloatSplit:
 		return l.decodeSplit(dt, rawSize, payload, dst)
 	}
-	return nil, fmt.Errorf("%w: id %d", ErrUnknownCodec, id)
+	return nil, fmt.Errorf("%w: id %d", codec.ErrUnknownCodec, id)
 }
 
 // unzstd decodes one zstd frame that must hold exactly n bytes.
 func (l *Lossless) unzstd(frame []byte, n int64, dst []byte) ([]byte, error) {
 	var h zstd.Header
 	if err := h.Decode(frame); err != nil {
-		return nil, fmt.Errorf("%w: zstd header: %v", ErrCorrupt, err)
+		return nil, fmt.Errorf("%w: zstd header: %v", codec.ErrCorrupt, err)
 	}
 	// Small frames may omit the content size; DecodeAll is capped at n bytes
 	// either way, and the length is checked below.
 	if h.HasFCS && h.FrameContentSize != uint64(n) {
-		return nil, fmt.Errorf("%w: zstd frame holds %d bytes, want %d", ErrCorrupt, h.FrameContentSize, n)
+		return nil, fmt.Errorf("%w: zstd frame holds %d bytes, want %d", codec.ErrCorrupt, h.FrameContentSize, n)
 	}
 	if int64(cap(dst)) < n {
 		dst = make([]byte, 0, n)
 	}
 	out, err := l.dec.DecodeAll(frame, dst[:0:n])
 	if err != nil {
-		return nil, fmt.Errorf("%w: zstd: %v", ErrCorrupt, err)
+		return nil, fmt.Errorf("%w: zstd: %v", codec.ErrCorrupt, err)
 	}
 	if int64(len(out)) != n {
-		return nil, fmt.Errorf("%w: zstd gave %d bytes, want %d", ErrCorrupt, len(out), n)
+		return nil, fmt.Errorf("%w: zstd gave %d bytes, want %d", codec.ErrCorrupt, len(out), n)
 	}
 	return out, nil
 }
@@ -216,22 +213,22 @@ func (l *Lossless) encodeSplit(dt tensor.DType, raw []byte) []byte {
 func (l *Lossless) decodeSplit(dt tensor.DType, rawSize int64, payload, dst []byte) ([]byte, error) {
 	width, shift, ok := splitLayout(dt)
 	if !ok {
-		return nil, fmt.Errorf("%w: float-split cannot hold %s", ErrCorrupt, dt)
+		return nil, fmt.Errorf("%w: float-split cannot hold %s", codec.ErrCorrupt, dt)
 	}
 	if rawSize%int64(width) != 0 {
-		return nil, fmt.Errorf("%w: %d bytes is not a whole number of %s elements", ErrCorrupt, rawSize, dt)
+		return nil, fmt.Errorf("%w: %d bytes is not a whole number of %s elements", codec.ErrCorrupt, rawSize, dt)
 	}
 	n := rawSize / int64(width)
 	np, k := binary.Uvarint(payload)
 	if k <= 0 || np != uint64(numPlanes(shift)) {
-		return nil, fmt.Errorf("%w: float-split plane count", ErrCorrupt)
+		return nil, fmt.Errorf("%w: float-split plane count", codec.ErrCorrupt)
 	}
 	payload = payload[k:]
 	planes := make([][]byte, np)
 	for p := range planes {
 		fl, k := binary.Uvarint(payload)
 		if k <= 0 || fl > uint64(len(payload)-k) {
-			return nil, fmt.Errorf("%w: float-split plane %d length", ErrCorrupt, p)
+			return nil, fmt.Errorf("%w: float-split plane %d length", codec.ErrCorrupt, p)
 		}
 		var err error
 		planes[p], err = l.unzstd(payload[k:k+int(fl)], n, nil)
@@ -241,7 +238,7 @@ func (l *Lossless) decodeSplit(dt tensor.DType, rawSize int64, payload, dst []by
 		payload = payload[k+int(fl):]
 	}
 	if len(payload) != 0 {
-		return nil, fmt.Errorf("%w: %d bytes after the last plane", ErrCorrupt, len(payload))
+		return nil, fmt.Errorf("%w: %d bytes after the last plane", codec.ErrCorrupt, len(payload))
 	}
 	if int64(cap(dst)) < rawSize {
 		dst = make([]byte, rawSize)
@@ -252,14 +249,14 @@ func (l *Lossless) decodeSplit(dt tensor.DType, rawSize int64, payload, dst []by
 	for i := int64(0); i < n; i++ {
 		e := uint32(planes[0][i])
 		if e > mask {
-			return nil, fmt.Errorf("%w: exponent %d out of range at element %d", ErrCorrupt, e, i)
+			return nil, fmt.Errorf("%w: exponent %d out of range at element %d", codec.ErrCorrupt, e, i)
 		}
 		var r uint32
 		for p := 1; p < len(planes); p++ {
 			r |= uint32(planes[p][i]) << (8 * (p - 1))
 		}
 		if r>>(shift+1) != 0 {
-			return nil, fmt.Errorf("%w: mantissa out of range at element %d", ErrCorrupt, i)
+			return nil, fmt.Errorf("%w: mantissa out of range at element %d", codec.ErrCorrupt, i)
 		}
 		x := r&(1<<shift-1) | e<<shift | (r>>shift)<<signBit
 		if width == 4 {

@@ -35,12 +35,77 @@ import (
 	"math"
 	"runtime"
 
+	"github.com/nwc-project/nwc/loader/codec"
 	"github.com/nwc-project/nwc/loader/tensor"
 	"github.com/nwc-project/nwc/ortcodec/entropy"
 	"github.com/nwc-project/nwc/ortcodec/ldlq"
 )
 
 // Format constants.
+func init() {
+	codec.Register(codec.Codec{Name: "ecsq", ID: codec.IDECSQ,
+		Doc:   "entropy-coded uniform scalar quantization with LDLQ feedback (--bits: target bits/weight, 0-16; calibration)",
+		Lossy: true, Calibration: true,
+		NewEncoder: func(cfg codec.Config) (codec.Encoder, error) {
+			if !(cfg.Bits > 0 && cfg.Bits <= 16) {
+				return nil, fmt.Errorf("ecsq needs 0 < --bits <= 16, got %g", cfg.Bits)
+			}
+			block := cfg.FeedbackBlock
+			if block == 0 {
+				block = ldlq.FeedbackBlock
+			}
+			if block < 0 || block > ldlq.MaxN {
+				return nil, fmt.Errorf("ecsq: feedback block %d out of range", block)
+			}
+			return encoder{bits: cfg.Bits, block: block}, nil
+		},
+		NewDecoder: func(codec.Env) (codec.Decoder, error) { return decoder{}, nil }})
+}
+
+type encoder struct {
+	bits  float64
+	block int // LDLQ feedback block
+}
+
+func (c encoder) Encode(ctx context.Context, in codec.Input) (codec.Output, error) {
+	m, n, err := codec.MatrixDims(in.Info.Shape)
+	if err != nil {
+		return codec.Output{}, err
+	}
+	f, err := ldlq.NewFactor(in.H, n, ldlq.Options{Workers: 1, BlockSize: c.block})
+	if err != nil {
+		return codec.Output{}, err
+	}
+	res, err := StepForBits(ctx, in.Weights, m, n, f, c.bits, Options{Workers: 1}, SearchOptions{})
+	if err != nil {
+		return codec.Output{}, err
+	}
+	return codec.Output{ID: codec.IDECSQ, DType: tensor.F32, Params: []byte{Version}, Payload: res.Payload}, nil
+}
+
+type decoder struct{}
+
+func (decoder) Decode(_ context.Context, s codec.Section, payload, dst []byte) ([]byte, error) {
+	if err := codec.CheckF32("ecsq", s); err != nil {
+		return nil, err
+	}
+	if len(s.Params) != 1 || s.Params[0] != Version {
+		return nil, fmt.Errorf("%w: ecsq parameters %v", codec.ErrCorrupt, s.Params)
+	}
+	if len(s.Shape) != 2 {
+		return nil, fmt.Errorf("%w: ecsq shape %v", codec.ErrCorrupt, s.Shape)
+	}
+	m, n, err := codec.MatrixDims(s.Shape)
+	if err != nil {
+		return nil, err
+	}
+	f, err := Decode(payload, m, n, nil)
+	if err != nil {
+		return nil, err
+	}
+	return tensor.F32Bytes(f, dst), nil
+}
+
 const (
 	Version = 1
 	// MinStep and MaxStep bound the quantization step (on the normalized,
@@ -60,7 +125,7 @@ const (
 var (
 	// ErrCorrupt: a payload is malformed (also wraps entropy.ErrCorrupt
 	// for bad streams).
-	ErrCorrupt = errors.New("ecsq: corrupt payload")
+	ErrCorrupt = fmt.Errorf("ecsq: %w", codec.ErrCorrupt)
 	// ErrShape: bad m, n or slice lengths.
 	ErrShape = errors.New("ecsq: bad shape")
 	// ErrStep: step not finite or outside [MinStep, MaxStep].

@@ -1,4 +1,4 @@
-package codec
+package rtn
 
 import (
 	"math"
@@ -16,12 +16,12 @@ func TestRTN(t *testing.T) {
 	prevErr := math.Inf(1)
 	for bits := 2; bits <= 8; bits++ {
 		for _, g := range []int{0, 128} {
-			q := RTN{Bits: bits, Group: g}
-			payload := q.Encode(w, rows, cols)
+			q := Quantizer{Bits: bits, Group: g}
+			payload := q.EncodeMatrix(w, rows, cols)
 			if int64(len(payload)) != q.PayloadSize(rows, cols) {
 				t.Fatalf("payload size %d, want %d", len(payload), q.PayloadSize(rows, cols))
 			}
-			raw, err := DecodeRTN([]int64{int64(rows), int64(cols)}, q.Params(), payload, nil)
+			raw, err := Decode([]int64{int64(rows), int64(cols)}, q.Params(), payload, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -54,7 +54,7 @@ func TestRTN(t *testing.T) {
 	}
 	// Constant rows (zero range) survive.
 	z := make([]float32, 256)
-	q := RTN{Bits: 4, Group: 128}
+	q := Quantizer{Bits: 4, Group: 128}
 	out := q.Quantize(z, 2, 128, nil)
 	for _, v := range out {
 		if v != 0 {
@@ -64,10 +64,10 @@ func TestRTN(t *testing.T) {
 }
 
 func TestRTNCorrupt(t *testing.T) {
-	if _, err := DecodeRTN([]int64{2, 4}, []byte{9, 0}, make([]byte, 100), nil); err == nil {
+	if _, err := Decode([]int64{2, 4}, []byte{9, 0}, make([]byte, 100), nil); err == nil {
 		t.Error("bits 9 accepted")
 	}
-	if _, err := DecodeRTN([]int64{2, 4}, RTN{Bits: 4}.Params(), make([]byte, 3), nil); err == nil {
+	if _, err := Decode([]int64{2, 4}, Quantizer{Bits: 4}.Params(), make([]byte, 3), nil); err == nil {
 		t.Error("short payload accepted")
 	}
 }
@@ -78,6 +78,6 @@ func FuzzRTNDecode(f *testing.F) {
 		if r < 0 || c < 0 || r*c > 1<<20 {
 			return
 		}
-		DecodeRTN([]int64{r, c}, params, payload, nil)
+		Decode([]int64{r, c}, params, payload, nil)
 	})
 }

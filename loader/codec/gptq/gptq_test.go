@@ -8,8 +8,8 @@ import (
 	"math"
 	"testing"
 
-	"github.com/nwc-project/nwc/loader/codec"
-	"github.com/nwc-project/nwc/ortcodec/internal/testmat"
+	"github.com/nwc-project/nwc/internal/testmat"
+	"github.com/nwc-project/nwc/loader/codec/rtn"
 	"github.com/nwc-project/nwc/ortcodec/ldlq"
 )
 
@@ -19,9 +19,9 @@ var correlatedH = testmat.CorrelatedH
 // weights.
 func randW(m, n int, seed uint64) []float32 { return testmat.LLMW(m, n, seed, 200, 6) }
 
-func decodeRTN(t *testing.T, q codec.RTN, m, n int, payload []byte) []float32 {
+func decodeRTN(t *testing.T, q rtn.Quantizer, m, n int, payload []byte) []float32 {
 	t.Helper()
-	raw, err := codec.DecodeRTN([]int64{int64(m), int64(n)}, q.Params(), payload, nil)
+	raw, err := rtn.Decode([]int64{int64(m), int64(n)}, q.Params(), payload, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,7 +46,7 @@ func TestIdentityIsRTN(t *testing.T) {
 			diag[i*n+i] = 1 + float64(i%3)
 		}
 		for bits := 2; bits <= 8; bits += 2 {
-			want := codec.RTN{Bits: bits, Group: 128}.Encode(W, m, n)
+			want := rtn.Quantizer{Bits: bits, Group: 128}.EncodeMatrix(W, m, n)
 			for name, H := range map[string][]float64{"nil": nil, "diagonal": diag} {
 				res, err := Quantize(ctx, W, m, n, H, Options{Bits: bits, Workers: 2})
 				if err != nil {
@@ -68,7 +68,7 @@ func TestBeatsRTN(t *testing.T) {
 	W := randW(m, n, 2)
 	H := correlatedH(n, 32, 3*n, 3)
 	for _, bits := range []int{2, 3, 4} {
-		q := codec.RTN{Bits: bits, Group: 128}
+		q := rtn.Quantizer{Bits: bits, Group: 128}
 		rtn := q.Quantize(W, m, n, nil)
 		res, err := Quantize(ctx, W, m, n, H, Options{Bits: bits})
 		if err != nil {
@@ -257,16 +257,16 @@ func TestHostile(t *testing.T) {
 }
 
 func TestPackRTN(t *testing.T) {
-	q := codec.RTN{Bits: 3, Group: 4}
-	if _, err := codec.PackRTN(q, 2, 5, make([]uint16, 4), make([]uint16, 4), make([]uint8, 10)); err != nil {
+	q := rtn.Quantizer{Bits: 3, Group: 4}
+	if _, err := rtn.Pack(q, 2, 5, make([]uint16, 4), make([]uint16, 4), make([]uint8, 10)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := codec.PackRTN(q, 2, 5, make([]uint16, 3), make([]uint16, 4), make([]uint8, 10)); err == nil {
+	if _, err := rtn.Pack(q, 2, 5, make([]uint16, 3), make([]uint16, 4), make([]uint8, 10)); err == nil {
 		t.Error("short scales accepted")
 	}
 	codes := make([]uint8, 10)
 	codes[3] = 8
-	if _, err := codec.PackRTN(q, 2, 5, make([]uint16, 4), make([]uint16, 4), codes); err == nil {
+	if _, err := rtn.Pack(q, 2, 5, make([]uint16, 4), make([]uint16, 4), codes); err == nil {
 		t.Error("code 8 accepted for 3 bits")
 	}
 }

@@ -8,7 +8,7 @@ import (
 	"math"
 	"testing"
 
-	"github.com/nwc-project/nwc/ortcodec/internal/testmat"
+	"github.com/nwc-project/nwc/internal/testmat"
 	"github.com/nwc-project/nwc/ortcodec/ldlq"
 )
 

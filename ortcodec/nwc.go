@@ -1,0 +1,99 @@
+package ortcodec
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"sort"
+
+	"github.com/nwc-project/nwc/loader/codec"
+)
+
+// The nwc section format (codec id 20): parameters = version | uvarint name
+// length | codec name | sha256 of the codec (Identity); payload = version |
+// m fp16 row scales | n 2-bit quality levels (one per input column) | the
+// entropy streams of the latents of the m/16 x n chunks (column-major: chunk
+// (j, k) holds rows 16k..16k+15 of column j), decoded by the codec's
+// decoder network and multiplied back by the row scales. It decodes to F32.
+
+func init() {
+	codec.Register(codec.Codec{Name: "nwc", ID: codec.IDNWC,
+		Doc:   "the trained neural codec (nwc:NAME picks one; else the shipped codec closest to --bits; calibration)",
+		Lossy: true, Calibration: true,
+		NewEncoder: newEncoder, NewDecoder: newDecoder})
+}
+
+const nwcPayloadVersion = 1
+
+// Importance fractions of the method (nwc-method.md step 3): the top 0.1% of
+// input columns by diag(H) get level 3, the next 1% level 2, the next 10%
+// level 1, the rest level 0.
+var levelFractions = [3]float64{0.001, 0.01, 0.1}
+
+// params encodes the section parameters: version, name, content hash.
+func (nc Identity) params() []byte {
+	p := []byte{nwcPayloadVersion}
+	p = binary.AppendUvarint(p, uint64(len(nc.Name)))
+	p = append(p, nc.Name...)
+	return append(p, nc.Hash[:]...)
+}
+
+func parseNeuralParams(p []byte) (name string, hash [32]byte, err error) {
+	if len(p) < 2 || p[0] != nwcPayloadVersion {
+		return "", hash, fmt.Errorf("%w: nwc parameters", codec.ErrCorrupt)
+	}
+	l, k := binary.Uvarint(p[1:])
+	if k <= 0 || l > 256 || uint64(len(p)-1-k) != l+32 {
+		return "", hash, fmt.Errorf("%w: nwc parameters", codec.ErrCorrupt)
+	}
+	name = string(p[1+k : 1+k+int(l)])
+	copy(hash[:], p[1+k+int(l):])
+	return name, hash, nil
+}
+
+// Levels assigns quality levels to n input columns from diag(H); nil H
+// (no calibration data) gives level 0 everywhere.
+func Levels(h []float64, n int) []uint8 {
+	lv := make([]uint8, n)
+	if h == nil {
+		return lv
+	}
+	idx := make([]int, n)
+	for i := range idx {
+		idx[i] = i
+	}
+	sort.SliceStable(idx, func(a, b int) bool { return h[idx[a]*n+idx[a]] > h[idx[b]*n+idx[b]] })
+	pos := 0
+	for l := 3; l >= 1; l-- {
+		cnt := int(math.Ceil(levelFractions[3-l] * float64(n)))
+		for i := 0; i < cnt && pos < n; i++ {
+			lv[idx[pos]] = uint8(l)
+			pos++
+		}
+	}
+	return lv
+}
+
+// payloadHeader checks an nwc payload of a [m, n] tensor and returns the
+// per-chunk quality levels (n*m/16, column-major) and the offset of the
+// entropy streams.
+func payloadHeader(shape []int64, payload []byte) (m, n int, q []int64, side int, err error) {
+	if len(shape) != 2 || shape[0] <= 0 || shape[1] <= 0 || shape[0]%D != 0 || shape[0]*shape[1] > 1<<34 {
+		return 0, 0, nil, 0, fmt.Errorf("%w: nwc shape %v", codec.ErrCorrupt, shape)
+	}
+	m, n = int(shape[0]), int(shape[1])
+	side = 1 + 2*m + (n+3)/4
+	if len(payload) < side || payload[0] != nwcPayloadVersion {
+		return 0, 0, nil, 0, fmt.Errorf("%w: nwc payload of %d bytes (header needs %d)", codec.ErrCorrupt, len(payload), side)
+	}
+	kc := m / D
+	q = make([]int64, n*kc)
+	lv := payload[1+2*m:]
+	for j := 0; j < n; j++ {
+		l := int64(lv[j/4] >> (2 * (j % 4)) & 3)
+		for k := 0; k < kc; k++ {
+			q[j*kc+k] = l
+		}
+	}
+	return m, n, q, side, nil
+}

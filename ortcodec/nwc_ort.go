@@ -1,0 +1,285 @@
+//go:build cgo
+
+package ortcodec
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io/fs"
+	"math"
+	"strings"
+	"sync"
+
+	"github.com/nwc-project/nwc/loader/codec"
+	"github.com/nwc-project/nwc/loader/tensor"
+	"github.com/nwc-project/nwc/ortcodec/ldlq"
+)
+
+// loadOptions turns the host's Env into Load options.
+func loadOptions(env codec.Env) []Option {
+	opts := []Option{WithThreads(env.Threads)}
+	if env.Provider != "" {
+		opts = append(opts, WithProvider(env.Provider))
+	}
+	if env.HostORT {
+		opts = append(opts, WithHostEnvironment())
+	}
+	return opts
+}
+
+// encoder codes block linears with one trained codec.
+type encoder struct {
+	id    Identity
+	c     *Codec
+	block int // LDLQ feedback block
+}
+
+// newEncoder loads the codec cfg.Arg names (or, with no name, the one whose
+// measured rate is closest to cfg.Bits).
+func newEncoder(cfg codec.Config) (codec.Encoder, error) {
+	block := cfg.FeedbackBlock
+	if block == 0 {
+		block = ldlq.FeedbackBlock
+	}
+	if block < 0 || block > ldlq.MaxN {
+		return nil, fmt.Errorf("nwc: feedback block %d out of range", block)
+	}
+	name := cfg.Arg
+	if name == "" {
+		ci, err := ForBits(cfg.Codecs, cfg.Bits)
+		if err != nil {
+			return nil, err
+		}
+		name = ci.Name
+	}
+	fsys, name, err := Resolve(cfg.Codecs, name)
+	if err != nil {
+		return nil, err
+	}
+	id, err := Identify(fsys, name)
+	if err != nil {
+		return nil, err
+	}
+	c, err := Load(fsys, name, loadOptions(cfg.Env)...)
+	if err != nil {
+		return nil, err
+	}
+	return &encoder{id: id, c: c, block: block}, nil
+}
+
+// Codec returns the name of the trained codec the encoder uses.
+func (e *encoder) String() string { return e.id.Name }
+
+func (e *encoder) Close() error { return e.c.Close() }
+
+// Encode: W [m, n] -> row scales, quality levels from diag(H), LDLQ over
+// column blocks through the encoder network, rANS streams of the latents.
+func (e *encoder) Encode(ctx context.Context, in codec.Input) (codec.Output, error) {
+	if len(in.Info.Shape) != 2 {
+		return codec.Output{}, fmt.Errorf("nwc: shape %v is not a matrix", in.Info.Shape)
+	}
+	m, n := int(in.Info.Shape[0]), int(in.Info.Shape[1])
+	if m%D != 0 {
+		return codec.Output{}, fmt.Errorf("nwc: %d rows is not a multiple of %d", m, D)
+	}
+	w, h := in.Weights, in.H
+	if len(w) != m*n {
+		return codec.Output{}, fmt.Errorf("nwc: %d weights for shape %v", len(w), in.Info.Shape)
+	}
+	scales := make([]uint16, m)
+	wn := make([]float32, m*n)
+	for i := 0; i < m; i++ {
+		row := w[i*n : (i+1)*n]
+		var s, s2 float64
+		for _, v := range row {
+			s += float64(v)
+			s2 += float64(v) * float64(v)
+		}
+		mean := s / float64(n)
+		std := math.Sqrt(math.Max(s2/float64(n)-mean*mean, 0))
+		scales[i] = tensor.F32ToF16(float32(std))
+		r := tensor.F16ToF32(scales[i])
+		if r == 0 || math.IsInf(float64(r), 0) {
+			scales[i] = tensor.F32ToF16(1)
+			r = 1
+		}
+		for j, v := range row {
+			wn[i*n+j] = v / r
+		}
+	}
+	levels := Levels(h, n)
+	f, err := ldlq.NewFactor(h, n, ldlq.Options{Workers: 1, BlockSize: e.block})
+	if err != nil {
+		return codec.Output{}, err
+	}
+	c := e.c
+	kc := m / D // chunks per column
+	syms := make([]int32, m*n)
+	qAll := make([]int64, n*kc)
+	for j := 0; j < n; j++ {
+		for k := 0; k < kc; k++ {
+			qAll[j*kc+k] = int64(levels[j])
+		}
+	}
+	_, err = f.Quantize(ctx, wn, m, func(s, end int, blk []float32) ([]float32, error) {
+		cols := end - s
+		nch := cols * kc
+		x := make([]float32, nch*D)
+		q := make([]int64, nch)
+		for j := 0; j < cols; j++ {
+			for k := 0; k < kc; k++ {
+				ch := j*kc + k
+				q[ch] = int64(levels[s+j])
+				for t := 0; t < D; t++ {
+					x[ch*D+t] = blk[(k*D+t)*cols+j]
+				}
+			}
+		}
+		y, err := c.Encode(ctx, x, q)
+		if err != nil {
+			return nil, err
+		}
+		sy, err := c.Quantize(y, q, syms[s*m:end*m])
+		if err != nil {
+			return nil, err
+		}
+		yh, err := c.Dequantize(sy, q, nil)
+		if err != nil {
+			return nil, err
+		}
+		xh, err := c.Decode(ctx, yh, q)
+		if err != nil {
+			return nil, err
+		}
+		out := make([]float32, m*cols)
+		for j := 0; j < cols; j++ {
+			for k := 0; k < kc; k++ {
+				ch := j*kc + k
+				for t := 0; t < D; t++ {
+					out[(k*D+t)*cols+j] = xh[ch*D+t]
+				}
+			}
+		}
+		return out, nil
+	})
+	if err != nil {
+		return codec.Output{}, err
+	}
+	payload := []byte{nwcPayloadVersion}
+	for _, s := range scales {
+		payload = binary.LittleEndian.AppendUint16(payload, s)
+	}
+	packed := make([]byte, (n+3)/4)
+	for j, l := range levels {
+		packed[j/4] |= l << (2 * (j % 4))
+	}
+	payload = append(payload, packed...)
+	payload, err = c.EncodeLevels(syms, qAll, payload)
+	if err != nil {
+		return codec.Output{}, err
+	}
+	return codec.Output{ID: codec.IDNWC, DType: tensor.F32, Params: e.id.params(), Payload: payload}, nil
+}
+
+// DecodeMatrix decodes an nwc payload of a [m, n] tensor to float32.
+func (c *Codec) DecodeMatrix(ctx context.Context, shape []int64, payload []byte) ([]float32, error) {
+	m, n, q, side, err := payloadHeader(shape, payload)
+	if err != nil {
+		return nil, err
+	}
+	syms, err := c.DecodeLevels(payload[side:], q)
+	if err != nil {
+		return nil, err
+	}
+	yh, err := c.Dequantize(syms, q, nil)
+	if err != nil {
+		return nil, err
+	}
+	xh, err := c.Decode(ctx, yh, q)
+	if err != nil {
+		return nil, err
+	}
+	kc := m / D
+	w := make([]float32, m*n)
+	for i := 0; i < m; i++ {
+		r := tensor.F16ToF32(binary.LittleEndian.Uint16(payload[1+2*i:]))
+		k, t := i/D, i%D
+		for j := 0; j < n; j++ {
+			w[i*n+j] = xh[(j*kc+k)*D+t] * r
+		}
+	}
+	return w, nil
+}
+
+// decoder decodes the nwc sections of one file, loading each trained codec
+// the file names once, after checking its content hash.
+type decoder struct {
+	env    codec.Env
+	mu     sync.Mutex
+	loaded map[string]*Codec
+}
+
+func newDecoder(env codec.Env) (codec.Decoder, error) {
+	return &decoder{env: env, loaded: map[string]*Codec{}}, nil
+}
+
+func (d *decoder) Decode(ctx context.Context, s codec.Section, payload, dst []byte) ([]byte, error) {
+	if err := codec.CheckF32("nwc", s); err != nil {
+		return nil, err
+	}
+	c, err := d.get(s.Params)
+	if err != nil {
+		return nil, err
+	}
+	w, err := c.DecodeMatrix(ctx, s.Shape, payload)
+	if err != nil {
+		return nil, err
+	}
+	return tensor.F32Bytes(w, dst), nil
+}
+
+func (d *decoder) get(params []byte) (*Codec, error) {
+	name, hash, err := parseNeuralParams(params)
+	if err != nil {
+		return nil, err
+	}
+	if strings.ContainsAny(name, `/\`) {
+		return nil, fmt.Errorf("%w: nwc codec name %q is a path", codec.ErrCorrupt, name)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if c, ok := d.loaded[name]; ok {
+		return c, nil
+	}
+	var fsys fs.FS
+	if fsys, name, err = Resolve(d.env.Codecs, name); err != nil {
+		return nil, err
+	}
+	id, err := Identify(fsys, name)
+	if err != nil {
+		return nil, err
+	}
+	if id.Hash != hash {
+		return nil, fmt.Errorf("%w: codec %q in %s is not the one this file was made with (content hash %x, file wants %x)",
+			codec.ErrCodecMismatch, name, fsName(fsys), id.Hash[:6], hash[:6])
+	}
+	c, err := Load(fsys, name, append(loadOptions(d.env), WithDecoderOnly())...)
+	if err != nil {
+		return nil, err
+	}
+	d.loaded[name] = c
+	return c, nil
+}
+
+func (d *decoder) Close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var errs []error
+	for _, c := range d.loaded {
+		errs = append(errs, c.Close())
+	}
+	d.loaded = map[string]*Codec{}
+	return errors.Join(errs...)
+}
