@@ -1,6 +1,6 @@
 module github.com/nwc-project/nwc
 
-go 1.26.8
+go 1.25.0
 
 require (
 	github.com/daulet/tokenizers v1.24.0

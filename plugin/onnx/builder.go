@@ -1,4 +1,4 @@
-// Package onnx builds ONNX graphs from Go and edits existing ONNX models.
+// Package onnx builds ONNX graphs from Go.
 //
 // The protobuf messages are in onnxpb (generated from the ONNX project's
 // onnx.proto by scripts/gen_onnx_proto.sh). Graph is a small builder: add
@@ -6,8 +6,7 @@
 // from Go slices, and nodes whose outputs are named automatically; then
 // Marshal the model to bytes that ONNX Runtime can load directly.
 //
-// ReplaceInitializers swaps the weights of an existing model for tensors read
-// from a tensor.Source.
+// Reading the weights of an existing .onnx file is loader/onnxinit's job.
 package onnx
 
 import (

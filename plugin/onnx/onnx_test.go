@@ -1,52 +1,20 @@
 package onnx
 
 import (
+	"bytes"
 	"encoding/binary"
-	"errors"
 	"math"
+	"slices"
 	"testing"
 
 	ort "github.com/yalue/onnxruntime_go"
 
 	"github.com/nwc-project/nwc/internal/ortenv"
 	"github.com/nwc-project/nwc/internal/ortenv/orttest"
+	"github.com/nwc-project/nwc/loader/onnxinit"
 	"github.com/nwc-project/nwc/loader/tensor"
+	"github.com/nwc-project/nwc/plugin/onnx/onnxpb"
 )
-
-// memSource is an in-memory tensor.Source of float32 tensors.
-type memSource struct {
-	infos []tensor.Info
-	data  map[string][]float32
-}
-
-func (m *memSource) add(name string, shape []int64, v []float32) {
-	if m.data == nil {
-		m.data = map[string][]float32{}
-	}
-	m.infos = append(m.infos, tensor.Info{Name: name, DType: tensor.F32, Shape: shape, Size: int64(4 * len(v))})
-	m.data[name] = v
-}
-func (m *memSource) Tensors() []tensor.Info { return m.infos }
-func (m *memSource) Assets() []tensor.Asset { return nil }
-func (m *memSource) Close() error           { return nil }
-func (m *memSource) ReadRaw(name string, dst []byte) ([]byte, error) {
-	v, ok := m.data[name]
-	if !ok {
-		return nil, tensor.ErrNotFound
-	}
-	b := make([]byte, 4*len(v))
-	for i, f := range v {
-		binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(f))
-	}
-	return b, nil
-}
-func (m *memSource) ReadFloat32(name string, dst []float32) ([]float32, error) {
-	v, ok := m.data[name]
-	if !ok {
-		return nil, tensor.ErrNotFound
-	}
-	return append(dst[:0], v...), nil
-}
 
 // tinyModel: y = Relu(x @ W + b), x [batch, 3] dynamic batch, W [3, 2], b [2].
 func tinyModel(t *testing.T, w, b []float32) []byte {
@@ -89,7 +57,7 @@ func run(t *testing.T, model []byte, x []float32) []float32 {
 	return append([]float32(nil), outs[0].(*ort.Tensor[float32]).GetData()...)
 }
 
-func TestBuildRunReplace(t *testing.T) {
+func TestBuildRun(t *testing.T) {
 	orttest.Require(t)
 	w := []float32{1, -1, 2, 0.5, -3, 1}
 	b := []float32{0.5, -0.25}
@@ -118,65 +86,77 @@ func TestBuildRunReplace(t *testing.T) {
 	}
 	check(run(t, model, x), ref(w, b))
 
-	// Replace W (and only W) from a source.
-	w2 := []float32{0.1, 0.2, 0.3, 0.4, 0.5, 0.6}
-	src := &memSource{}
-	src.add("W", []int64{3, 2}, w2)
-	src.add("unrelated", []int64{1}, []float32{7})
-	m2, names, err := ReplaceInitializers(model, src, ReplaceOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(names) != 1 || names[0] != "W" {
-		t.Fatalf("replaced %v", names)
-	}
-	check(run(t, m2, x), ref(w2, b))
-
-	// Renamed source tensor.
-	src2 := &memSource{}
-	src2.add("model.bias", []int64{2}, []float32{10, 20})
-	m3, _, err := ReplaceInitializers(model, src2, ReplaceOptions{Names: []string{"b"},
-		SourceName: func(s string) string { return "model.bias" }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	check(run(t, m3, x), ref(w, []float32{10, 20}))
 }
 
-func TestReplaceErrors(t *testing.T) {
-	model := tinyModel(t, make([]float32, 6), make([]float32, 2))
-	bad := &memSource{}
-	bad.add("W", []int64{2, 3}, make([]float32, 6))
-	if _, _, err := ReplaceInitializers(model, bad, ReplaceOptions{}); !errors.Is(err, ErrShapeMismatch) {
-		t.Fatalf("shape: %v", err)
+func TestUnmarshalModelRejectsGarbage(t *testing.T) {
+	if _, err := UnmarshalModel([]byte{0xff, 0xff}); err == nil {
+		t.Fatal("garbage parsed")
 	}
-	if _, _, err := ReplaceInitializers(model, bad, ReplaceOptions{Names: []string{"nope"}}); !errors.Is(err, ErrNoInitializer) {
-		t.Fatalf("missing initializer: %v", err)
+}
+
+// The builder's models are read back by the repository's one ONNX
+// initializer reader, loader/onnxinit, whose data-type numbers must agree
+// with the generated onnx.proto enum.
+func TestInitializersReadByOnnxinit(t *testing.T) {
+	for _, c := range []struct {
+		got  int
+		want onnxpb.TensorProto_DataType
+	}{
+		{onnxinit.TypeFloat, onnxpb.TensorProto_FLOAT},
+		{onnxinit.TypeUint8, onnxpb.TensorProto_UINT8},
+		{onnxinit.TypeInt8, onnxpb.TensorProto_INT8},
+		{onnxinit.TypeUint16, onnxpb.TensorProto_UINT16},
+		{onnxinit.TypeInt16, onnxpb.TensorProto_INT16},
+		{onnxinit.TypeInt32, onnxpb.TensorProto_INT32},
+		{onnxinit.TypeInt64, onnxpb.TensorProto_INT64},
+		{onnxinit.TypeString, onnxpb.TensorProto_STRING},
+		{onnxinit.TypeBool, onnxpb.TensorProto_BOOL},
+		{onnxinit.TypeFloat16, onnxpb.TensorProto_FLOAT16},
+		{onnxinit.TypeDouble, onnxpb.TensorProto_DOUBLE},
+		{onnxinit.TypeUint32, onnxpb.TensorProto_UINT32},
+		{onnxinit.TypeUint64, onnxpb.TensorProto_UINT64},
+		{onnxinit.TypeBFloat16, onnxpb.TensorProto_BFLOAT16},
+	} {
+		if int32(c.got) != int32(c.want) {
+			t.Errorf("onnxinit: %s is %d, onnx.proto says %d", c.want, c.got, int32(c.want))
+		}
 	}
-	none := &memSource{}
-	none.add("other", []int64{1}, []float32{1})
-	if _, _, err := ReplaceInitializers(model, none, ReplaceOptions{}); !errors.Is(err, ErrNoInitializer) {
-		t.Fatalf("no match: %v", err)
-	}
-	if _, _, err := ReplaceInitializers(model, none, ReplaceOptions{Names: []string{"W"}}); !errors.Is(err, tensor.ErrNotFound) {
-		t.Fatalf("missing source tensor: %v", err)
-	}
-	// An INT64 initializer cannot take float data.
+
+	w := []float32{1, -1, 2, 0.5, -3, 1}
+	model := tinyModel(t, w, []float32{0.5, -0.25})
 	g := NewGraph("ints")
 	x := g.Input("x", Int64, D(2))
-	g.NodeOut("Add", []string{x, g.InitInt64("k", []int64{2}, []int64{1, 2})}, []string{"y"})
+	g.NodeOut("Add", []string{x, g.InitInt64("k", []int64{2}, []int64{-7, 1 << 40})}, []string{"y"})
 	g.Output("y", Int64, D(2))
 	mi, err := g.Marshal()
 	if err != nil {
 		t.Fatal(err)
 	}
-	fs := &memSource{}
-	fs.add("k", []int64{2}, []float32{1, 2})
-	if _, _, err := ReplaceInitializers(mi, fs, ReplaceOptions{}); !errors.Is(err, ErrDTypeMismatch) {
-		t.Fatalf("dtype: %v", err)
+	f, err := onnxinit.NewReader("tiny.onnx", bytes.NewReader(model), int64(len(model)), "")
+	if err != nil {
+		t.Fatal(err)
 	}
-	if _, err := UnmarshalModel([]byte{0xff, 0xff}); err == nil {
-		t.Fatal("garbage parsed")
+	defer f.Close()
+	infos := f.Tensors()
+	if len(infos) != 2 || infos[0].Name != "W" || infos[0].DType != tensor.F32 || !slices.Equal(infos[0].Shape, []int64{3, 2}) {
+		t.Fatalf("tensors %+v", infos)
+	}
+	got, err := f.ReadFloat32("W", nil)
+	if err != nil || !slices.Equal(got, w) {
+		t.Fatalf("W = %v, %v; want %v", got, err, w)
+	}
+	fi, err := onnxinit.NewReader("ints.onnx", bytes.NewReader(mi), int64(len(mi)), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fi.Close()
+	raw, err := fi.ReadRaw("k", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ti := fi.Tensors(); len(ti) != 1 || ti[0].DType != tensor.I64 || len(raw) != 16 ||
+		int64(binary.LittleEndian.Uint64(raw)) != -7 || int64(binary.LittleEndian.Uint64(raw[8:])) != 1<<40 {
+		t.Fatalf("k: %+v %x", ti, raw)
 	}
 }
 
