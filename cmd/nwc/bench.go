@@ -19,7 +19,7 @@ import (
 	"github.com/nwc-project/nwc/loader"
 	"github.com/nwc-project/nwc/loader/tensor"
 	"github.com/nwc-project/nwc/ortcodec"
-	"github.com/nwc-project/nwc/ortcodec/calib"
+	"github.com/nwc-project/nwc/eval/calib"
 	"github.com/nwc-project/nwc/plugin/tokenizer"
 )
 

@@ -1,3 +1,5 @@
+//go:build cgo
+
 // Package calib collects the calibration statistics of NWC (method step 3)
 // and LDLQ (step 6): for every linear weight W of a decoder block, the
 // input Hessian proxy H = XᵀX, X being the activations that enter W when
