@@ -91,14 +91,6 @@ func DefaultAttention(cfg arch.Config, provider string) string {
 	return AttentionStandard
 }
 
-// OpenONNX creates a model from a serialised graph made by Build for cfg.
-func OpenONNX(cfg arch.Config, data []byte, opts Options) (*Model, error) {
-	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
-	return newModel(cfg, opts, func(string) ([]byte, error) { return data, nil })
-}
-
 // sessionOptions initializes ONNX Runtime and returns session options for
 // provider, falling back to the CPU with a note (logged through logf, or
 // log.Printf when logf is nil); it also returns the provider used and the
