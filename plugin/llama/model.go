@@ -1,3 +1,5 @@
+//go:build cgo
+
 // Package llama runs Llama-architecture decoders (SmolLM2, ...) with ONNX
 // Runtime: Build turns a checkpoint (GGUF, safetensors or .nwc, any
 // tensor.Source) into an ONNX graph with the weights as float32

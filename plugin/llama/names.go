@@ -1,3 +1,5 @@
+//go:build cgo
+
 package llama
 
 import "github.com/nwc-project/nwc/loader/arch"
