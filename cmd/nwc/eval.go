@@ -1,3 +1,5 @@
+//go:build cgo
+
 package main
 
 import (
@@ -28,17 +30,6 @@ type evalJSON struct {
 	// with (digest.go); compare with nwc inspect --digest.
 	WeightsSHA256 string `json:"weights_sha256,omitempty"`
 	WeightsHashed int    `json:"weights_hashed,omitempty"`
-}
-
-type lmFlags struct {
-	provider string
-	threads  int
-	weight   func(name string, v []float32) // llama.BuildOptions.Weight
-}
-
-func (f *lmFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&f.provider, "provider", "cpu", "ONNX Runtime execution provider: cpu or cuda (falls back to cpu)")
-	fs.IntVar(&f.threads, "threads", 0, "ONNX Runtime intra-op threads (0 = its default)")
 }
 
 // openLM opens a model and its runtime; it returns the load time.
@@ -157,21 +148,4 @@ func runEval(ctx context.Context, args []string) error {
 		fmt.Printf("file:            %d bytes; linear weights at %.3f bits/weight\n", out.FileBytes, out.LinearBitsPerW)
 	}
 	return nil
-}
-
-// linearBits is the bits/weight of the transformer blocks' linear weights
-// in a .nwc file, from section bytes.
-func linearBits(nf *loader.NWCFile) float64 {
-	var bytes, n int64
-	for _, e := range nf.Container().Entries() {
-		ti := e.Info()
-		if loader.IsBlockLinear(ti) {
-			bytes += e.SectionSize()
-			n += ti.NumElements()
-		}
-	}
-	if n == 0 {
-		return 0
-	}
-	return 8 * float64(bytes) / float64(n)
 }

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/schollz/progressbar/v3"
+
+	"github.com/nwc-project/nwc/loader"
 )
 
 // parseFlags parses flags that may appear before or after positional
@@ -61,4 +63,34 @@ func newProgress(desc string, quiet bool) (func(done, total int64), func()) {
 				fmt.Fprintln(os.Stderr)
 			}
 		}
+}
+
+// lmFlags are the runtime flags of the commands that run a model (eval,
+// bench, and compress for its calibration).
+type lmFlags struct {
+	provider string
+	threads  int
+	weight   func(name string, v []float32) // llama.BuildOptions.Weight
+}
+
+func (f *lmFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.provider, "provider", "cpu", "ONNX Runtime execution provider: cpu or cuda (falls back to cpu)")
+	fs.IntVar(&f.threads, "threads", 0, "ONNX Runtime intra-op threads (0 = its default)")
+}
+
+// linearBits is the bits/weight of the transformer blocks' linear weights
+// in a .nwc file, from section bytes.
+func linearBits(nf *loader.NWCFile) float64 {
+	var bytes, n int64
+	for _, e := range nf.Container().Entries() {
+		ti := e.Info()
+		if loader.IsBlockLinear(ti) {
+			bytes += e.SectionSize()
+			n += ti.NumElements()
+		}
+	}
+	if n == 0 {
+		return 0
+	}
+	return 8 * float64(bytes) / float64(n)
 }
