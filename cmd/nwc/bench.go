@@ -1,3 +1,5 @@
+//go:build cgo
+
 package main
 
 import (
@@ -15,12 +17,12 @@ import (
 	"sync"
 
 	"github.com/nwc-project/nwc/eval"
+	"github.com/nwc-project/nwc/eval/calib"
 	"github.com/nwc-project/nwc/eval/report"
 	"github.com/nwc-project/nwc/loader"
 	"github.com/nwc-project/nwc/loader/codec"
 	"github.com/nwc-project/nwc/loader/tensor"
 	"github.com/nwc-project/nwc/ortcodec"
-	"github.com/nwc-project/nwc/ortcodec/calib"
 	"github.com/nwc-project/nwc/ortcodec/ldlq"
 	"github.com/nwc-project/nwc/plugin/tokenizer"
 )

@@ -7,13 +7,9 @@ import (
 	"os"
 	"strings"
 
-	"github.com/schollz/progressbar/v3"
-
+	"github.com/nwc-project/nwc/eval/calib"
 	"github.com/nwc-project/nwc/loader"
 	"github.com/nwc-project/nwc/loader/codec"
-	"github.com/nwc-project/nwc/loader/tensor"
-	"github.com/nwc-project/nwc/ortcodec/calib"
-	"github.com/nwc-project/nwc/plugin/tokenizer"
 )
 
 func runCompress(ctx context.Context, args []string) error {
@@ -92,64 +88,9 @@ type calibInfo struct {
 	Note       string  `json:"note,omitempty"`
 }
 
-// calibrationFor gives the H of every block linear of src for the codecs
-// that use it: collected (or cached) from the calibration text, or the
-// identity with noCalib.
-func calibrationFor(ctx context.Context, src tensor.Source, noCalib bool, tokens int, sinkWeight float64, lf lmFlags, quiet bool) (loader.HessianFunc, *calibInfo, error) {
-	if noCalib {
-		fmt.Fprintln(os.Stderr, "nwc:", calib.NoCalibrationNote)
-		return nil, &calibInfo{Note: calib.NoCalibrationNote}, nil
-	}
-	h, err := collectHessians(ctx, src, tokens, sinkWeight, lf, quiet)
-	if err != nil {
-		return nil, nil, err
-	}
-	info := &calibInfo{Text: h.TextName, Tokens: h.Tokens, Windows: h.Windows, SinkWeight: h.SinkWeight, Cached: h.Cached}
-	if !quiet {
-		fmt.Fprintf(os.Stderr, "nwc: calibration: H = X^T X over %d tokens (%d windows) of %s, first tokens weighted x%g, cached %v\n",
-			h.Tokens, h.Windows, h.TextName, h.SinkWeight, h.Cached)
-	}
-	return func(name string, n int) ([]float64, error) {
-		H, ok, err := h.HOrIdentity(name, n)
-		if err != nil || !ok {
-			return nil, err
-		}
-		return H, nil
-	}, info, nil
-}
-
 // usesCalibration reports whether a codec uses H (unknown names: no; the
 // compression itself then says the name is unknown).
 func usesCalibration(name string) bool {
 	c, _, err := codec.Lookup(name)
 	return err == nil && c.Calibration
-}
-
-// collectHessians gets H for every block linear of src: from the cache, or
-// by running the model on the calibration text.
-func collectHessians(ctx context.Context, src tensor.Source, tokens int, sinkWeight float64, lf lmFlags, quiet bool) (*calib.Hessians, error) {
-	tok, err := tokenizer.ForSource(src)
-	if err != nil {
-		return nil, err
-	}
-	defer tok.Close()
-	var bar *progressbar.ProgressBar
-	opts := calib.Options{Tokens: tokens, SinkWeight: sinkWeight, Provider: lf.provider, Threads: lf.threads,
-		Logf: func(format string, args ...any) { fmt.Fprintf(os.Stderr, "nwc: "+format+"\n", args...) }}
-	if !quiet {
-		opts.Progress = func(done, total int) {
-			if bar == nil {
-				bar = progressbar.NewOptions(total, progressbar.OptionSetWriter(os.Stderr),
-					progressbar.OptionSetDescription("calibrate (tokens)"), progressbar.OptionShowCount(),
-					progressbar.OptionSetPredictTime(true), progressbar.OptionSetWidth(30))
-			}
-			bar.Set(done)
-		}
-	}
-	h, err := calib.Collect(ctx, src, tok, opts)
-	if bar != nil {
-		bar.Finish()
-		fmt.Fprintln(os.Stderr)
-	}
-	return h, err
 }

@@ -1,3 +1,5 @@
+//go:build cgo
+
 package main
 
 import (
@@ -29,17 +31,6 @@ type evalJSON struct {
 	// with (digest.go); compare with nwc inspect --digest.
 	WeightsSHA256 string `json:"weights_sha256,omitempty"`
 	WeightsHashed int    `json:"weights_hashed,omitempty"`
-}
-
-type lmFlags struct {
-	provider string
-	threads  int
-	weight   func(name string, v []float32) // llama.BuildOptions.Weight
-}
-
-func (f *lmFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&f.provider, "provider", "cpu", "ONNX Runtime execution provider: cpu or cuda (falls back to cpu)")
-	fs.IntVar(&f.threads, "threads", 0, "ONNX Runtime intra-op threads (0 = its default)")
 }
 
 // openLM opens a model and its runtime; it returns the load time.

@@ -62,3 +62,16 @@ func newProgress(desc string, quiet bool) (func(done, total int64), func()) {
 			}
 		}
 }
+
+// lmFlags are the runtime flags of the commands that run a model (eval,
+// bench, and compress for its calibration).
+type lmFlags struct {
+	provider string
+	threads  int
+	weight   func(name string, v []float32) // llama.BuildOptions.Weight
+}
+
+func (f *lmFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.provider, "provider", "cpu", "ONNX Runtime execution provider: cpu or cuda (falls back to cpu)")
+	fs.IntVar(&f.threads, "threads", 0, "ONNX Runtime intra-op threads (0 = its default)")
+}

@@ -4,6 +4,11 @@
 //	nwc compress --model PATH|NAME --codec lossless -o out.nwc [--json]
 //	nwc decompress IN.nwc -o out.safetensors
 //	nwc models
+//
+// eval, bench and the calibration step of compress run the model through ONNX
+// Runtime and need cgo; a binary built with CGO_ENABLED=0 has the other
+// commands (and compress --no-calib, or with the codecs that use no
+// calibration) and says so for these.
 package main
 
 import (

@@ -1,6 +1,8 @@
 // Package refmodel resolves the short names of the reference models that
 // scripts/setup.sh installs (from PyPI packages, sha256-verified) into the
-// nwc cache, and locates the native libraries installed next to them.
+// nwc cache, and locates the native libraries installed next to them (the
+// ONNX Runtime library path itself is internal/ortenv.DefaultLibrary, which
+// follows the same layout).
 //
 // Cache layout (CacheDir() is $NWC_CACHE, default ~/.cache/nwc):
 //
@@ -88,15 +90,6 @@ func CacheDir() string {
 		return filepath.Join(os.TempDir(), "nwc-cache")
 	}
 	return filepath.Join(home, ".cache", "nwc")
-}
-
-// ORTLibrary returns the ONNX Runtime shared library to load:
-// $ONNXRUNTIME_SHARED_LIBRARY_PATH, or lib/libonnxruntime.so in the cache.
-func ORTLibrary() string {
-	if p := os.Getenv("ONNXRUNTIME_SHARED_LIBRARY_PATH"); p != "" {
-		return p
-	}
-	return filepath.Join(CacheDir(), "lib", "libonnxruntime.so")
 }
 
 // TokenizersLibDir returns the directory holding libtokenizers.a

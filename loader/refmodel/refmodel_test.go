@@ -18,16 +18,8 @@ func TestCacheDir(t *testing.T) {
 	}
 }
 
-func TestORTLibrary(t *testing.T) {
+func TestTokenizersLibDir(t *testing.T) {
 	t.Setenv("NWC_CACHE", "/c")
-	t.Setenv("ONNXRUNTIME_SHARED_LIBRARY_PATH", "")
-	if got, want := ORTLibrary(), filepath.Join("/c", "lib", "libonnxruntime.so"); got != want {
-		t.Fatalf("ORTLibrary() = %q, want %q", got, want)
-	}
-	t.Setenv("ONNXRUNTIME_SHARED_LIBRARY_PATH", "/x/libort.so")
-	if got := ORTLibrary(); got != "/x/libort.so" {
-		t.Fatalf("ORTLibrary() = %q, want the env override", got)
-	}
 	if got, want := TokenizersLibDir(), filepath.Join("/c", "lib"); got != want {
 		t.Fatalf("TokenizersLibDir() = %q, want %q", got, want)
 	}

@@ -1,3 +1,5 @@
+//go:build cgo
+
 package llama
 
 import (
@@ -5,6 +7,7 @@ import (
 	"math"
 	"slices"
 
+	"github.com/nwc-project/nwc/loader/arch"
 	"github.com/nwc-project/nwc/loader/tensor"
 	"github.com/nwc-project/nwc/plugin/onnx"
 )
@@ -56,7 +59,7 @@ type BuildOptions struct {
 // attn_q/attn_k rows (permuted by llama.cpp's converter for ggml's
 // adjacent-pair rotation) are un-permuted here. Attention is grouped-query
 // with a causal mask; there is no KV cache (the graph scores whole windows).
-func Build(cfg Config, src tensor.Source, opts BuildOptions) ([]byte, error) {
+func Build(cfg arch.Config, src tensor.Source, opts BuildOptions) ([]byte, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -84,7 +87,7 @@ func Build(cfg Config, src tensor.Source, opts BuildOptions) ([]byte, error) {
 }
 
 type builder struct {
-	cfg    Config
+	cfg    arch.Config
 	src    tensor.Source
 	infos  []tensor.Info
 	n      tensorNames
@@ -131,7 +134,7 @@ func (b *builder) linear(name string, out, in int, heads int) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if heads > 0 && b.cfg.Naming == NamingGGUF {
+	if heads > 0 && b.cfg.Naming == arch.NamingGGUF {
 		w = unpermuteRows(w, out, in, heads)
 	}
 	return b.g.InitFloat32(name+".T", []int64{int64(in), int64(out)}, transpose(w, out, in)), nil

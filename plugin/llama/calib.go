@@ -1,3 +1,5 @@
+//go:build cgo
+
 package llama
 
 import (
@@ -8,6 +10,7 @@ import (
 
 	ort "github.com/yalue/onnxruntime_go"
 
+	"github.com/nwc-project/nwc/loader/arch"
 	"github.com/nwc-project/nwc/loader/tensor"
 	"github.com/nwc-project/nwc/plugin/onnx"
 	"github.com/nwc-project/nwc/plugin/onnx/onnxpb"
@@ -81,7 +84,7 @@ type CalibrationOptions struct {
 // of the MatMul that multiplies by the weight "<name>.T" (Build's
 // initializer naming), so the calibration graph computes exactly what the
 // inference graph computes.
-func BuildCalibration(cfg Config, src tensor.Source, opts CalibrationOptions) ([]byte, []CalibrationInput, error) {
+func BuildCalibration(cfg arch.Config, src tensor.Source, opts CalibrationOptions) ([]byte, []CalibrationInput, error) {
 	bo := opts.Build
 	if err := checkBuildOptions(cfg, bo); err != nil {
 		return nil, nil, err
@@ -108,7 +111,7 @@ func BuildCalibration(cfg Config, src tensor.Source, opts CalibrationOptions) ([
 }
 
 // checkBuildOptions repeats Build's checks of cfg and opts.
-func checkBuildOptions(cfg Config, opts BuildOptions) error {
+func checkBuildOptions(cfg arch.Config, opts BuildOptions) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
@@ -129,7 +132,7 @@ func checkBuildOptions(cfg Config, opts BuildOptions) error {
 // addCalibrationOutputs replaces the logits output of a graph made by
 // builder.build with the H (and optionally X) outputs, and prunes what no
 // output needs any more (final norm, head, logits).
-func addCalibrationOutputs(g *onnx.Graph, cfg Config, n tensorNames, activations bool) ([]CalibrationInput, error) {
+func addCalibrationOutputs(g *onnx.Graph, cfg arch.Config, n tensorNames, activations bool) ([]CalibrationInput, error) {
 	gp := g.Proto()
 	// The MatMul reading each linear weight, by weight initializer name.
 	reader := map[string]string{} // "<weight>.T" -> X
@@ -236,7 +239,7 @@ func pruneGraph(gp *onnxpb.GraphProto) {
 // Calibrator runs the calibration graph of a model in one ONNX Runtime
 // session. Run may be called from one goroutine at a time.
 type Calibrator struct {
-	cfg      Config
+	cfg      arch.Config
 	provider string
 	note     string
 	inputs   []CalibrationInput
@@ -251,7 +254,7 @@ type Calibrator struct {
 // OpenCalibrator builds the calibration graph of src (BuildCalibration) and
 // opens a session for it. The caller still owns src.
 func OpenCalibrator(src tensor.Source, opts CalibrationOptions) (*Calibrator, error) {
-	cfg, err := ConfigFromSource(src)
+	cfg, err := arch.ConfigFromSource(src)
 	if err != nil {
 		return nil, err
 	}
@@ -298,7 +301,7 @@ func OpenCalibrator(src tensor.Source, opts CalibrationOptions) (*Calibrator, er
 }
 
 // Config returns the model's hyper-parameters.
-func (c *Calibrator) Config() Config { return c.cfg }
+func (c *Calibrator) Config() arch.Config { return c.cfg }
 
 // Inputs returns the linear inputs, in layer order, 4 per layer.
 func (c *Calibrator) Inputs() []CalibrationInput { return c.inputs }

@@ -1,3 +1,5 @@
+//go:build cgo
+
 package llama
 
 import (
@@ -8,12 +10,13 @@ import (
 	"testing"
 
 	"github.com/nwc-project/nwc/internal/ortenv/orttest"
+	"github.com/nwc-project/nwc/loader/arch"
 	"github.com/nwc-project/nwc/plugin/onnx"
 )
 
 // refInputs runs refForwardRec and returns the four linear inputs of every
 // layer: out[l][kind] is [len(tokens)][n].
-func refInputs(c Config, w map[string][]float32, tokens []int32) []map[string][][]float64 {
+func refInputs(c arch.Config, w map[string][]float32, tokens []int32) []map[string][][]float64 {
 	out := make([]map[string][][]float64, c.Layers)
 	for l := range out {
 		out[l] = map[string][][]float64{}
@@ -118,7 +121,7 @@ func TestCalibrationGraph(t *testing.T) {
 func TestCalibrationGraphPruned(t *testing.T) {
 	w := tinyWeights(tinyCfg, false, 3)
 	src := ggufSource(t, tinyCfg, w)
-	cfg, err := ConfigFromSource(src)
+	cfg, err := arch.ConfigFromSource(src)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,3 +1,5 @@
+//go:build cgo
+
 // Package llama runs Llama-architecture decoders (SmolLM2, ...) with ONNX
 // Runtime: Build turns a checkpoint (GGUF, safetensors or .nwc, any
 // tensor.Source) into an ONNX graph with the weights as float32
@@ -17,6 +19,7 @@ import (
 
 	"github.com/nwc-project/nwc/internal/ortenv"
 	"github.com/nwc-project/nwc/loader"
+	"github.com/nwc-project/nwc/loader/arch"
 	"github.com/nwc-project/nwc/loader/codec"
 	"github.com/nwc-project/nwc/loader/tensor"
 )
@@ -37,7 +40,7 @@ type Options struct {
 // Model is a Llama decoder loaded into one ONNX Runtime session. Logits may
 // be called from several goroutines.
 type Model struct {
-	cfg      Config
+	cfg      arch.Config
 	provider string
 	note     string
 
@@ -59,7 +62,7 @@ func Open(nameOrPath string, opts Options) (*Model, error) {
 // OpenSource builds a model from the weights of src (which the caller
 // still owns and may close once OpenSource returns).
 func OpenSource(src tensor.Source, opts Options) (*Model, error) {
-	cfg, err := ConfigFromSource(src)
+	cfg, err := arch.ConfigFromSource(src)
 	if err != nil {
 		return nil, err
 	}
@@ -84,19 +87,11 @@ func OpenSource(src tensor.Source, opts Options) (*Model, error) {
 // the head size allows it (ONNX Runtime's CPU kernel skips the masked half
 // and fuses the softmax: about 1.7x faster on 2048-token windows), standard
 // operators otherwise (ONNX Runtime's CUDA GroupQueryAttention is fp16-only).
-func DefaultAttention(cfg Config, provider string) string {
+func DefaultAttention(cfg arch.Config, provider string) string {
 	if provider == ortenv.ProviderCPU && cfg.HeadDim%16 == 0 {
 		return AttentionGQA
 	}
 	return AttentionStandard
-}
-
-// OpenONNX creates a model from a serialised graph made by Build for cfg.
-func OpenONNX(cfg Config, data []byte, opts Options) (*Model, error) {
-	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
-	return newModel(cfg, opts, func(string) ([]byte, error) { return data, nil })
 }
 
 // sessionOptions initializes ONNX Runtime and returns session options for
@@ -122,7 +117,7 @@ func sessionOptions(provider string, threads int, logf func(string, ...any)) (*o
 
 // newModel picks the provider (falling back to the CPU), gets the graph for
 // it from build, and creates the session.
-func newModel(cfg Config, opts Options, build func(provider string) ([]byte, error)) (*Model, error) {
+func newModel(cfg arch.Config, opts Options, build func(provider string) ([]byte, error)) (*Model, error) {
 	so, used, note, logf, err := sessionOptions(opts.Provider, opts.Threads, opts.Logf)
 	if err != nil {
 		return nil, err
@@ -157,7 +152,7 @@ func newModel(cfg Config, opts Options, build func(provider string) ([]byte, err
 }
 
 // Config returns the model's hyper-parameters.
-func (m *Model) Config() Config { return m.cfg }
+func (m *Model) Config() arch.Config { return m.cfg }
 
 // Vocab returns the vocabulary size (the logits' last dimension).
 func (m *Model) Vocab() int { return m.cfg.Vocab }

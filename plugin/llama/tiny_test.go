@@ -1,3 +1,5 @@
+//go:build cgo
+
 package llama
 
 import (
@@ -14,6 +16,7 @@ import (
 
 	"github.com/nwc-project/nwc/internal/ortenv/orttest"
 	"github.com/nwc-project/nwc/internal/tensortest"
+	"github.com/nwc-project/nwc/loader/arch"
 	"github.com/nwc-project/nwc/loader/gguf"
 	"github.com/nwc-project/nwc/loader/tensor"
 )
@@ -22,12 +25,12 @@ import (
 type memSource = tensortest.MemSource
 
 // tinyCfg: 2 layers, d=16, 4 heads / 2 kv heads (head_dim 4), ffn 24, vocab 50.
-var tinyCfg = Config{Arch: "llama", Layers: 2, Hidden: 16, Heads: 4, KVHeads: 2, HeadDim: 4, FFN: 24,
-	Vocab: 50, RopeTheta: 10000, RMSEps: 1e-5, Naming: NamingGGUF}
+var tinyCfg = arch.Config{Arch: "llama", Layers: 2, Hidden: 16, Heads: 4, KVHeads: 2, HeadDim: 4, FFN: 24,
+	Vocab: 50, RopeTheta: 10000, RMSEps: 1e-5, Naming: arch.NamingGGUF}
 
 // tinyWeights returns random weights in GGUF naming and layout (attn_q and
 // attn_k rows as llama.cpp stores them).
-func tinyWeights(c Config, tied bool, seed uint64) map[string][]float32 {
+func tinyWeights(c arch.Config, tied bool, seed uint64) map[string][]float32 {
 	r := rand.New(rand.NewPCG(seed, 1))
 	rnd := func(n int, scale float64) []float32 {
 		v := make([]float32, n)
@@ -67,7 +70,7 @@ func tinyWeights(c Config, tied bool, seed uint64) map[string][]float32 {
 	return w
 }
 
-func shapeOf(c Config, name string) []int64 {
+func shapeOf(c arch.Config, name string) []int64 {
 	D, F, V := int64(c.Hidden), int64(c.FFN), int64(c.Vocab)
 	qd, kd := int64(c.Heads*c.HeadDim), int64(c.KVHeads*c.HeadDim)
 	switch {
@@ -88,7 +91,7 @@ func shapeOf(c Config, name string) []int64 {
 	}
 }
 
-func ggufSource(t *testing.T, c Config, w map[string][]float32) *memSource {
+func ggufSource(t *testing.T, c arch.Config, w map[string][]float32) *memSource {
 	u32 := func(v int) gguf.Value { return gguf.Value{Type: gguf.ValueUint32, V: uint32(v)} }
 	f32 := func(v float64) gguf.Value { return gguf.Value{Type: gguf.ValueFloat32, V: float32(v)} }
 	meta, err := gguf.MarshalMetadataJSON([]gguf.KV{
@@ -132,14 +135,14 @@ func sortedKeys(m map[string][]float32) []string {
 // using ggml's rotary convention (adjacent pairs (2j, 2j+1) of each head
 // rotated by pos*theta^(-2j/hd)) on the rows as stored: an independent check
 // of Build's un-permutation + rotate-half.
-func refForward(c Config, w map[string][]float32, tokens []int32) []float64 {
+func refForward(c arch.Config, w map[string][]float32, tokens []int32) []float64 {
 	return refForwardRec(c, w, tokens, nil)
 }
 
 // refForwardRec is refForward that also hands every linear input to rec (if
 // not nil): rec(layer, kind, s, x) with kind one of KindAttnIn, KindAttnOut,
 // KindFFNIn, KindFFNDown, s the token position and x (not reused) the input.
-func refForwardRec(c Config, w map[string][]float32, tokens []int32, rec func(layer int, kind string, s int, x []float64)) []float64 {
+func refForwardRec(c arch.Config, w map[string][]float32, tokens []int32, rec func(layer int, kind string, s int, x []float64)) []float64 {
 	if rec == nil {
 		rec = func(int, string, int, []float64) {}
 	}
@@ -290,7 +293,7 @@ func TestTinyModelMatchesReference(t *testing.T) {
 		t.Run(fmt.Sprintf("tied=%v/%s", tied, tc.attn), func(t *testing.T) {
 			w := tinyWeights(tinyCfg, tied, 7)
 			src := ggufSource(t, tinyCfg, w)
-			cfg, err := ConfigFromSource(src)
+			cfg, err := arch.ConfigFromSource(src)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -338,7 +341,7 @@ func TestTinyHFNaming(t *testing.T) {
 			var l int
 			var part string
 			fmt.Sscanf(strings.Replace(strings.TrimSuffix(name, ".weight"), ".", " ", 2), "blk %d %s", &l, &part)
-			hn = fmt.Sprintf("model.layers.%d.%s.weight", l, hfParts[part])
+			hn = arch.NamingHF.LayerTensor(l, part)
 			switch part {
 			case partQ:
 				v = unpermuteRows(v, int(shape[0]), int(shape[1]), c.Heads)
@@ -351,13 +354,13 @@ func TestTinyHFNaming(t *testing.T) {
 	cj, _ := json.Marshal(map[string]any{"model_type": "llama", "hidden_size": c.Hidden, "intermediate_size": c.FFN,
 		"num_hidden_layers": c.Layers, "num_attention_heads": c.Heads, "num_key_value_heads": c.KVHeads,
 		"vocab_size": c.Vocab, "rms_norm_eps": c.RMSEps, "rope_theta": c.RopeTheta, "tie_word_embeddings": false, "hidden_act": "silu"})
-	src.AssetList = []tensor.Asset{{Name: HFConfigAsset, Data: cj}}
+	src.AssetList = []tensor.Asset{{Name: arch.HFConfigAsset, Data: cj}}
 	m, err := OpenSource(src, Options{Threads: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer m.Close()
-	if m.Config().Naming != NamingHF || m.Config().Tied {
+	if m.Config().Naming != arch.NamingHF || m.Config().Tied {
 		t.Fatalf("config %+v", m.Config())
 	}
 	toks := tinyTokens(17, c.Vocab, 3)
@@ -448,7 +451,7 @@ func TestErrors(t *testing.T) {
 		t.Fatalf("missing weight: %v", err)
 	}
 	// No metadata.
-	if _, err := OpenSource(&memSource{}, Options{}); !errors.Is(err, ErrConfig) {
+	if _, err := OpenSource(&memSource{}, Options{}); !errors.Is(err, arch.ErrConfig) {
 		t.Fatalf("no metadata: %v", err)
 	}
 }

@@ -137,26 +137,3 @@ func JSONForSource(src tensor.Source) ([]byte, Origin, error) {
 	}
 	return JSONForGGUF(kvs)
 }
-
-// ForSource returns the tokenizer of any model source (GGUF, safetensors
-// with a tokenizer.json beside it, .nwc carrying either asset). A cached
-// tokenizer.json that fails to load is rebuilt once.
-func ForSource(src tensor.Source) (*Tokenizer, error) {
-	data, o, err := JSONForSource(src)
-	if err != nil {
-		return nil, err
-	}
-	t, err := FromBytes(data)
-	if err != nil && o.Kind == "gguf-cache" {
-		os.Remove(o.Path) // damaged cache entry: build again
-		data, o, err = JSONForSource(src)
-		if err != nil {
-			return nil, err
-		}
-		t, err = FromBytes(data)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("%w (tokenizer.json from %s)", err, o.Kind)
-	}
-	return t, nil
-}

@@ -1,3 +1,5 @@
+//go:build cgo
+
 // Command llamadump runs the nwc Llama runtime on given token ids and writes
 // the logits as a .npy file (float32 [seq, vocab]), or prints the mean
 // next-token negative log-likelihood over windows. It is a helper for

@@ -1,4 +1,9 @@
-package llama
+// Package arch holds the architecture hyper-parameters of a model, from GGUF
+// metadata or a Hugging Face config.json.
+//
+// It is pure Go (no cgo): the runtimes (plugin/llama) build on it, and so can
+// commands that only describe a model.
+package arch
 
 import (
 	"encoding/json"
@@ -8,18 +13,6 @@ import (
 
 	"github.com/nwc-project/nwc/loader/gguf"
 	"github.com/nwc-project/nwc/loader/tensor"
-)
-
-// Naming tells which tensor names (and q/k row layout) a checkpoint uses.
-type Naming string
-
-const (
-	// NamingGGUF: llama.cpp names (token_embd.weight, blk.N.attn_q.weight,
-	// ...), attn_q/attn_k rows permuted for ggml's rotary embedding.
-	NamingGGUF Naming = "gguf"
-	// NamingHF: Hugging Face names (model.embed_tokens.weight,
-	// model.layers.N.self_attn.q_proj.weight, ...), rows as trained.
-	NamingHF Naming = "hf"
 )
 
 // HFConfigAsset is the asset name of a Hugging Face config.json.
@@ -76,7 +69,7 @@ func ConfigFromSource(src tensor.Source) (Config, error) {
 		if a.Name == gguf.MetadataAsset {
 			var kvs []gguf.KV
 			if kvs, err = gguf.ParseMetadataJSON(a.Data); err != nil {
-				return Config{}, fmt.Errorf("llama: %s: %w", a.Name, err)
+				return Config{}, fmt.Errorf("arch: %s: %w", a.Name, err)
 			}
 			cfg, err = ConfigFromGGUF(kvs)
 			found = true
@@ -103,19 +96,19 @@ func ConfigFromSource(src tensor.Source) (Config, error) {
 
 // withTensors fills Vocab and Tied from the tensor list and checks shapes.
 func (c Config) withTensors(infos []tensor.Info) (Config, error) {
-	n := names(c.Naming)
-	emb, ok := tensor.Find(infos, n.embed)
+	embed := c.Naming.EmbedTensor()
+	emb, ok := tensor.Find(infos, embed)
 	if !ok {
-		return Config{}, fmt.Errorf("%w: no %s tensor", ErrConfig, n.embed)
+		return Config{}, fmt.Errorf("%w: no %s tensor", ErrConfig, embed)
 	}
 	if len(emb.Shape) != 2 || emb.Shape[1] != int64(c.Hidden) {
-		return Config{}, fmt.Errorf("%w: %s has shape %v, want [vocab, %d]", ErrConfig, n.embed, emb.Shape, c.Hidden)
+		return Config{}, fmt.Errorf("%w: %s has shape %v, want [vocab, %d]", ErrConfig, embed, emb.Shape, c.Hidden)
 	}
 	if c.Vocab != 0 && int64(c.Vocab) != emb.Shape[0] {
-		return Config{}, fmt.Errorf("%w: vocab %d but %s has %d rows", ErrConfig, c.Vocab, n.embed, emb.Shape[0])
+		return Config{}, fmt.Errorf("%w: vocab %d but %s has %d rows", ErrConfig, c.Vocab, embed, emb.Shape[0])
 	}
 	c.Vocab = int(emb.Shape[0])
-	_, hasHead := tensor.Find(infos, n.head)
+	_, hasHead := tensor.Find(infos, c.Naming.HeadTensor())
 	c.Tied = !hasHead
 	return c, c.Validate()
 }
@@ -245,61 +238,4 @@ func ConfigFromHF(data []byte) (Config, error) {
 		c.RMSEps = 1e-6
 	}
 	return c, nil
-}
-
-// tensorNames maps the parts of the model to checkpoint tensor names.
-type tensorNames struct {
-	embed, norm, head string
-	layer             func(i int, part string) string
-}
-
-// readOrder is the order Build reads the weights in (the prefetch order for
-// loader.Prefetch): embedding, each layer's parts as Build uses them, final
-// norm, output head (absent when tied; Prefetch skips unknown names).
-func (n tensorNames) readOrder(layers int) []string {
-	order := []string{n.embed}
-	for l := 0; l < layers; l++ {
-		for _, p := range []string{partAttnNorm, partQ, partK, partV, partO, partFFNNorm, partGate, partUp, partDown} {
-			order = append(order, n.layer(l, p))
-		}
-	}
-	return append(order, n.norm, n.head)
-}
-
-// Layer parts, named as in GGUF.
-const (
-	partAttnNorm = "attn_norm"
-	partQ        = "attn_q"
-	partK        = "attn_k"
-	partV        = "attn_v"
-	partO        = "attn_output"
-	partFFNNorm  = "ffn_norm"
-	partGate     = "ffn_gate"
-	partUp       = "ffn_up"
-	partDown     = "ffn_down"
-)
-
-var hfParts = map[string]string{
-	partAttnNorm: "input_layernorm",
-	partQ:        "self_attn.q_proj",
-	partK:        "self_attn.k_proj",
-	partV:        "self_attn.v_proj",
-	partO:        "self_attn.o_proj",
-	partFFNNorm:  "post_attention_layernorm",
-	partGate:     "mlp.gate_proj",
-	partUp:       "mlp.up_proj",
-	partDown:     "mlp.down_proj",
-}
-
-func names(n Naming) tensorNames {
-	if n == NamingHF {
-		return tensorNames{
-			embed: "model.embed_tokens.weight", norm: "model.norm.weight", head: "lm_head.weight",
-			layer: func(i int, part string) string { return fmt.Sprintf("model.layers.%d.%s.weight", i, hfParts[part]) },
-		}
-	}
-	return tensorNames{
-		embed: "token_embd.weight", norm: "output_norm.weight", head: "output.weight",
-		layer: func(i int, part string) string { return fmt.Sprintf("blk.%d.%s.weight", i, part) },
-	}
 }

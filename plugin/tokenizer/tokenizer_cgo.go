@@ -1,14 +1,5 @@
-// Package tokenizer turns text into model token ids with Hugging Face
-// tokenizers (github.com/daulet/tokenizers, the Rust `tokenizers` crate
-// through cgo), reading a Hugging Face tokenizer.json.
-//
-// GGUF models carry no tokenizer.json: FromGGUFMetadata builds one from the
-// GGUF metadata (tokenizer.ggml.*), and ForSource returns the tokenizer of any
-// model source (its tokenizer.json asset, else one built from its GGUF
-// metadata and cached under $NWC_CACHE/tokenizers).
-//
-// Building needs libtokenizers.a (`make setup` puts it in $NWC_CACHE/lib):
-// set CGO_LDFLAGS=-L$NWC_CACHE/lib for go build / go test.
+//go:build cgo
+
 package tokenizer
 
 import (
@@ -20,6 +11,8 @@ import (
 	"unicode/utf8"
 
 	hf "github.com/daulet/tokenizers"
+
+	"github.com/nwc-project/nwc/loader/tensor"
 )
 
 // Tokenizer encodes text to token ids and back. Encode and Decode may be
@@ -124,4 +117,27 @@ func (t *Tokenizer) Close() error {
 		t.t = nil
 	}
 	return nil
+}
+
+// ForSource returns the tokenizer of any model source (GGUF, safetensors
+// with a tokenizer.json beside it, .nwc carrying either asset). A cached
+// tokenizer.json that fails to load is rebuilt once.
+func ForSource(src tensor.Source) (*Tokenizer, error) {
+	data, o, err := JSONForSource(src)
+	if err != nil {
+		return nil, err
+	}
+	t, err := FromBytes(data)
+	if err != nil && o.Kind == "gguf-cache" {
+		os.Remove(o.Path) // damaged cache entry: build again
+		data, o, err = JSONForSource(src)
+		if err != nil {
+			return nil, err
+		}
+		t, err = FromBytes(data)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w (tokenizer.json from %s)", err, o.Kind)
+	}
+	return t, nil
 }

@@ -1,0 +1,63 @@
+package arch
+
+import "fmt"
+
+// Naming tells which tensor names (and q/k row layout) a checkpoint uses.
+type Naming string
+
+const (
+	// NamingGGUF: llama.cpp names (token_embd.weight, blk.N.attn_q.weight,
+	// ...), attn_q/attn_k rows permuted for ggml's rotary embedding.
+	NamingGGUF Naming = "gguf"
+	// NamingHF: Hugging Face names (model.embed_tokens.weight,
+	// model.layers.N.self_attn.q_proj.weight, ...), rows as trained.
+	NamingHF Naming = "hf"
+)
+
+// EmbedTensor is the name of the token embedding.
+func (n Naming) EmbedTensor() string {
+	if n == NamingHF {
+		return "model.embed_tokens.weight"
+	}
+	return "token_embd.weight"
+}
+
+// NormTensor is the name of the final norm weight.
+func (n Naming) NormTensor() string {
+	if n == NamingHF {
+		return "model.norm.weight"
+	}
+	return "output_norm.weight"
+}
+
+// HeadTensor is the name of the output head (absent when it is tied to the
+// embedding).
+func (n Naming) HeadTensor() string {
+	if n == NamingHF {
+		return "lm_head.weight"
+	}
+	return "output.weight"
+}
+
+// hfParts maps GGUF layer part names to Hugging Face ones.
+var hfParts = map[string]string{
+	"attn_norm":   "input_layernorm",
+	"attn_q":      "self_attn.q_proj",
+	"attn_k":      "self_attn.k_proj",
+	"attn_v":      "self_attn.v_proj",
+	"attn_output": "self_attn.o_proj",
+	"ffn_norm":    "post_attention_layernorm",
+	"ffn_gate":    "mlp.gate_proj",
+	"ffn_up":      "mlp.up_proj",
+	"ffn_down":    "mlp.down_proj",
+}
+
+// LayerTensor is the name of the weight of part of layer i; part is the
+// GGUF part name (attn_norm, attn_q, attn_k, attn_v, attn_output, ffn_norm,
+// ffn_gate, ffn_up, ffn_down).
+func (n Naming) LayerTensor(i int, part string) string {
+	if n == NamingHF {
+		return fmt.Sprintf("model.layers.%d.%s.weight", i, hfParts[part])
+	}
+	return fmt.Sprintf("blk.%d.%s.weight", i, part)
+}

@@ -1,0 +1,44 @@
+//go:build cgo
+
+package llama
+
+import "github.com/nwc-project/nwc/loader/arch"
+
+// tensorNames maps the parts of the model to checkpoint tensor names.
+type tensorNames struct {
+	embed, norm, head string
+	layer             func(i int, part string) string
+}
+
+// readOrder is the order Build reads the weights in (the prefetch order for
+// loader.Prefetch): embedding, each layer's parts as Build uses them, final
+// norm, output head (absent when tied; Prefetch skips unknown names).
+func (n tensorNames) readOrder(layers int) []string {
+	order := []string{n.embed}
+	for l := 0; l < layers; l++ {
+		for _, p := range []string{partAttnNorm, partQ, partK, partV, partO, partFFNNorm, partGate, partUp, partDown} {
+			order = append(order, n.layer(l, p))
+		}
+	}
+	return append(order, n.norm, n.head)
+}
+
+// Layer parts, named as in GGUF (arch.Naming.LayerTensor maps them).
+const (
+	partAttnNorm = "attn_norm"
+	partQ        = "attn_q"
+	partK        = "attn_k"
+	partV        = "attn_v"
+	partO        = "attn_output"
+	partFFNNorm  = "ffn_norm"
+	partGate     = "ffn_gate"
+	partUp       = "ffn_up"
+	partDown     = "ffn_down"
+)
+
+func names(n arch.Naming) tensorNames {
+	return tensorNames{
+		embed: n.EmbedTensor(), norm: n.NormTensor(), head: n.HeadTensor(),
+		layer: n.LayerTensor,
+	}
+}
