@@ -70,7 +70,7 @@ type Summary struct {
 	// LinearBitsPerWeight counts only the sections of the transformer
 	// blocks' linear weights (what the lossy codecs code).
 	LinearBitsPerWeight float64 `json:"linear_bits_per_weight"`
-	Seconds       float64      `json:"seconds"`
+	Seconds             float64 `json:"seconds"`
 }
 
 type coded struct {

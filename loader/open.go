@@ -28,6 +28,9 @@ const (
 	FormatONNX        Format = "onnx"
 )
 
+// nwcMagic starts every .nwc file (docs/FORMAT.md).
+var nwcMagic = []byte{0x89, 'N', 'W', 'C', '\r', '\n', 0x1a, '\n'}
+
 // Resolve turns a reference model name (see `nwc models`) or a path into a
 // path on disk.
 func Resolve(nameOrPath string) (string, error) { return refmodel.Resolve(nameOrPath) }
@@ -53,7 +56,7 @@ func Detect(path string) (Format, error) {
 		return "", fmt.Errorf("%s: %w", path, err)
 	}
 	switch {
-	case n >= 8 && bytes.Equal(head[:8], []byte{0x89, 'N', 'W', 'C', '\r', '\n', 0x1a, '\n'}):
+	case n >= 8 && bytes.Equal(head[:8], nwcMagic):
 		return FormatNWC, nil
 	case n >= 4 && string(head[:4]) == "GGUF":
 		return FormatGGUF, nil
@@ -87,6 +90,37 @@ func Open(nameOrPath string, env codec.Env) (tensor.Source, Format, error) {
 		src, err = safetensors.OpenPath(path)
 	case FormatONNX:
 		src, err = onnxinit.Open(path)
+	}
+	if err != nil {
+		return nil, "", err
+	}
+	return src, format, nil
+}
+
+// OpenReaderAt opens a model held in r (size bytes) as a tensor.Source: a
+// .nwc container, a GGUF file or a single safetensors file, told apart by
+// their first bytes. name is used in errors. Closing the source does not
+// close r.
+func OpenReaderAt(r io.ReaderAt, size int64, name string, env codec.Env) (tensor.Source, Format, error) {
+	var head [9]byte
+	n, err := r.ReadAt(head[:], 0)
+	if err != nil && err != io.EOF {
+		return nil, "", fmt.Errorf("%s: %w", name, err)
+	}
+	var src tensor.Source
+	var format Format
+	switch {
+	case n >= 8 && bytes.Equal(head[:8], nwcMagic):
+		format = FormatNWC
+		src, err = NewNWC(r, size, name, env)
+	case n >= 4 && string(head[:4]) == "GGUF":
+		format = FormatGGUF
+		src, err = gguf.NewReader(r, size, name)
+	case n >= 9 && head[8] == '{' && binary.LittleEndian.Uint64(head[:8]) < uint64(size):
+		format = FormatSafetensors
+		src, err = safetensors.NewReader(name, r, size)
+	default:
+		return nil, "", fmt.Errorf("%s: %w: unrecognised model data (not .nwc, GGUF or safetensors; starts with %q)", name, tensor.ErrUnsupported, head[:n])
 	}
 	if err != nil {
 		return nil, "", err

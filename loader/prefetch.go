@@ -103,7 +103,7 @@ func (p *Prefetcher) fill() {
 
 // take returns the prefetched bytes of name, or ok false when name is not
 // being prefetched.
-func (p *Prefetcher) take(name string) (raw []byte, ok bool, err error) {
+func (p *Prefetcher) take(ctx context.Context, name string) (raw []byte, ok bool, err error) {
 	p.mu.Lock()
 	f, ok := p.pending[name]
 	delete(p.pending, name) // claimed: the bytes become the caller's
@@ -116,6 +116,8 @@ func (p *Prefetcher) take(name string) (raw []byte, ok bool, err error) {
 	case <-f.done:
 	case <-p.ctx.Done():
 		return nil, true, p.ctx.Err()
+	case <-ctx.Done():
+		return nil, true, ctx.Err()
 	}
 	return f.raw, true, f.err
 }
@@ -129,8 +131,17 @@ func (p *Prefetcher) Assets() []tensor.Asset { return p.src.Assets() }
 // ReadRaw returns the stored bytes of the named tensor: the prefetched ones
 // (copied into dst when it is large enough) or a direct read.
 func (p *Prefetcher) ReadRaw(name string, dst []byte) ([]byte, error) {
-	raw, ok, err := p.take(name)
+	return p.ReadTensor(context.Background(), name, dst)
+}
+
+// ReadTensor is ReadRaw that stops waiting when ctx is cancelled (a direct
+// read of an NWCFile passes ctx on to the decoder).
+func (p *Prefetcher) ReadTensor(ctx context.Context, name string, dst []byte) ([]byte, error) {
+	raw, ok, err := p.take(ctx, name)
 	if !ok {
+		if nf, isNWC := p.src.(*NWCFile); isNWC {
+			return nf.ReadTensor(ctx, name, dst)
+		}
 		return p.src.ReadRaw(name, dst)
 	}
 	if err != nil {
@@ -144,7 +155,7 @@ func (p *Prefetcher) ReadRaw(name string, dst []byte) ([]byte, error) {
 
 // ReadFloat32 returns the named tensor as float32.
 func (p *Prefetcher) ReadFloat32(name string, dst []float32) ([]float32, error) {
-	raw, ok, err := p.take(name)
+	raw, ok, err := p.take(context.Background(), name)
 	if !ok {
 		return p.src.ReadFloat32(name, dst)
 	}

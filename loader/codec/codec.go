@@ -40,13 +40,13 @@ const (
 // Errors shared by every codec; match them with errors.Is.
 var (
 	// ErrCorrupt: a payload or its parameters do not decode.
-	ErrCorrupt = errors.New("corrupt payload")
+	ErrCorrupt = tensor.Kind("corrupt payload", tensor.ErrCorrupt)
 	// ErrUnknownCodec: a section carries a codec id no registered codec
 	// decodes, or a name no registered codec has.
-	ErrUnknownCodec = errors.New("unknown codec")
+	ErrUnknownCodec = tensor.Kind("unknown codec", tensor.ErrUnsupported)
 	// ErrUnsupported: the codec exists but cannot run here (a dtype or shape
 	// it does not take, or a build without ONNX Runtime for the neural codec).
-	ErrUnsupported = errors.New("unsupported")
+	ErrUnsupported = tensor.Kind("unsupported by this codec", tensor.ErrUnsupported)
 	// ErrCodecMismatch: a file was made with a trained codec other than the
 	// one found under its name (content hash differs).
 	ErrCodecMismatch = errors.New("codec mismatch")

@@ -40,9 +40,9 @@ var (
 // the file (and section) it concerns.
 var (
 	ErrBadMagic = errors.New("not a .nwc file (bad magic)")
-	ErrVersion  = errors.New("unsupported .nwc version")
-	ErrCorrupt  = errors.New("corrupt .nwc file")
-	ErrChecksum = errors.New("checksum mismatch")
+	ErrVersion  = tensor.Kind("unsupported .nwc version", tensor.ErrUnsupported)
+	ErrCorrupt  = tensor.Kind("corrupt .nwc file", tensor.ErrCorrupt)
+	ErrChecksum = tensor.Kind("checksum mismatch", tensor.ErrCorrupt)
 	ErrNotFound = errors.New("section not found")
 )
 

@@ -29,8 +29,8 @@ import (
 // Sentinel errors; the reader wraps them with the file name and the problem.
 var (
 	ErrBadMagic = errors.New("not a GGUF file (bad magic)")
-	ErrVersion  = errors.New("unsupported GGUF version")
-	ErrCorrupt  = errors.New("corrupt GGUF file")
+	ErrVersion  = tensor.Kind("unsupported GGUF version", tensor.ErrUnsupported)
+	ErrCorrupt  = tensor.Kind("corrupt GGUF file", tensor.ErrCorrupt)
 )
 
 // Magic is the first four bytes of a GGUF file.

@@ -33,7 +33,7 @@ import (
 
 // ErrCorrupt: the file is not a valid ONNX model, or an initializer is
 // inconsistent.
-var ErrCorrupt = errors.New("corrupt ONNX model")
+var ErrCorrupt = tensor.Kind("corrupt ONNX model", tensor.ErrCorrupt)
 
 // MetadataAssetName is the asset holding the model-level fields (ir_version,
 // producer, opset imports, metadata_props) as JSON.

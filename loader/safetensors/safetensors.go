@@ -36,7 +36,7 @@ const MetadataAssetName = "safetensors-metadata.json"
 
 var (
 	// ErrCorrupt: the file or index is not valid safetensors.
-	ErrCorrupt = errors.New("corrupt safetensors data")
+	ErrCorrupt = tensor.Kind("corrupt safetensors data", tensor.ErrCorrupt)
 	// ErrHeaderTooLarge: the header length exceeds MaxHeaderSize or the file.
 	// It wraps ErrCorrupt.
 	ErrHeaderTooLarge = fmt.Errorf("%w: header too large", ErrCorrupt)

@@ -83,7 +83,7 @@ var (
 	// ErrNotFound: the named tensor does not exist in the source.
 	ErrNotFound = errors.New("tensor not found")
 	// ErrUnsupportedDType: the dtype cannot be converted or is unknown.
-	ErrUnsupportedDType = errors.New("unsupported dtype")
+	ErrUnsupportedDType = Kind("unsupported dtype", ErrUnsupported)
 	// ErrShape: a shape does not match a byte count, or is otherwise invalid.
 	ErrShape = errors.New("invalid shape")
 )
