@@ -40,6 +40,11 @@ func runCompress(ctx context.Context, args []string) error {
 		fmt.Fprintln(os.Stderr, "usage: nwc compress --model PATH|NAME --codec lossless -o OUT.nwc")
 		return errUsage
 	}
+	bitsSet := false
+	fs.Visit(func(f *flag.Flag) { bitsSet = bitsSet || f.Name == "bits" })
+	if c, _, err := codec.Lookup(*codecName); err == nil && !c.Lossy && bitsSet {
+		return fmt.Errorf("compress: --codec %s is lossless and takes no --bits (drop --bits, or pick a lossy codec: nwc, ecsq, gptq-g128, rtn-g128)", *codecName)
+	}
 	src, _, err := loader.Open(*model, codec.Env{})
 	if err != nil {
 		return err

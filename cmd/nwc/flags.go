@@ -41,25 +41,29 @@ func newProgress(desc string, quiet bool) (func(done, total int64), func()) {
 	if quiet {
 		return nil, func() {}
 	}
-	var bar *progressbar.ProgressBar
+	// The bar starts now, with the work, so that its rate is bytes over the
+	// time really spent (created at the first callback, it would divide the
+	// first tensor's bytes by microseconds and show TB/s). The total comes
+	// with the first callback.
+	bar := progressbar.NewOptions64(-1,
+		progressbar.OptionSetWriter(os.Stderr),
+		progressbar.OptionSetDescription(desc),
+		progressbar.OptionShowBytes(true),
+		progressbar.OptionSetWidth(30),
+		progressbar.OptionThrottle(200*time.Millisecond),
+		progressbar.OptionShowCount(),
+		progressbar.OptionSetPredictTime(true),
+	)
+	sized := false
 	return func(done, total int64) {
-			if bar == nil {
-				bar = progressbar.NewOptions64(total,
-					progressbar.OptionSetWriter(os.Stderr),
-					progressbar.OptionSetDescription(desc),
-					progressbar.OptionShowBytes(true),
-					progressbar.OptionSetWidth(30),
-					progressbar.OptionThrottle(200*time.Millisecond),
-					progressbar.OptionShowCount(),
-					progressbar.OptionSetPredictTime(true),
-				)
+			if !sized {
+				bar.ChangeMax64(total)
+				sized = true
 			}
 			bar.Set64(done)
 		}, func() {
-			if bar != nil {
-				bar.Finish()
-				fmt.Fprintln(os.Stderr)
-			}
+			bar.Finish()
+			fmt.Fprintln(os.Stderr)
 		}
 }
 

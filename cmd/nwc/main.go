@@ -17,7 +17,10 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
+
+	"github.com/nwc-project/nwc/loader/codec"
 )
 
 type command struct {
@@ -28,11 +31,12 @@ type command struct {
 
 var commands = []command{
 	{"inspect", "PATH|NAME [--json] [--verify]    list tensors, dtypes, shapes, bytes and bits/weight", runInspect},
-	{"compress", "--model PATH|NAME --codec lossless|rtn-g128|rtn-row|gptq-g128|ecsq [--bits B] -o OUT.nwc [--json] [-j N]", runCompress},
+	{"compress", "--model PATH|NAME [--codec " + strings.Join(codec.Names(), "|") + "|nwc:NAME] [--bits B] -o OUT.nwc [--json] [-j N]", runCompress},
 	{"decompress", "IN.nwc|PATH|NAME -o OUT.safetensors", runDecompress},
 	{"eval", "--model NAME|PATH [--reference NAME|PATH] [--text PATH] [--seq-len N] [--max-windows K] [--json]", runEval},
 	{"bench", "rd [--model NAME] [--codecs LIST] [--bits LIST] [--max-windows K] [--out DIR]   rate-distortion table and plot", runBench},
 	{"models", "                                  list the reference models and where they are cached", runModels},
+	{"codecs", "[--json]                          list the codecs (registry) and the trained nwc codecs with their rates", runCodecs},
 }
 
 func usage() {
@@ -58,7 +62,8 @@ func main() {
 				if errors.Is(err, errUsage) {
 					os.Exit(2)
 				}
-				fmt.Fprintln(os.Stderr, "nwc:", err)
+				// Errors from the packages often start with "nwc: " already.
+				fmt.Fprintln(os.Stderr, "nwc:", strings.TrimPrefix(err.Error(), "nwc: "))
 				os.Exit(1)
 			}
 			return
