@@ -29,7 +29,7 @@ TEST_ENV := ONNXRUNTIME_SHARED_LIBRARY_PATH=$(ORT_LIB) NWC_REQUIRE_ORT=1 NWC_REQ
 # Go files to gofmt-check (skip VCS, testdata, outputs).
 FIND_GOFILES = find . -type d \( -name .git -o -name testdata -o -path ./out -o -path ./bin -o -name node_modules \) -prune -o -type f -name '*.go' -print
 
-.PHONY: all setup setup-check setup-train train build test fmt-check vet fuzz demo clean check-tokenizer check-decode
+.PHONY: all setup setup-check setup-train train build test test-nocgo check-api-example fmt-check vet fuzz demo clean check-tokenizer check-decode
 
 all: build
 
@@ -61,9 +61,22 @@ fmt-check:
 vet:
 	$(GO) vet ./...
 
-test: setup fmt-check
+test: setup fmt-check test-nocgo
 	$(TEST_ENV) $(GO) vet ./...
 	$(TEST_ENV) $(GO) test $(TESTFLAGS) ./...
+
+# The build without cgo (no ONNX Runtime, no tokenizer library): everything
+# that does not need them builds, vets and passes its tests; a neural-coded
+# tensor is refused with a clear error (plugin/nocgo_test.go).
+test-nocgo:
+	CGO_ENABLED=0 $(GO) build ./...
+	CGO_ENABLED=0 $(GO) vet ./...
+	CGO_ENABLED=0 $(GO) test $(TESTFLAGS) ./plugin/ ./loader/... ./internal/... ./cmd/nwc/
+
+# The README's Go example, built in a fresh module outside the repository that
+# requires this one, decodes FILE (a .nwc made by nwc compress).
+check-api-example: setup
+	NWC_CACHE=$(NWC_CACHE) scripts/check-api-example.sh $(FILE)
 
 # Runs each fuzz target (go test -list 'Fuzz.*', per package) for $(FUZZTIME).
 fuzz:

@@ -40,7 +40,7 @@ import (
 	"github.com/nwc-project/nwc/loader/codec"
 	"github.com/nwc-project/nwc/loader/container"
 	"github.com/nwc-project/nwc/loader/tensor"
-	"github.com/nwc-project/nwc/plugin/tokenizer"
+	"github.com/nwc-project/nwc/loader/tokjson"
 )
 
 // Types re-exported so that a host needs no other nwc import.
@@ -78,7 +78,7 @@ var (
 	// ErrNotFound: no tensor of that name.
 	ErrNotFound = tensor.ErrNotFound
 	// ErrNoTokenizer: the model carries no tokenizer.
-	ErrNoTokenizer = tokenizer.ErrNoTokenizer
+	ErrNoTokenizer = tokjson.ErrNoTokenizer
 )
 
 // Option configures Open. Options are checked when Open runs; an invalid
@@ -334,7 +334,7 @@ func (m *Model) Config() (Config, error) { return arch.ConfigFromSource(m.src) }
 // tokenizer.json: the file the model carries, or one built from its GGUF
 // metadata.
 func (m *Model) TokenizerJSON() ([]byte, error) {
-	b, _, err := tokenizer.JSONForSource(m.src)
+	b, _, err := tokjson.JSONForSource(m.src)
 	return b, err
 }
 

@@ -19,6 +19,7 @@ import (
 	"github.com/nwc-project/nwc/eval"
 	"github.com/nwc-project/nwc/loader/gguf"
 	"github.com/nwc-project/nwc/loader/refmodel"
+	"github.com/nwc-project/nwc/loader/tokjson"
 )
 
 // Checks on the reference model smollm2-135m (SmolLM2-135M-Instruct Q4_1
@@ -94,8 +95,8 @@ func TestSmolLM2Tokenizer(t *testing.T) {
 	if tok.VocabSize() != 49152 {
 		t.Errorf("vocab size %d, want 49152", tok.VocabSize())
 	}
-	sp, err := SpecialTokens(f.Metadata())
-	if err != nil || sp != (Special{BOS: 1, EOS: 2, UNK: 0, PAD: 2}) {
+	sp, err := tokjson.SpecialTokens(f.Metadata())
+	if err != nil || sp != (tokjson.Special{BOS: 1, EOS: 2, UNK: 0, PAD: 2}) {
 		t.Errorf("special tokens %+v, %v", sp, err)
 	}
 	for _, c := range []struct {
@@ -164,7 +165,7 @@ func TestWikiTextMatchesReferences(t *testing.T) {
 		skipOrFail(t, "check python not available (run make setup or set NWC_CHECK_PYTHON): %v", err)
 	}
 	t.Setenv("NWC_CACHE", t.TempDir())
-	data, _, err := JSONForSource(f)
+	data, _, err := tokjson.JSONForSource(f)
 	if err != nil {
 		t.Fatal(err)
 	}

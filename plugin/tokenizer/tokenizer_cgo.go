@@ -13,6 +13,7 @@ import (
 	hf "github.com/daulet/tokenizers"
 
 	"github.com/nwc-project/nwc/loader/tensor"
+	"github.com/nwc-project/nwc/loader/tokjson"
 )
 
 // Tokenizer encodes text to token ids and back. Encode and Decode may be
@@ -123,14 +124,14 @@ func (t *Tokenizer) Close() error {
 // with a tokenizer.json beside it, .nwc carrying either asset). A cached
 // tokenizer.json that fails to load is rebuilt once.
 func ForSource(src tensor.Source) (*Tokenizer, error) {
-	data, o, err := JSONForSource(src)
+	data, o, err := tokjson.JSONForSource(src)
 	if err != nil {
 		return nil, err
 	}
 	t, err := FromBytes(data)
 	if err != nil && o.Kind == "gguf-cache" {
 		os.Remove(o.Path) // damaged cache entry: build again
-		data, o, err = JSONForSource(src)
+		data, o, err = tokjson.JSONForSource(src)
 		if err != nil {
 			return nil, err
 		}

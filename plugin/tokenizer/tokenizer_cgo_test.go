@@ -12,11 +12,12 @@ import (
 
 	"github.com/nwc-project/nwc/loader/gguf"
 	"github.com/nwc-project/nwc/loader/tensor"
+	"github.com/nwc-project/nwc/loader/tokjson"
 )
 
 func build(t *testing.T, kvs []gguf.KV) *Tokenizer {
 	t.Helper()
-	data, err := FromGGUFMetadata(kvs)
+	data, err := tokjson.FromGGUFMetadata(kvs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +69,7 @@ func TestLlama3FamilyAndTemplates(t *testing.T) {
 	v := newTinyVocab()
 	kvs := v.kvs("llama-bpe")
 	kvs = kvs[:len(kvs)-1] // no add_bos_token: the llama3 default (true) applies
-	data, err := FromGGUFMetadata(kvs)
+	data, err := tokjson.FromGGUFMetadata(kvs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +79,7 @@ func TestLlama3FamilyAndTemplates(t *testing.T) {
 			t.Errorf("llama-bpe tokenizer.json lacks %s", want)
 		}
 	}
-	sp, err := SpecialTokens(kvs)
+	sp, err := tokjson.SpecialTokens(kvs)
 	if err != nil || !sp.AddBOS || sp.BOS != 1 || sp.EOS != 0 || sp.UNK != 0 || sp.PAD != 0 || sp.AddEOS {
 		t.Errorf("special %+v, %v", sp, err)
 	}
@@ -141,11 +142,11 @@ func TestForSourceAndCache(t *testing.T) {
 	}
 	src := fakeSource{assets: []tensor.Asset{{Name: gguf.MetadataAsset, Data: meta}}}
 
-	data, o, err := JSONForSource(src)
+	data, o, err := tokjson.JSONForSource(src)
 	if err != nil {
 		t.Fatal(err)
 	}
-	key, _ := CacheKey(kvs)
+	key, _ := tokjson.CacheKey(kvs)
 	wantPath := filepath.Join(cache, "tokenizers", key+".json")
 	if o.Kind != "gguf-built" || o.Path != wantPath || o.Key != key {
 		t.Errorf("first call: %+v, want built at %s", o, wantPath)
@@ -153,13 +154,13 @@ func TestForSourceAndCache(t *testing.T) {
 	if cached, err := os.ReadFile(wantPath); err != nil || string(cached) != string(data) {
 		t.Errorf("cache file: %v", err)
 	}
-	_, o, err = JSONForSource(src)
+	_, o, err = tokjson.JSONForSource(src)
 	if err != nil || o.Kind != "gguf-cache" {
 		t.Errorf("second call: %+v, %v", o, err)
 	}
 	// The key ignores non-tokenizer metadata, and follows tokenizer changes.
-	k2, _ := CacheKey(append(kvs, gguf.KV{Key: "general.name", Value: str("x")}))
-	k3, _ := CacheKey(v.kvs("gpt2"))
+	k2, _ := tokjson.CacheKey(append(kvs, gguf.KV{Key: "general.name", Value: str("x")}))
+	k3, _ := tokjson.CacheKey(v.kvs("gpt2"))
 	if k2 != key || k3 == key {
 		t.Errorf("cache keys: %s %s %s", key, k2, k3)
 	}
@@ -185,9 +186,9 @@ func TestForSourceAndCache(t *testing.T) {
 	}
 
 	// A tokenizer.json asset wins over GGUF metadata.
-	gpt2JSON, _ := FromGGUFMetadata(v.kvs("gpt2"))
-	both := fakeSource{assets: []tensor.Asset{{Name: gguf.MetadataAsset, Data: meta}, {Name: TokenizerAsset, Data: gpt2JSON}}}
-	_, o, err = JSONForSource(both)
+	gpt2JSON, _ := tokjson.FromGGUFMetadata(v.kvs("gpt2"))
+	both := fakeSource{assets: []tensor.Asset{{Name: gguf.MetadataAsset, Data: meta}, {Name: tokjson.TokenizerAsset, Data: gpt2JSON}}}
+	_, o, err = tokjson.JSONForSource(both)
 	if err != nil || o.Kind != "asset" {
 		t.Errorf("asset source: %+v, %v", o, err)
 	}
@@ -201,12 +202,12 @@ func TestForSourceAndCache(t *testing.T) {
 		t.Errorf("asset tokenizer: %v", ids)
 	}
 
-	if _, err := ForSource(fakeSource{}); !errors.Is(err, ErrNoTokenizer) {
+	if _, err := ForSource(fakeSource{}); !errors.Is(err, tokjson.ErrNoTokenizer) {
 		t.Errorf("no tokenizer: %v", err)
 	}
 	// Unwritable cache: still works, no path.
 	t.Setenv("NWC_CACHE", filepath.Join(wantPath, "not-a-dir"))
-	_, o, err = JSONForSource(src)
+	_, o, err = tokjson.JSONForSource(src)
 	if err != nil || o.Kind != "gguf-built" || o.Path != "" {
 		t.Errorf("unwritable cache: %+v, %v", o, err)
 	}

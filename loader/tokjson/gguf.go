@@ -1,4 +1,4 @@
-package tokenizer
+package tokjson
 
 import (
 	"bytes"
@@ -13,12 +13,12 @@ import (
 
 // GGUF token types (llama.cpp's llama_token_type / gguf TokenType).
 const (
-	tokenTypeNormal      = 1
-	tokenTypeUnknown     = 2
-	tokenTypeControl     = 3
-	tokenTypeUserDefined = 4
-	tokenTypeUnused      = 5
-	tokenTypeByte        = 6
+	TokenTypeNormal      = 1
+	TokenTypeUnknown     = 2
+	TokenTypeControl     = 3
+	TokenTypeUserDefined = 4
+	TokenTypeUnused      = 5
+	TokenTypeByte        = 6
 )
 
 // ErrUnsupported is wrapped when the GGUF metadata describes a tokenizer that
@@ -268,9 +268,9 @@ type hfTokenizer struct {
 	Model         hfBPE          `json:"model"`
 }
 
-// byteAlphabet returns the 256 characters GPT-2's byte-level BPE uses for the
+// ByteAlphabet returns the 256 characters GPT-2's byte-level BPE uses for the
 // bytes 0..255 (bytes_to_unicode).
-func byteAlphabet() [256]rune {
+func ByteAlphabet() [256]rune {
 	var a [256]rune
 	n := 0
 	for b := 0; b < 256; b++ {
@@ -375,17 +375,17 @@ func FromGGUFMetadata(kvs []gguf.KV) ([]byte, error) {
 		}
 		writeJSONString(&vocab, tok)
 		fmt.Fprintf(&vocab, ":%d", id)
-		tt := int64(tokenTypeNormal)
+		tt := int64(TokenTypeNormal)
 		if haveTypes {
 			tt = types[id]
 		}
 		switch tt {
-		case tokenTypeNormal, tokenTypeUnused, 0:
-		case tokenTypeControl, tokenTypeUnknown:
+		case TokenTypeNormal, TokenTypeUnused, 0:
+		case TokenTypeControl, TokenTypeUnknown:
 			added = append(added, hfAddedToken{ID: id, Content: tok, Special: true})
-		case tokenTypeUserDefined:
+		case TokenTypeUserDefined:
 			added = append(added, hfAddedToken{ID: id, Content: tok})
-		case tokenTypeByte:
+		case TokenTypeByte:
 			return nil, fmt.Errorf("%w: token %d has type BYTE, which a byte-level BPE vocabulary does not use", ErrUnsupported, id)
 		default:
 			return nil, fmt.Errorf("tokenizer: GGUF token %d has unknown type %d", id, tt)
@@ -413,7 +413,7 @@ func FromGGUFMetadata(kvs []gguf.KV) ([]byte, error) {
 
 	// Byte-level BPE never needs an unknown token when every byte has one.
 	var unk *string
-	for _, r := range byteAlphabet() {
+	for _, r := range ByteAlphabet() {
 		if _, ok := index[string(r)]; !ok {
 			if special.UNK < 0 {
 				return nil, fmt.Errorf("%w: byte character %q is not in the vocabulary and there is no unknown token", ErrUnsupported, r)

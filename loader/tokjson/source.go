@@ -1,4 +1,4 @@
-package tokenizer
+package tokjson
 
 import (
 	"crypto/sha256"

@@ -1,4 +1,4 @@
-package tokenizer
+package tokjson
 
 import (
 	"encoding/json"
@@ -41,17 +41,17 @@ func newTinyVocab() *tinyVocab {
 		v.tokens = append(v.tokens, tok)
 		v.types = append(v.types, typ)
 	}
-	add("<|endoftext|>", tokenTypeControl)
-	add("<|im_start|>", tokenTypeControl)
-	for _, r := range byteAlphabet() {
-		add(string(r), tokenTypeNormal)
+	add("<|endoftext|>", TokenTypeControl)
+	add("<|im_start|>", TokenTypeControl)
+	for _, r := range ByteAlphabet() {
+		add(string(r), TokenTypeNormal)
 	}
 	for _, m := range []string{"Ġ t", "l l", "e ll", "h ell", "hell o", "h e", "Ġt he", "Ġ 1", "Ġ Ġ"} {
 		a, b, _ := strings.Cut(m, " ")
-		add(a+b, tokenTypeNormal)
+		add(a+b, TokenTypeNormal)
 		v.merges = append(v.merges, m)
 	}
-	add("<think>", tokenTypeUserDefined)
+	add("<think>", TokenTypeUserDefined)
 	return v
 }
 

@@ -1,0 +1,7 @@
+// Package tokjson gives a model's tokenizer as a Hugging Face tokenizer.json,
+// in pure Go: the tokenizer.json asset a model carries, or one built from
+// its GGUF metadata (tokenizer.ggml.*: byte-level BPE vocabularies, merges,
+// pre-tokenizer, special tokens) and cached under $NWC_CACHE/tokenizers.
+// Running the tokenizer (text to ids) is plugin/tokenizer's job, through the
+// Rust tokenizers library.
+package tokjson
