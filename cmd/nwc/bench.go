@@ -106,7 +106,7 @@ func runBench(ctx context.Context, args []string) error {
 	calibTokens := fs.Int("calib-tokens", calib.DefaultTokens, "calibration tokens for H (gptq, ecsq, nwc)")
 	noCalib := fs.Bool("no-calib", false, "no calibration data: H = I")
 	sinkWeight := fs.Float64("sink-weight", calib.DefaultSinkWeight, "weight of the first token of every calibration window in H")
-	fbBlock := fs.Int("feedback-block", 0, "LDLQ error-feedback block in columns for nwc and ecsq (0 = loader.DefaultFeedbackBlock, 16)")
+	fbBlock := fs.Int("feedback-block", 0, "LDLQ error-feedback block in columns for nwc and ecsq (0 = 16)")
 	var lf lmFlags
 	lf.register(fs)
 	if _, err := parseFlags(fs, args[1:]); err != nil {
