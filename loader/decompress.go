@@ -2,7 +2,6 @@ package loader
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -97,14 +96,4 @@ func Decompress(ctx context.Context, src tensor.Source, path string, opts Decomp
 		}
 	}
 	return nil
-}
-
-// AssetJSON decodes a JSON asset by name, if present.
-func AssetJSON(src tensor.Source, name string, v any) (bool, error) {
-	for _, a := range src.Assets() {
-		if a.Name == name {
-			return true, json.Unmarshal(a.Data, v)
-		}
-	}
-	return false, nil
 }
