@@ -1,7 +1,6 @@
 package loader
 
 import (
-	"bytes"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -10,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/nwc-project/nwc/loader/codec"
+	"github.com/nwc-project/nwc/loader/container"
 	"github.com/nwc-project/nwc/loader/gguf"
 	"github.com/nwc-project/nwc/loader/onnxinit"
 	"github.com/nwc-project/nwc/loader/refmodel"
@@ -27,9 +27,6 @@ const (
 	FormatSafetensors Format = "safetensors"
 	FormatONNX        Format = "onnx"
 )
-
-// nwcMagic starts every .nwc file (docs/FORMAT.md).
-var nwcMagic = []byte{0x89, 'N', 'W', 'C', '\r', '\n', 0x1a, '\n'}
 
 // Resolve turns a reference model name (see `nwc models`) or a path into a
 // path on disk.
@@ -55,14 +52,10 @@ func Detect(path string) (Format, error) {
 	if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
 		return "", fmt.Errorf("%s: %w", path, err)
 	}
-	switch {
-	case n >= 8 && bytes.Equal(head[:8], nwcMagic):
-		return FormatNWC, nil
-	case n >= 4 && string(head[:4]) == "GGUF":
-		return FormatGGUF, nil
-	case n >= 9 && head[8] == '{' && binary.LittleEndian.Uint64(head[:8]) < uint64(st.Size()):
-		return FormatSafetensors, nil
-	case strings.EqualFold(filepath.Ext(path), ".onnx"):
+	if f := sniff(head[:n], st.Size()); f != "" {
+		return f, nil
+	}
+	if strings.EqualFold(filepath.Ext(path), ".onnx") {
 		return FormatONNX, nil
 	}
 	return "", fmt.Errorf("%s: unrecognised model file (not .nwc, GGUF, safetensors or .onnx; starts with %q)", path, head[:n])
@@ -108,16 +101,13 @@ func OpenReaderAt(r io.ReaderAt, size int64, name string, env codec.Env) (tensor
 		return nil, "", fmt.Errorf("%s: %w", name, err)
 	}
 	var src tensor.Source
-	var format Format
-	switch {
-	case n >= 8 && bytes.Equal(head[:8], nwcMagic):
-		format = FormatNWC
+	format := sniff(head[:n], size)
+	switch format {
+	case FormatNWC:
 		src, err = NewNWC(r, size, name, env)
-	case n >= 4 && string(head[:4]) == "GGUF":
-		format = FormatGGUF
+	case FormatGGUF:
 		src, err = gguf.NewReader(r, size, name)
-	case n >= 9 && head[8] == '{' && binary.LittleEndian.Uint64(head[:8]) < uint64(size):
-		format = FormatSafetensors
+	case FormatSafetensors:
 		src, err = safetensors.NewReader(name, r, size)
 	default:
 		return nil, "", fmt.Errorf("%s: %w: unrecognised model data (not .nwc, GGUF or safetensors; starts with %q)", name, tensor.ErrUnsupported, head[:n])
@@ -126,4 +116,18 @@ func OpenReaderAt(r io.ReaderAt, size int64, name string, env codec.Env) (tensor
 		return nil, "", err
 	}
 	return src, format, nil
+}
+
+// sniff tells the format of a file of size bytes from its first bytes
+// (up to 9), or "" when they match none.
+func sniff(head []byte, size int64) Format {
+	switch {
+	case container.HasMagic(head):
+		return FormatNWC
+	case len(head) >= 4 && string(head[:4]) == "GGUF":
+		return FormatGGUF
+	case len(head) >= 9 && head[8] == '{' && binary.LittleEndian.Uint64(head[:8]) < uint64(size):
+		return FormatSafetensors
+	}
+	return ""
 }

@@ -4,6 +4,7 @@
 package container
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -35,6 +36,11 @@ var (
 	trailerMagic  = [8]byte{'N', 'W', 'C', 'T', 'R', 'A', 'I', 'L'}
 	castagnoli    = crc32.MakeTable(crc32.Castagnoli)
 )
+
+// HasMagic reports whether p starts with the magic bytes of a .nwc file.
+func HasMagic(p []byte) bool {
+	return len(p) >= len(preambleMagic) && bytes.Equal(p[:len(preambleMagic)], preambleMagic[:])
+}
 
 // Errors. Every error returned by this package wraps one of these and names
 // the file (and section) it concerns.

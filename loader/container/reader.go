@@ -65,7 +65,7 @@ func (r *Reader) readAt(off, n int64, what string) ([]byte, error) {
 }
 
 func checkPreamble(p []byte) error {
-	if !bytes.Equal(p[:8], preambleMagic[:]) {
+	if !HasMagic(p) {
 		return ErrBadMagic
 	}
 	if crc(p[:60]) != binary.LittleEndian.Uint32(p[60:]) {
@@ -83,7 +83,7 @@ func checkPreamble(p []byte) error {
 func (r *Reader) load() error {
 	if r.size < preambleSize+trailerSize {
 		if r.size >= 8 {
-			if p, err := r.readAt(0, 8, "magic"); err == nil && !bytes.Equal(p, preambleMagic[:]) {
+			if p, err := r.readAt(0, 8, "magic"); err == nil && !HasMagic(p) {
 				return r.errorf(ErrBadMagic, "file starts with %q", p)
 			}
 		}
