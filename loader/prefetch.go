@@ -134,13 +134,18 @@ func (p *Prefetcher) ReadRaw(name string, dst []byte) ([]byte, error) {
 	return p.ReadTensor(context.Background(), name, dst)
 }
 
+// contextReader is a source whose reads take a context (NWCFile).
+type contextReader interface {
+	ReadTensor(ctx context.Context, name string, dst []byte) ([]byte, error)
+}
+
 // ReadTensor is ReadRaw that stops waiting when ctx is cancelled (a direct
-// read of an NWCFile passes ctx on to the decoder).
+// read of a source with its own ReadTensor passes ctx on to it).
 func (p *Prefetcher) ReadTensor(ctx context.Context, name string, dst []byte) ([]byte, error) {
 	raw, ok, err := p.take(ctx, name)
 	if !ok {
-		if nf, isNWC := p.src.(*NWCFile); isNWC {
-			return nf.ReadTensor(ctx, name, dst)
+		if cr, ok := p.src.(contextReader); ok {
+			return cr.ReadTensor(ctx, name, dst)
 		}
 		return p.src.ReadRaw(name, dst)
 	}
