@@ -27,6 +27,7 @@
 package plugin
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -250,7 +251,7 @@ func OpenFS(ctx context.Context, fsys fs.FS, name string, opts ...Option) (*Mode
 		if err != nil {
 			return nil, fmt.Errorf("nwc: %s: %w", name, err)
 		}
-		ra, f = bytesReaderAt(data), nil
+		ra, f = bytes.NewReader(data), nil
 	}
 	src, format, err := loader.OpenReaderAt(ra, st.Size(), o.name, o.env)
 	if err != nil {
@@ -260,19 +261,6 @@ func OpenFS(ctx context.Context, fsys fs.FS, name string, opts ...Option) (*Mode
 		return nil, err
 	}
 	return newModel(ctx, src, string(format), f, o), nil
-}
-
-type bytesReaderAt []byte
-
-func (b bytesReaderAt) ReadAt(p []byte, off int64) (int, error) {
-	if off < 0 || off > int64(len(b)) {
-		return 0, fmt.Errorf("read at %d of %d bytes", off, len(b))
-	}
-	n := copy(p, b[off:])
-	if n < len(p) {
-		return n, io.EOF
-	}
-	return n, nil
 }
 
 func newModel(ctx context.Context, src tensor.Source, format string, closer io.Closer, o options) *Model {
@@ -306,18 +294,32 @@ func (m *Model) ReadTensor(ctx context.Context, name string, dt DType, dst []byt
 	if !ok {
 		return nil, fmt.Errorf("nwc: tensor %q: %w", name, ErrNotFound)
 	}
+	if dt != F32 && dt != F16 && dt != BF16 {
+		return nil, fmt.Errorf("nwc: tensor %q: %w: cannot convert to %s (F32, F16 or BF16)", name, tensor.ErrUnsupportedDType, dt)
+	}
+	// Stored in the dtype asked for: decode straight into dst, no copy.
+	var into []byte
+	if dt == ti.DType {
+		into = dst
+	}
 	var raw []byte
 	var err error
 	switch {
 	case m.pf != nil:
-		raw, err = m.pf.ReadTensor(ctx, name, nil)
+		raw, err = m.pf.ReadTensor(ctx, name, into)
 	case m.nwc != nil:
-		raw, err = m.nwc.ReadTensor(ctx, name, nil)
+		raw, err = m.nwc.ReadTensor(ctx, name, into)
 	default:
-		raw, err = m.src.ReadRaw(name, nil)
+		raw, err = m.src.ReadRaw(name, into)
 	}
 	if err != nil {
 		return nil, err
+	}
+	if dt == ti.DType {
+		if want, err := dt.StorageBytes(ti.NumElements()); err != nil || int64(len(raw)) != want {
+			return nil, fmt.Errorf("nwc: tensor %q: %w: %d bytes for %d %s elements", name, tensor.ErrShape, len(raw), ti.NumElements(), dt)
+		}
+		return raw, nil
 	}
 	out, err := tensor.Convert(ti.DType, raw, ti.NumElements(), dt, dst)
 	if err != nil {
