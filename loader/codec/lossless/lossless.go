@@ -25,10 +25,7 @@ const (
 
 func init() {
 	dec := func(id uint8) func(codec.Env) (codec.Decoder, error) {
-		return func(codec.Env) (codec.Decoder, error) {
-			l, err := New()
-			return idDecoder{l, id}, err
-		}
+		return func(codec.Env) (codec.Decoder, error) { return newDecoder(id) }
 	}
 	codec.Register(codec.Codec{Name: "raw", ID: IDRaw, Doc: "stored bytes as they are (decode only)", NewDecoder: dec(IDRaw)})
 	codec.Register(codec.Codec{Name: "zstd", ID: IDZstd, Doc: "zstd of the stored bytes (decode only)", NewDecoder: dec(IDZstd)})
@@ -50,12 +47,20 @@ func New() (*Lossless, error) {
 	if err != nil {
 		return nil, fmt.Errorf("codec: zstd encoder: %w", err)
 	}
-	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecodeAllCapLimit(true), zstd.IgnoreChecksum(false))
+	dec, err := newZstdDecoder()
 	if err != nil {
 		enc.Close()
-		return nil, fmt.Errorf("codec: zstd decoder: %w", err)
+		return nil, err
 	}
 	return &Lossless{enc: enc, dec: dec}, nil
+}
+
+func newZstdDecoder() (*zstd.Decoder, error) {
+	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecodeAllCapLimit(true), zstd.IgnoreChecksum(false))
+	if err != nil {
+		return nil, fmt.Errorf("codec: zstd decoder: %w", err)
+	}
+	return dec, nil
 }
 
 // Close releases the coder state.
@@ -72,15 +77,30 @@ func (l *Lossless) Close() error {
 	return nil
 }
 
-// idDecoder decodes one section id with a Lossless.
+// idDecoder decodes one section id: a Lossless with a zstd decoder only
+// (none for raw), since an open file never encodes.
 type idDecoder struct {
-	*Lossless
+	l  *Lossless
 	id uint8
 }
 
-func (d idDecoder) Decode(_ context.Context, s codec.Section, payload, dst []byte) ([]byte, error) {
-	return d.DecodeBytes(d.id, s.DType, s.RawSize, s.Params, payload, dst)
+func newDecoder(id uint8) (codec.Decoder, error) {
+	d := idDecoder{l: &Lossless{}, id: id}
+	if id != IDRaw {
+		dec, err := newZstdDecoder()
+		if err != nil {
+			return nil, err
+		}
+		d.l.dec = dec
+	}
+	return d, nil
 }
+
+func (d idDecoder) Decode(_ context.Context, s codec.Section, payload, dst []byte) ([]byte, error) {
+	return d.l.DecodeBytes(d.id, s.DType, s.RawSize, s.Params, payload, dst)
+}
+
+func (d idDecoder) Close() error { return d.l.Close() }
 
 // Encode codes a tensor's stored bytes (codec.Encoder).
 func (l *Lossless) Encode(_ context.Context, in codec.Input) (codec.Output, error) {
