@@ -20,7 +20,7 @@ var Layers = []Layer{
 		"loader/gguf", "loader/safetensors", "loader/onnxinit", "loader/container",
 		"internal/tensortest", "internal/ortenv/orttest",
 	}},
-	{"codec contract", []string{"loader/codec", "loader/arch", "loader/tokjson"}},
+	{"codec contract", []string{"loader/codec", "loader/arch", "loader/tokjson", "internal/tokentest"}},
 	{"codecs", []string{
 		"loader/codec/lossless", "loader/codec/rtn", "loader/codec/f16", "loader/codec/gptq",
 		"loader/codec/ecsq", "ortcodec",

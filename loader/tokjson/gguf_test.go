@@ -1,4 +1,4 @@
-package tokjson
+package tokjson_test
 
 import (
 	"encoding/json"
@@ -9,90 +9,32 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nwc-project/nwc/internal/tokentest"
 	"github.com/nwc-project/nwc/loader/gguf"
 	"github.com/nwc-project/nwc/loader/tensor"
+	"github.com/nwc-project/nwc/loader/tokjson"
 )
 
-func str(s string) gguf.Value { return gguf.Value{Type: gguf.ValueString, V: s} }
-func u32(x uint32) gguf.Value { return gguf.Value{Type: gguf.ValueUint32, V: x} }
-func boolean(b bool) gguf.Value {
-	return gguf.Value{Type: gguf.ValueBool, V: b}
-}
-func strs(s []string) gguf.Value {
-	return gguf.Value{Type: gguf.ValueArray, Elem: gguf.ValueString, V: s}
-}
-func i32s(x []int32) gguf.Value {
-	return gguf.Value{Type: gguf.ValueArray, Elem: gguf.ValueInt32, V: x}
-}
-
-// tinyVocab is a byte-level BPE vocabulary: two control tokens, the 256
-// byte characters, a few merges, and one user-defined token.
-type tinyVocab struct {
-	tokens []string
-	types  []int32
-	merges []string
-	id     map[string]int32
-}
-
-func newTinyVocab() *tinyVocab {
-	v := &tinyVocab{id: map[string]int32{}}
-	add := func(tok string, typ int32) {
-		v.id[tok] = int32(len(v.tokens))
-		v.tokens = append(v.tokens, tok)
-		v.types = append(v.types, typ)
-	}
-	add("<|endoftext|>", TokenTypeControl)
-	add("<|im_start|>", TokenTypeControl)
-	for _, r := range ByteAlphabet() {
-		add(string(r), TokenTypeNormal)
-	}
-	for _, m := range []string{"Ġ t", "l l", "e ll", "h ell", "hell o", "h e", "Ġt he", "Ġ 1", "Ġ Ġ"} {
-		a, b, _ := strings.Cut(m, " ")
-		add(a+b, TokenTypeNormal)
-		v.merges = append(v.merges, m)
-	}
-	add("<think>", TokenTypeUserDefined)
-	return v
-}
-
-func (v *tinyVocab) kvs(pre string, extra ...gguf.KV) []gguf.KV {
-	kvs := []gguf.KV{
-		{Key: "general.architecture", Value: str("llama")},
-		{Key: "tokenizer.ggml.model", Value: str("gpt2")},
-		{Key: "tokenizer.ggml.pre", Value: str(pre)},
-		{Key: "tokenizer.ggml.tokens", Value: strs(v.tokens)},
-		{Key: "tokenizer.ggml.token_type", Value: i32s(v.types)},
-		{Key: "tokenizer.ggml.merges", Value: strs(v.merges)},
-		{Key: "tokenizer.ggml.bos_token_id", Value: u32(1)},
-		{Key: "tokenizer.ggml.eos_token_id", Value: u32(0)},
-		{Key: "tokenizer.ggml.unknown_token_id", Value: u32(0)},
-		{Key: "tokenizer.ggml.padding_token_id", Value: u32(0)},
-		{Key: "tokenizer.ggml.add_bos_token", Value: boolean(false)},
-	}
-	return append(kvs, extra...)
-}
-
-func (v *tinyVocab) ids(t *testing.T, toks ...string) []int32 {
-	t.Helper()
-	out := make([]int32, len(toks))
-	for i, s := range toks {
-		id, ok := v.id[s]
-		if !ok {
-			t.Fatalf("no token %q", s)
-		}
-		out[i] = id
-	}
-	return out
+// addedToken is one entry of tokenizer.json's added_tokens (the Hugging Face
+// layout the builder must write).
+type addedToken struct {
+	ID         int    `json:"id"`
+	Content    string `json:"content"`
+	SingleWord bool   `json:"single_word"`
+	LStrip     bool   `json:"lstrip"`
+	RStrip     bool   `json:"rstrip"`
+	Normalized bool   `json:"normalized"`
+	Special    bool   `json:"special"`
 }
 
 func TestFromGGUFMetadataJSON(t *testing.T) {
-	v := newTinyVocab()
-	data, err := FromGGUFMetadata(v.kvs("smollm"))
+	v := tokentest.NewTinyVocab()
+	data, err := tokjson.FromGGUFMetadata(v.KVs("smollm"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	var tj struct {
-		AddedTokens []hfAddedToken `json:"added_tokens"`
+		AddedTokens []addedToken   `json:"added_tokens"`
 		Normalizer  any            `json:"normalizer"`
 		PreTok      any            `json:"pre_tokenizer"`
 		Post        map[string]any `json:"post_processor"`
@@ -118,33 +60,33 @@ func TestFromGGUFMetadataJSON(t *testing.T) {
 	if tj.Normalizer != nil || tj.Decoder["type"] != "ByteLevel" || tj.Post["type"] != "ByteLevel" {
 		t.Errorf("normalizer %v, decoder %v, post %v", tj.Normalizer, tj.Decoder, tj.Post)
 	}
-	if tj.Model.Type != "BPE" || tj.Model.Unk != nil || tj.Model.IgnoreMerges || len(tj.Model.Vocab) != len(v.tokens) || len(tj.Model.Merges) != len(v.merges) {
+	if tj.Model.Type != "BPE" || tj.Model.Unk != nil || tj.Model.IgnoreMerges || len(tj.Model.Vocab) != len(v.Tokens) || len(tj.Model.Merges) != len(v.Merges) {
 		t.Errorf("model: %s unk %v ignore %v, %d tokens, %d merges", tj.Model.Type, tj.Model.Unk, tj.Model.IgnoreMerges, len(tj.Model.Vocab), len(tj.Model.Merges))
 	}
 	for tokStr, id := range tj.Model.Vocab {
-		if v.tokens[id] != tokStr {
-			t.Fatalf("vocab %q -> %d, want %q", tokStr, id, v.tokens[id])
+		if v.Tokens[id] != tokStr {
+			t.Fatalf("vocab %q -> %d, want %q", tokStr, id, v.Tokens[id])
 		}
 	}
-	want := []hfAddedToken{
+	want := []addedToken{
 		{ID: 0, Content: "<|endoftext|>", Special: true},
 		{ID: 1, Content: "<|im_start|>", Special: true},
-		{ID: int(v.id["<think>"]), Content: "<think>"},
+		{ID: int(v.ID["<think>"]), Content: "<think>"},
 	}
 	if !reflect.DeepEqual(tj.AddedTokens, want) {
 		t.Errorf("added tokens %+v", tj.AddedTokens)
 	}
 	// Deterministic output.
-	again, _ := FromGGUFMetadata(v.kvs("smollm"))
+	again, _ := tokjson.FromGGUFMetadata(v.KVs("smollm"))
 	if string(again) != string(data) {
 		t.Error("two builds differ")
 	}
 }
 
 func TestFromGGUFMetadataErrors(t *testing.T) {
-	v := newTinyVocab()
+	v := tokentest.NewTinyVocab()
 	replace := func(key string, val gguf.Value) []gguf.KV {
-		kvs := v.kvs("smollm")
+		kvs := v.KVs("smollm")
 		for i := range kvs {
 			if kvs[i].Key == key {
 				kvs[i].Value = val
@@ -154,16 +96,16 @@ func TestFromGGUFMetadataErrors(t *testing.T) {
 	}
 	drop := func(key string) []gguf.KV {
 		var out []gguf.KV
-		for _, kv := range v.kvs("smollm") {
+		for _, kv := range v.KVs("smollm") {
 			if kv.Key != key {
 				out = append(out, kv)
 			}
 		}
 		return out
 	}
-	dup := append([]string(nil), v.tokens...)
+	dup := append([]string(nil), v.Tokens...)
 	dup[5] = dup[6]
-	badType := append([]int32(nil), v.types...)
+	badType := append([]int32(nil), v.Types...)
 	badType[3] = 9
 	cases := []struct {
 		name string
@@ -171,25 +113,25 @@ func TestFromGGUFMetadataErrors(t *testing.T) {
 		want string
 		is   error
 	}{
-		{"spm", replace("tokenizer.ggml.model", str("llama")), "only \"gpt2\"", ErrUnsupported},
-		{"default pre", replace("tokenizer.ggml.pre", str("default")), "pre-tokenizer \"default\"", ErrUnsupported},
-		{"no pre", drop("tokenizer.ggml.pre"), "tokenizer.ggml.pre is missing", ErrUnsupported},
+		{"spm", replace("tokenizer.ggml.model", tokentest.Str("llama")), "only \"gpt2\"", tokjson.ErrUnsupported},
+		{"default pre", replace("tokenizer.ggml.pre", tokentest.Str("default")), "pre-tokenizer \"default\"", tokjson.ErrUnsupported},
+		{"no pre", drop("tokenizer.ggml.pre"), "tokenizer.ggml.pre is missing", tokjson.ErrUnsupported},
 		{"no model", drop("tokenizer.ggml.model"), "no tokenizer.ggml.model", nil},
 		{"no merges", drop("tokenizer.ggml.merges"), "no tokenizer.ggml.merges", nil},
 		{"no tokens", drop("tokenizer.ggml.tokens"), "no tokenizer.ggml.tokens", nil},
-		{"dup", replace("tokenizer.ggml.tokens", strs(dup)), "appears twice", ErrUnsupported},
-		{"types len", replace("tokenizer.ggml.token_type", i32s(v.types[:3])), "token types for", nil},
-		{"bad type", replace("tokenizer.ggml.token_type", i32s(badType)), "unknown type 9", nil},
-		{"bad merge", replace("tokenizer.ggml.merges", strs([]string{"a b c"})), "not two tokens", nil},
-		{"merge oov", replace("tokenizer.ggml.merges", strs([]string{"ab c"})), "not in the vocabulary", nil},
-		{"merge result oov", replace("tokenizer.ggml.merges", strs([]string{"a b"})), "merged token \"ab\"", nil},
-		{"bos range", replace("tokenizer.ggml.bos_token_id", u32(100000)), "outside the vocabulary", nil},
-		{"model type", replace("tokenizer.ggml.model", u32(1)), "not a string", nil},
-		{"tokens type", replace("tokenizer.ggml.tokens", u32(1)), "not an array of strings", nil},
-		{"invalid utf8", replace("tokenizer.ggml.tokens", strs(append(append([]string(nil), v.tokens[:len(v.tokens)-1]...), "\xff"))), "not valid UTF-8", nil},
+		{"dup", replace("tokenizer.ggml.tokens", tokentest.Strs(dup)), "appears twice", tokjson.ErrUnsupported},
+		{"types len", replace("tokenizer.ggml.token_type", tokentest.I32s(v.Types[:3])), "token types for", nil},
+		{"bad type", replace("tokenizer.ggml.token_type", tokentest.I32s(badType)), "unknown type 9", nil},
+		{"bad merge", replace("tokenizer.ggml.merges", tokentest.Strs([]string{"a b c"})), "not two tokens", nil},
+		{"merge oov", replace("tokenizer.ggml.merges", tokentest.Strs([]string{"ab c"})), "not in the vocabulary", nil},
+		{"merge result oov", replace("tokenizer.ggml.merges", tokentest.Strs([]string{"a b"})), "merged token \"ab\"", nil},
+		{"bos range", replace("tokenizer.ggml.bos_token_id", tokentest.U32(100000)), "outside the vocabulary", nil},
+		{"model type", replace("tokenizer.ggml.model", tokentest.U32(1)), "not a string", nil},
+		{"tokens type", replace("tokenizer.ggml.tokens", tokentest.U32(1)), "not an array of strings", nil},
+		{"invalid utf8", replace("tokenizer.ggml.tokens", tokentest.Strs(append(append([]string(nil), v.Tokens[:len(v.Tokens)-1]...), "\xff"))), "not valid UTF-8", nil},
 	}
 	for _, c := range cases {
-		_, err := FromGGUFMetadata(c.kvs)
+		_, err := tokjson.FromGGUFMetadata(c.kvs)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: error %v, want %q", c.name, err, c.want)
 			continue
@@ -199,57 +141,43 @@ func TestFromGGUFMetadataErrors(t *testing.T) {
 		}
 	}
 	// -1 (0xffffffff) is "no such token".
-	sp, err := SpecialTokens(replace("tokenizer.ggml.padding_token_id", u32(0xffffffff)))
+	sp, err := tokjson.SpecialTokens(replace("tokenizer.ggml.padding_token_id", tokentest.U32(0xffffffff)))
 	if err != nil || sp.PAD != -1 {
 		t.Errorf("padding -1: %+v, %v", sp, err)
 	}
 }
 
 // fakeSource is a tensor.Source with assets only.
-type fakeSource struct{ assets []tensor.Asset }
-
-func (f fakeSource) Tensors() []tensor.Info { return nil }
-func (f fakeSource) Assets() []tensor.Asset { return f.assets }
-func (f fakeSource) Close() error           { return nil }
-func (f fakeSource) ReadRaw(string, []byte) ([]byte, error) {
-	return nil, tensor.ErrNotFound
-}
-func (f fakeSource) ReadFloat32(string, []float32) ([]float32, error) {
-	return nil, tensor.ErrNotFound
-}
-
-// TestJSONForSource: the tokenizer.json of a source without loading it
-// (the part that builds without cgo).
 func TestJSONForSource(t *testing.T) {
 	cache := t.TempDir()
 	t.Setenv("NWC_CACHE", cache)
-	v := newTinyVocab()
-	kvs := v.kvs("smollm")
+	v := tokentest.NewTinyVocab()
+	kvs := v.KVs("smollm")
 	meta, err := gguf.MarshalMetadataJSON(kvs)
 	if err != nil {
 		t.Fatal(err)
 	}
-	src := fakeSource{assets: []tensor.Asset{{Name: gguf.MetadataAsset, Data: meta}}}
-	data, o, err := JSONForSource(src)
+	src := tokentest.AssetSource{List: []tensor.Asset{{Name: gguf.MetadataAsset, Data: meta}}}
+	data, o, err := tokjson.JSONForSource(src)
 	if err != nil {
 		t.Fatal(err)
 	}
-	key, _ := CacheKey(kvs)
+	key, _ := tokjson.CacheKey(kvs)
 	wantPath := filepath.Join(cache, "tokenizers", key+".json")
-	if o.Kind != "gguf-built" || o.Path != wantPath || o.Key != key || CachePath(key) != wantPath {
+	if o.Kind != "gguf-built" || o.Path != wantPath || o.Key != key || tokjson.CachePath(key) != wantPath {
 		t.Errorf("first call: %+v, want built at %s", o, wantPath)
 	}
 	if cached, err := os.ReadFile(wantPath); err != nil || string(cached) != string(data) {
 		t.Errorf("cache file: %v", err)
 	}
-	if again, o, err := JSONForSource(src); err != nil || o.Kind != "gguf-cache" || string(again) != string(data) {
+	if again, o, err := tokjson.JSONForSource(src); err != nil || o.Kind != "gguf-cache" || string(again) != string(data) {
 		t.Errorf("second call: %+v, %v", o, err)
 	}
-	both := fakeSource{assets: []tensor.Asset{{Name: gguf.MetadataAsset, Data: meta}, {Name: TokenizerAsset, Data: []byte("{}")}}}
-	if got, o, err := JSONForSource(both); err != nil || o.Kind != "asset" || string(got) != "{}" {
+	both := tokentest.AssetSource{List: []tensor.Asset{{Name: gguf.MetadataAsset, Data: meta}, {Name: tokjson.TokenizerAsset, Data: []byte("{}")}}}
+	if got, o, err := tokjson.JSONForSource(both); err != nil || o.Kind != "asset" || string(got) != "{}" {
 		t.Errorf("asset source: %+v, %v", o, err)
 	}
-	if _, _, err := JSONForSource(fakeSource{}); !errors.Is(err, ErrNoTokenizer) {
+	if _, _, err := tokjson.JSONForSource(tokentest.AssetSource{}); !errors.Is(err, tokjson.ErrNoTokenizer) {
 		t.Errorf("no tokenizer: %v", err)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nwc-project/nwc/internal/tokentest"
 	"github.com/nwc-project/nwc/loader/gguf"
 	"github.com/nwc-project/nwc/loader/tensor"
 	"github.com/nwc-project/nwc/loader/tokjson"
@@ -30,7 +31,7 @@ func build(t *testing.T, kvs []gguf.KV) *Tokenizer {
 }
 
 func TestFromGGUFMetadataEncodes(t *testing.T) {
-	v := newTinyVocab()
+	v := tokentest.NewTinyVocab()
 	cases := []struct {
 		pre, text string
 		want      []string
@@ -47,27 +48,27 @@ func TestFromGGUFMetadataEncodes(t *testing.T) {
 		{"smollm", "é", []string{"Ã", "©"}},
 	}
 	for _, c := range cases {
-		tok := build(t, v.kvs(c.pre))
+		tok := build(t, v.KVs(c.pre))
 		got, err := tok.Encode(c.text)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if want := v.ids(t, c.want...); !reflect.DeepEqual(got, want) {
+		if want := v.IDs(t, c.want...); !reflect.DeepEqual(got, want) {
 			t.Errorf("pre %s: Encode(%q) = %v, want %v (%q)", c.pre, c.text, got, want, c.want)
 		}
 		back, err := tok.Decode(got)
 		if err != nil || back != c.text {
 			t.Errorf("pre %s: Decode(Encode(%q)) = %q, %v", c.pre, c.text, back, err)
 		}
-		if tok.VocabSize() != len(v.tokens) {
-			t.Errorf("VocabSize %d, want %d", tok.VocabSize(), len(v.tokens))
+		if tok.VocabSize() != len(v.Tokens) {
+			t.Errorf("VocabSize %d, want %d", tok.VocabSize(), len(v.Tokens))
 		}
 	}
 }
 
 func TestLlama3FamilyAndTemplates(t *testing.T) {
-	v := newTinyVocab()
-	kvs := v.kvs("llama-bpe")
+	v := tokentest.NewTinyVocab()
+	kvs := v.KVs("llama-bpe")
 	kvs = kvs[:len(kvs)-1] // no add_bos_token: the llama3 default (true) applies
 	data, err := tokjson.FromGGUFMetadata(kvs)
 	if err != nil {
@@ -86,18 +87,18 @@ func TestLlama3FamilyAndTemplates(t *testing.T) {
 	tok := build(t, kvs)
 	// Encode never adds BOS.
 	ids, err := tok.Encode("hello")
-	if err != nil || !reflect.DeepEqual(ids, v.ids(t, "hello")) {
+	if err != nil || !reflect.DeepEqual(ids, v.IDs(t, "hello")) {
 		t.Errorf("Encode(hello) = %v, %v", ids, err)
 	}
 	// Both BOS and EOS.
-	tok2 := build(t, v.kvs("smollm", gguf.KV{Key: "tokenizer.ggml.add_eos_token", Value: boolean(true)}))
-	if ids, _ := tok2.Encode("hello"); !reflect.DeepEqual(ids, v.ids(t, "hello")) {
+	tok2 := build(t, v.KVs("smollm", gguf.KV{Key: "tokenizer.ggml.add_eos_token", Value: tokentest.Bool(true)}))
+	if ids, _ := tok2.Encode("hello"); !reflect.DeepEqual(ids, v.IDs(t, "hello")) {
 		t.Errorf("Encode(hello) with add_eos = %v", ids)
 	}
 }
 
 func TestEncodeRefusesBadText(t *testing.T) {
-	tok := build(t, newTinyVocab().kvs("smollm"))
+	tok := build(t, tokentest.NewTinyVocab().KVs("smollm"))
 	if _, err := tok.Encode("a\xffb"); err == nil {
 		t.Error("invalid UTF-8 accepted")
 	}
@@ -134,13 +135,13 @@ func TestEncodeRefusesBadText(t *testing.T) {
 func TestForSourceAndCache(t *testing.T) {
 	cache := t.TempDir()
 	t.Setenv("NWC_CACHE", cache)
-	v := newTinyVocab()
-	kvs := v.kvs("smollm")
+	v := tokentest.NewTinyVocab()
+	kvs := v.KVs("smollm")
 	meta, err := gguf.MarshalMetadataJSON(kvs)
 	if err != nil {
 		t.Fatal(err)
 	}
-	src := fakeSource{assets: []tensor.Asset{{Name: gguf.MetadataAsset, Data: meta}}}
+	src := tokentest.AssetSource{List: []tensor.Asset{{Name: gguf.MetadataAsset, Data: meta}}}
 
 	data, o, err := tokjson.JSONForSource(src)
 	if err != nil {
@@ -159,8 +160,8 @@ func TestForSourceAndCache(t *testing.T) {
 		t.Errorf("second call: %+v, %v", o, err)
 	}
 	// The key ignores non-tokenizer metadata, and follows tokenizer changes.
-	k2, _ := tokjson.CacheKey(append(kvs, gguf.KV{Key: "general.name", Value: str("x")}))
-	k3, _ := tokjson.CacheKey(v.kvs("gpt2"))
+	k2, _ := tokjson.CacheKey(append(kvs, gguf.KV{Key: "general.name", Value: tokentest.Str("x")}))
+	k3, _ := tokjson.CacheKey(v.KVs("gpt2"))
 	if k2 != key || k3 == key {
 		t.Errorf("cache keys: %s %s %s", key, k2, k3)
 	}
@@ -171,7 +172,7 @@ func TestForSourceAndCache(t *testing.T) {
 	}
 	ids, _ := tok.Encode("hello the")
 	tok.Close()
-	if !reflect.DeepEqual(ids, v.ids(t, "hello", "Ġthe")) {
+	if !reflect.DeepEqual(ids, v.IDs(t, "hello", "Ġthe")) {
 		t.Errorf("ForSource tokenizer: %v", ids)
 	}
 	// A damaged cache entry is rebuilt.
@@ -186,8 +187,8 @@ func TestForSourceAndCache(t *testing.T) {
 	}
 
 	// A tokenizer.json asset wins over GGUF metadata.
-	gpt2JSON, _ := tokjson.FromGGUFMetadata(v.kvs("gpt2"))
-	both := fakeSource{assets: []tensor.Asset{{Name: gguf.MetadataAsset, Data: meta}, {Name: tokjson.TokenizerAsset, Data: gpt2JSON}}}
+	gpt2JSON, _ := tokjson.FromGGUFMetadata(v.KVs("gpt2"))
+	both := tokentest.AssetSource{List: []tensor.Asset{{Name: gguf.MetadataAsset, Data: meta}, {Name: tokjson.TokenizerAsset, Data: gpt2JSON}}}
 	_, o, err = tokjson.JSONForSource(both)
 	if err != nil || o.Kind != "asset" {
 		t.Errorf("asset source: %+v, %v", o, err)
@@ -198,11 +199,11 @@ func TestForSourceAndCache(t *testing.T) {
 	}
 	ids, _ = tok.Encode(" 1")
 	tok.Close()
-	if !reflect.DeepEqual(ids, v.ids(t, "Ġ1")) {
+	if !reflect.DeepEqual(ids, v.IDs(t, "Ġ1")) {
 		t.Errorf("asset tokenizer: %v", ids)
 	}
 
-	if _, err := ForSource(fakeSource{}); !errors.Is(err, tokjson.ErrNoTokenizer) {
+	if _, err := ForSource(tokentest.AssetSource{}); !errors.Is(err, tokjson.ErrNoTokenizer) {
 		t.Errorf("no tokenizer: %v", err)
 	}
 	// Unwritable cache: still works, no path.
