@@ -19,6 +19,7 @@ import (
 
 	"github.com/nwc-project/nwc/loader/codec"
 	"github.com/nwc-project/nwc/loader/container"
+	"github.com/nwc-project/nwc/loader/stage"
 	"github.com/nwc-project/nwc/loader/tensor"
 )
 
@@ -82,7 +83,7 @@ func (f *NWCFile) Assets() []tensor.Asset { return f.assets }
 
 // decode reads, verifies and decodes one section.
 func (f *NWCFile) decode(ctx context.Context, e container.Entry, dst []byte) ([]byte, error) {
-	payload, err := f.r.ReadPayload(e)
+	payload, err := f.r.ReadPayloadTimed(e, stage.From(ctx))
 	if err != nil {
 		return nil, err
 	}

@@ -13,7 +13,7 @@ type Layer struct {
 // Layers lists the layers bottom to top.
 var Layers = []Layer{
 	{"primitives", []string{
-		"loader/tensor", "loader/refmodel", "ortcodec/entropy", "ortcodec/ldlq", "internal/ortenv",
+		"loader/tensor", "loader/stage", "loader/refmodel", "ortcodec/entropy", "ortcodec/ldlq", "internal/ortenv",
 		"internal/testmat", "internal/layering", "models", "plugin/onnx/onnxpb", "eval/report",
 	}},
 	{"files", []string{

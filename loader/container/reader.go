@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+
+	"github.com/nwc-project/nwc/loader/stage"
 )
 
 // Reader gives random access to the sections of a .nwc container. It holds
@@ -208,12 +210,19 @@ func (r *Reader) Lookup(kind Kind, name string) (Entry, error) {
 
 // ReadPayload reads the section of e, verifies its checksum and returns the
 // payload.
-func (r *Reader) ReadPayload(e Entry) ([]byte, error) {
+func (r *Reader) ReadPayload(e Entry) ([]byte, error) { return r.ReadPayloadTimed(e, nil) }
+
+// ReadPayloadTimed is ReadPayload that adds the time spent reading and
+// checksumming to st (stage.Read, stage.Checksum; nil: not timed).
+func (r *Reader) ReadPayloadTimed(e Entry, st *stage.Times) ([]byte, error) {
+	t0 := st.Start()
 	end := e.PayloadOffset + e.PayloadSize + 4
 	sec, err := r.readAt(e.SectionOffset, end-e.SectionOffset, fmt.Sprintf("%s %q", e.Kind, e.Name))
 	if err != nil {
 		return nil, err
 	}
+	t0 = st.Since(stage.Read, t0, int64(len(sec)))
+	defer st.Since(stage.Checksum, t0, int64(len(sec)))
 	descLen := int64(len(e.descBytes))
 	if !bytes.Equal(sec[:4], sectionMagic[:]) || int64(binary.LittleEndian.Uint32(sec[4:])) != descLen ||
 		!bytes.Equal(sec[8:8+descLen], e.descBytes) {
