@@ -16,6 +16,7 @@ import (
 	ort "github.com/yalue/onnxruntime_go"
 
 	"github.com/nwc-project/nwc/internal/ortenv"
+	"github.com/nwc-project/nwc/loader/stage"
 	"github.com/nwc-project/nwc/ortcodec/entropy"
 )
 
@@ -27,6 +28,12 @@ type Codec struct {
 	tables *entropy.Tables
 	levels [NumLevels]*entropy.Tables
 	card   json.RawMessage
+	// med[q][c] is the median of channel c at quality level q (the
+	// dequantization offset).
+	med [NumLevels][D]float32
+	// gain holds the constants of a KindGain codec (nil for an MLP codec):
+	// Encode and Decode then run in Go, without ONNX Runtime sessions.
+	gain *gainParams
 
 	mu     sync.RWMutex // held shared by Encode/Decode, exclusively by Close
 	closed bool
@@ -46,14 +53,7 @@ func Load(fsys fs.FS, name string, opts ...Option) (c *Codec, err error) {
 			return nil, err
 		}
 	}
-	if o.host {
-		err = ortenv.InitHost()
-	} else {
-		err = ortenv.Init(o.library)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("ortcodec: %w", err)
-	}
+	o.resolve()
 	c = &Codec{dir: name, opts: o}
 	built := c // c is nil by the time a failing return runs the defer
 	defer func() {
@@ -79,8 +79,28 @@ func Load(fsys fs.FS, name string, opts ...Option) (c *Codec, err error) {
 	if err := c.splitLevels(name, ent); err != nil {
 		return nil, err
 	}
-	if _, err = ReadCard(fsys, name); err != nil {
+	card, err := ReadCard(fsys, name)
+	if err != nil {
 		return nil, err
+	}
+	if _, c.gain, err = parseKind(name, card.Raw); err != nil {
+		return nil, err
+	}
+	for q := range c.levels {
+		for ch := range D {
+			c.med[q][ch] = c.levels[q].Channels[ch].Median
+		}
+	}
+	if c.gain != nil && !o.forceORT {
+		return c, nil // no network: nothing for ONNX Runtime to run
+	}
+	if o.host {
+		err = ortenv.InitHost()
+	} else {
+		err = ortenv.Init(o.library)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("ortcodec: %w", err)
 	}
 	so, err := ortenv.SessionOptions(o.provider, o.threads)
 	if err != nil {
@@ -157,33 +177,65 @@ func (c *Codec) LevelTables(q int) *entropy.Tables { return c.levels[q] }
 // Encode runs the encoder on x (N*16 values, chunk-major) with quality levels
 // q (N values in 0..3) and returns the latents y (N*16, not rounded).
 func (c *Codec) Encode(ctx context.Context, x []float32, q []int64) ([]float32, error) {
+	if c.gain != nil && c.enc == nil {
+		return c.native(ctx, "encode", c.gain.encode, x, q)
+	}
 	return c.run(ctx, c.encPool, "encode", x, q)
 }
 
 // Decode runs the decoder on dequantized latents yhat (N*16) with quality
 // levels q (N values in 0..3) and returns the chunks xhat (N*16).
 func (c *Codec) Decode(ctx context.Context, yhat []float32, q []int64) ([]float32, error) {
+	if c.gain != nil && c.dec == nil {
+		return c.native(ctx, "decode", c.gain.decode, yhat, q)
+	}
 	return c.run(ctx, c.decPool, "decode", yhat, q)
+}
+
+// Kind returns the codec's architecture kind (KindMLP or KindGain).
+func (c *Codec) Kind() string {
+	if c.gain != nil {
+		return KindGain
+	}
+	return KindMLP
+}
+
+// native runs a KindGain transform in Go, with the checks of run.
+func (c *Codec) native(ctx context.Context, op string, f func(in []float32, q []int64, out []float32), in []float32, q []int64) ([]float32, error) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if err := c.ready(ctx, op, in, q); err != nil {
+		return nil, err
+	}
+	out := make([]float32, len(in))
+	f(in, q, out)
+	return out, nil
+}
+
+// ready checks the arguments of Encode / Decode and that the codec is open
+// (c.mu held).
+func (c *Codec) ready(ctx context.Context, op string, in []float32, q []int64) error {
+	if len(in) != D*len(q) {
+		return fmt.Errorf("ortcodec: %s: %w: %d values for %d levels (want %d per chunk)", op, ErrInput, len(in), len(q), D)
+	}
+	for i, v := range q {
+		if v < 0 || v >= NumLevels {
+			return fmt.Errorf("ortcodec: %s: %w: level %d of chunk %d outside 0..%d", op, ErrInput, v, i, NumLevels-1)
+		}
+	}
+	if c.closed {
+		return ErrClosed
+	}
+	return ctx.Err()
 }
 
 func (c *Codec) encPool() *pool { return c.enc }
 func (c *Codec) decPool() *pool { return c.dec }
 
 func (c *Codec) run(ctx context.Context, which func() *pool, op string, in []float32, q []int64) ([]float32, error) {
-	if len(in) != D*len(q) {
-		return nil, fmt.Errorf("ortcodec: %s: %w: %d values for %d levels (want %d per chunk)", op, ErrInput, len(in), len(q), D)
-	}
-	for i, v := range q {
-		if v < 0 || v >= NumLevels {
-			return nil, fmt.Errorf("ortcodec: %s: %w: level %d of chunk %d outside 0..%d", op, ErrInput, v, i, NumLevels-1)
-		}
-	}
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	if c.closed {
-		return nil, ErrClosed
-	}
-	if err := ctx.Err(); err != nil {
+	if err := c.ready(ctx, op, in, q); err != nil {
 		return nil, err
 	}
 	p := which()
@@ -446,7 +498,21 @@ func (p *pool) destroy() error {
 }
 
 // runBatch runs chunks [lo, hi) of in/q into out on a free session.
-func (p *pool) runBatch(ctx context.Context, in []float32, q []int64, out []float32, lo, hi int) (err error) {
+func (p *pool) runBatch(ctx context.Context, in []float32, q []int64, out []float32, lo, hi int) error {
+	return p.runWith(ctx, lo, hi, nil,
+		func(sin []float32, sq []int64) {
+			copy(sin, in[lo*D:hi*D])
+			copy(sq, q[lo:hi])
+		},
+		func(sout []float32) { copy(out[lo*D:hi*D], sout[:(hi-lo)*D]) })
+}
+
+// runWith runs hi-lo chunks through a free session: fill writes the inputs
+// into the session's own tensors (the first hi-lo chunks), the network
+// runs, drain reads the outputs from the session's output tensor. Only the
+// network run is timed (stage.Network in st; fill and drain time
+// themselves). lo and hi only name the chunks in errors.
+func (p *pool) runWith(ctx context.Context, lo, hi int, st *stage.Times, fill func(in []float32, q []int64), drain func(out []float32)) (err error) {
 	var s *session
 	select {
 	case s = <-p.free:
@@ -455,8 +521,7 @@ func (p *pool) runBatch(ctx context.Context, in []float32, q []int64, out []floa
 	}
 	defer func() { p.free <- s }()
 	m := hi - lo
-	copy(s.in.GetData(), in[lo*D:hi*D])
-	copy(s.q.GetData(), q[lo:hi])
+	fill(s.in.GetData()[:m*D], s.q.GetData()[:m])
 	inT, qT, outT := s.in, s.q, s.out
 	if m*D != len(s.in.GetData()) {
 		// Partial batch: tensors of the exact shape over the same buffers.
@@ -473,13 +538,15 @@ func (p *pool) runBatch(ctx context.Context, in []float32, q []int64, out []floa
 		}
 		defer destroyTemp(outT, &err)
 	}
+	t0 := st.Start()
 	if err := ortenv.Run(ctx, s.s, []ort.Value{inT, qT}, []ort.Value{outT}, s.ropts); err != nil {
 		if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
 			return err
 		}
 		return fmt.Errorf("chunks %d..%d: %w", lo, hi, err)
 	}
-	copy(out[lo*D:hi*D], s.out.GetData()[:m*D])
+	st.Since(stage.Network, t0, int64(m*D))
+	drain(s.out.GetData()[:m*D])
 	return nil
 }
 

@@ -73,27 +73,3 @@ func Levels(h []float64, n int) []uint8 {
 	}
 	return lv
 }
-
-// payloadHeader checks an nwc payload of a [m, n] tensor and returns the
-// per-chunk quality levels (n*m/16, column-major) and the offset of the
-// entropy streams.
-func payloadHeader(shape []int64, payload []byte) (m, n int, q []int64, side int, err error) {
-	if len(shape) != 2 || shape[0] <= 0 || shape[1] <= 0 || shape[0]%D != 0 || shape[0]*shape[1] > 1<<34 {
-		return 0, 0, nil, 0, fmt.Errorf("%w: nwc shape %v", codec.ErrCorrupt, shape)
-	}
-	m, n = int(shape[0]), int(shape[1])
-	side = 1 + 2*m + (n+3)/4
-	if len(payload) < side || payload[0] != nwcPayloadVersion {
-		return 0, 0, nil, 0, fmt.Errorf("%w: nwc payload of %d bytes (header needs %d)", codec.ErrCorrupt, len(payload), side)
-	}
-	kc := m / D
-	q = make([]int64, n*kc)
-	lv := payload[1+2*m:]
-	for j := 0; j < n; j++ {
-		l := int64(lv[j/4] >> (2 * (j % 4)) & 3)
-		for k := 0; k < kc; k++ {
-			q[j*kc+k] = l
-		}
-	}
-	return m, n, q, side, nil
-}

@@ -23,6 +23,12 @@ func loadOptions(env codec.Env) []Option {
 	if env.Provider != "" {
 		opts = append(opts, WithProvider(env.Provider))
 	}
+	if env.Sessions > 0 {
+		opts = append(opts, WithSessions(env.Sessions))
+	}
+	if env.Batch > 0 {
+		opts = append(opts, WithBatch(env.Batch))
+	}
 	if env.HostORT {
 		opts = append(opts, WithHostEnvironment())
 	}
@@ -183,36 +189,6 @@ func (e *encoder) Encode(ctx context.Context, in codec.Input) (codec.Output, err
 	return codec.Output{ID: codec.IDNWC, DType: tensor.F32, Params: e.id.params(), Payload: payload}, nil
 }
 
-// DecodeMatrix decodes an nwc payload of a [m, n] tensor to float32.
-func (c *Codec) DecodeMatrix(ctx context.Context, shape []int64, payload []byte) ([]float32, error) {
-	m, n, q, side, err := payloadHeader(shape, payload)
-	if err != nil {
-		return nil, err
-	}
-	syms, err := c.DecodeLevels(payload[side:], q)
-	if err != nil {
-		return nil, err
-	}
-	yh, err := c.Dequantize(syms, q, nil)
-	if err != nil {
-		return nil, err
-	}
-	xh, err := c.Decode(ctx, yh, q)
-	if err != nil {
-		return nil, err
-	}
-	kc := m / D
-	w := make([]float32, m*n)
-	for i := 0; i < m; i++ {
-		r := tensor.F16ToF32(binary.LittleEndian.Uint16(payload[1+2*i:]))
-		k, t := i/D, i%D
-		for j := 0; j < n; j++ {
-			w[i*n+j] = xh[(j*kc+k)*D+t] * r
-		}
-	}
-	return w, nil
-}
-
 // decoder decodes the nwc sections of one file, loading each trained codec
 // the file names once, after checking its content hash.
 type decoder struct {
@@ -232,6 +208,17 @@ func (d *decoder) Decode(ctx context.Context, s codec.Section, payload, dst []by
 	c, err := d.get(s.Params)
 	if err != nil {
 		return nil, err
+	}
+	if cap(dst) < int(s.RawSize) {
+		dst = make([]byte, s.RawSize)
+	}
+	dst = dst[:s.RawSize]
+	if v, ok := tensor.Float32View(dst, int(s.RawSize/4)); ok {
+		// Decode straight into the caller's bytes: no float32 copy.
+		if _, err := c.DecodeMatrixInto(ctx, s.Shape, payload, v); err != nil {
+			return nil, err
+		}
+		return dst, nil
 	}
 	w, err := c.DecodeMatrix(ctx, s.Shape, payload)
 	if err != nil {

@@ -4,6 +4,7 @@ package ortcodec
 
 import (
 	"fmt"
+	"runtime"
 
 	"github.com/nwc-project/nwc/internal/ortenv"
 )
@@ -22,6 +23,9 @@ type options struct {
 	host bool
 	// decodeOnly: no encoder sessions.
 	decodeOnly bool
+	// forceORT: run a KindGain codec's ONNX graphs through ONNX Runtime
+	// instead of Go (tests compare the two).
+	forceORT bool
 }
 
 // Defaults (see each option).
@@ -32,11 +36,12 @@ const (
 )
 
 func defaultOptions() options {
-	return options{threads: 0, sessions: 1, batch: DefaultBatch, provider: ortenv.ProviderCPU}
+	return options{threads: 0, sessions: 0, batch: DefaultBatch, provider: ortenv.ProviderCPU}
 }
 
 // WithThreads sets the intra-op threads of each ONNX Runtime session.
-// Default 0: ONNX Runtime's own default (one per physical core).
+// Default 0: 1 when the session count is automatic (WithSessions not
+// given), else ONNX Runtime's own default (one per physical core).
 func WithThreads(n int) Option {
 	return func(o *options) error {
 		if n < 0 {
@@ -48,9 +53,11 @@ func WithThreads(n int) Option {
 }
 
 // WithSessions sets how many sessions of each network (encoder and decoder)
-// the codec keeps; at most that many batches run at once. Default 1 (one
-// session already uses all cores through its intra-op threads; more sessions
-// help on GPUs and with WithThreads(1) on many-core CPUs).
+// the codec keeps; at most that many batches run at once. Default: on the
+// CPU one single-threaded session per core (GOMAXPROCS / threads sessions
+// when WithThreads sets threads), so a core's Go work (dequantizing,
+// rescaling) overlaps another core's network run and no intra-op thread
+// pool spins; 2 on CUDA. See `nwc bench decode --sweep`.
 func WithSessions(n int) Option {
 	return func(o *options) error {
 		if n < 1 || n > MaxSessions {
@@ -115,6 +122,31 @@ func WithHostEnvironment() Option {
 func WithDecoderOnly() Option {
 	return func(o *options) error {
 		o.decodeOnly = true
+		return nil
+	}
+}
+
+// resolve fills the automatic session and thread counts.
+func (o *options) resolve() {
+	if o.sessions > 0 {
+		return
+	}
+	if o.provider != ortenv.ProviderCPU {
+		o.sessions = 2
+		return
+	}
+	procs := runtime.GOMAXPROCS(0)
+	if o.threads == 0 {
+		o.threads = 1
+	}
+	o.sessions = max(1, min(MaxSessions, procs/o.threads))
+}
+
+// withORT makes a KindGain codec run its ONNX graphs through ONNX Runtime
+// instead of Go (for tests that compare the two).
+func withORT() Option {
+	return func(o *options) error {
+		o.forceORT = true
 		return nil
 	}
 }

@@ -107,6 +107,11 @@ type Env struct {
 	// means cpu). Threads is the intra-op thread count (0: ONNX Runtime's).
 	Provider string
 	Threads  int
+	// Sessions is how many decoder network sessions run batches at once
+	// (0: the codec's default, one per core on the CPU). Batch is the
+	// number of 16-weight chunks per network run (0: the codec's default).
+	Sessions int
+	Batch    int
 	// HostORT: the host process created the ONNX Runtime environment; nwc
 	// must neither initialize nor destroy it.
 	HostORT bool

@@ -1,0 +1,121 @@
+//go:build cgo
+
+package ortcodec
+
+import (
+	"context"
+	"encoding/binary"
+	"math"
+	"math/rand/v2"
+	"os"
+	"testing"
+
+	"github.com/nwc-project/nwc/loader/codec"
+	"github.com/nwc-project/nwc/loader/stage"
+	"github.com/nwc-project/nwc/loader/tensor"
+)
+
+// TestDecodeMatrixMatchesStages: the fused decode pipeline (batches
+// dequantized straight into the session tensors, rescaled straight into the
+// output, several sessions) gives exactly the values of the stage-by-stage
+// reference (DecodeLevels, Dequantize, Decode, row scales), for any session
+// count and batch size, and reports every stage.
+func TestDecodeMatrixMatchesStages(t *testing.T) {
+	ctx := context.Background()
+	const m, n = 48, 37
+	rng := rand.New(rand.NewPCG(3, 4))
+	w := make([]float32, m*n)
+	for i := range w {
+		w[i] = float32(rng.NormFloat64()) * float32(1+i%m) / 50
+	}
+	h := make([]float64, n*n) // diagonal H: varied column importance -> all four levels
+	for j := 0; j < n; j++ {
+		h[j*n+j] = float64(1 + rng.IntN(1000))
+	}
+	enc, err := newEncoder(codec.Config{Env: codec.Env{Codecs: os.DirFS("testdata")}, Arg: "tinycodec"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer enc.(interface{ Close() error }).Close()
+	out, err := enc.Encode(ctx, codec.Input{Info: tensor.Info{Name: "w", DType: tensor.F32, Shape: []int64{m, n}}, Weights: w, H: h})
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload := out.Payload
+
+	// Reference: the stages one after the other.
+	ref, err := loadDir(tiny, WithSessions(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ref.Close()
+	hd, err := parseHeader([]int64{m, n}, payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kc := m / D
+	q := make([]int64, n*kc)
+	for j, l := range hd.levels {
+		for k := 0; k < kc; k++ {
+			q[j*kc+k] = int64(l)
+		}
+	}
+	syms, err := ref.DecodeLevels(hd.body, q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	yh, err := ref.Dequantize(syms, q, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	xh, err := ref.Decode(ctx, yh, q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := make([]float32, m*n)
+	for i := 0; i < m; i++ {
+		r := tensor.F16ToF32(binary.LittleEndian.Uint16(payload[1+2*i:]))
+		for j := 0; j < n; j++ {
+			want[i*n+j] = xh[(j*kc+i/D)*D+i%D] * r
+		}
+	}
+
+	for _, cfg := range []struct{ sessions, batch int }{{1, DefaultBatch}, {2, 7}, {3, 1}, {1, 16}} {
+		c, err := loadDir(tiny, WithSessions(cfg.sessions), WithBatch(cfg.batch), WithDecoderOnly())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var st stage.Times
+		got, err := c.DecodeMatrixInto(stage.With(ctx, &st), []int64{m, n}, payload, make([]float32, 3))
+		c.Close()
+		if err != nil {
+			t.Fatalf("%+v: %v", cfg, err)
+		}
+		for i := range want {
+			if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+				t.Fatalf("%+v: value %d (row %d, col %d) = %v, reference %v", cfg, i, i/n, i%n, got[i], want[i])
+			}
+		}
+		if st.Items(stage.Entropy) != m*n || st.Items(stage.Network) != m*n || st.Duration(stage.Network) <= 0 {
+			t.Fatalf("%+v: stages entropy %d network %d (%v) weights, want %d", cfg, st.Items(stage.Entropy), st.Items(stage.Network), st.Duration(stage.Network), m*n)
+		}
+	}
+
+	// A cancelled context stops the decode with the context's error.
+	c, err := loadDir(tiny, WithBatch(1), WithDecoderOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := c.DecodeMatrix(cctx, []int64{m, n}, payload); err == nil {
+		t.Fatal("decode with a cancelled context succeeded")
+	}
+	// Truncated and extended payloads are corrupt, not a panic.
+	for _, p := range [][]byte{payload[:len(payload)-1], append(append([]byte{}, payload...), 0), payload[:10]} {
+		if _, err := c.DecodeMatrix(ctx, []int64{m, n}, p); err == nil {
+			t.Fatalf("a %d-byte payload (valid: %d) decoded", len(p), len(payload))
+		}
+	}
+}
