@@ -10,6 +10,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 
@@ -224,15 +225,39 @@ func List(fsys fs.FS) []Info {
 	return out
 }
 
-// ForBits picks the codec in fsys (nil: DefaultCodecs) whose measured rate
-// is closest to bits.
+// DefaultFamily is the codec family `nwc compress --codec nwc --bits B`
+// picks from (the member closest to B); docs/LOADING.md and README say why.
+const DefaultFamily = "nwc-w128d2"
+
+// lambdaPart matches the "-l<lambda>" part of a codec name.
+var lambdaPart = regexp.MustCompile(`-l[0-9]+(\.[0-9]+)?(-|$)`)
+
+// Family returns the family of a codec name: the name without its
+// "-l<lambda>" part (nwc-gain-l300 -> nwc-gain; nwc-w128d2-l300-dw32d1 ->
+// nwc-w128d2-dw32d1). Members of a family share an architecture and differ
+// in rate.
+func Family(name string) string { return lambdaPart.ReplaceAllString(name, "$2") }
+
+// ForBits picks the codec of DefaultFamily in fsys (nil: DefaultCodecs)
+// whose measured rate is closest to bits; when fsys has no member of that
+// family, any codec.
 func ForBits(fsys fs.FS, bits float64) (Info, error) {
+	info, err := ForBitsIn(fsys, DefaultFamily, bits)
+	if errors.Is(err, ErrNoCodec) {
+		return ForBitsIn(fsys, "", bits)
+	}
+	return info, err
+}
+
+// ForBitsIn picks the codec of family (see Family; "" for any) in fsys
+// (nil: DefaultCodecs) whose measured rate is closest to bits.
+func ForBitsIn(fsys fs.FS, family string, bits float64) (Info, error) {
 	if fsys == nil {
 		fsys = DefaultCodecs()
 	}
 	best, found := Info{}, false
 	for _, c := range List(fsys) {
-		if math.IsNaN(c.BitsPerWeight) {
+		if math.IsNaN(c.BitsPerWeight) || (family != "" && Family(c.Name) != family) {
 			continue
 		}
 		if !found || math.Abs(c.BitsPerWeight-bits) < math.Abs(best.BitsPerWeight-bits) {
@@ -240,7 +265,11 @@ func ForBits(fsys fs.FS, bits float64) (Info, error) {
 		}
 	}
 	if !found {
-		return best, fmt.Errorf("%w: no codec with a measured rate in %s", ErrNoCodec, fsName(fsys))
+		what := "codec"
+		if family != "" {
+			what = "codec of family " + family
+		}
+		return best, fmt.Errorf("%w: no %s with a measured rate in %s", ErrNoCodec, what, fsName(fsys))
 	}
 	return best, nil
 }

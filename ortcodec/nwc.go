@@ -2,6 +2,7 @@ package ortcodec
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math"
 	"sort"
@@ -18,7 +19,7 @@ import (
 
 func init() {
 	codec.Register(codec.Codec{Name: "nwc", ID: codec.IDNWC,
-		Doc:   "the trained neural codec (nwc:NAME picks one; else the shipped codec closest to --bits; calibration)",
+		Doc:   "the trained neural codec (nwc:NAME picks one, nwc:FAMILY the member closest to --bits; default family " + DefaultFamily + "; calibration)",
 		Lossy: true, Calibration: true,
 		NewEncoder: newEncoder, NewDecoder: newDecoder})
 }
@@ -72,4 +73,22 @@ func Levels(h []float64, n int) []uint8 {
 		}
 	}
 	return lv
+}
+
+// pickCodec names the trained codec an encoder uses: cfg.Arg when it names
+// a codec folder (or a path to one); the member of family cfg.Arg closest
+// to cfg.Bits when it names a family ("nwc:nwc-gain"); with no argument
+// the member of DefaultFamily closest to cfg.Bits.
+func pickCodec(cfg codec.Config) (string, error) {
+	if cfg.Arg == "" {
+		ci, err := ForBits(cfg.Codecs, cfg.Bits)
+		return ci.Name, err
+	}
+	if _, _, err := Resolve(cfg.Codecs, cfg.Arg); err == nil || !errors.Is(err, ErrNoCodec) {
+		return cfg.Arg, nil // Resolve reports any other problem again
+	}
+	if ci, err := ForBitsIn(cfg.Codecs, cfg.Arg, cfg.Bits); err == nil {
+		return ci.Name, nil
+	}
+	return cfg.Arg, nil // not a family either: Resolve's error names it
 }

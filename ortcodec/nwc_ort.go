@@ -42,8 +42,8 @@ type encoder struct {
 	block int // LDLQ feedback block
 }
 
-// newEncoder loads the codec cfg.Arg names (or, with no name, the one whose
-// measured rate is closest to cfg.Bits).
+// newEncoder loads the codec pickCodec names (a codec, or the member of a
+// family closest to cfg.Bits).
 func newEncoder(cfg codec.Config) (codec.Encoder, error) {
 	block := cfg.FeedbackBlock
 	if block == 0 {
@@ -52,13 +52,9 @@ func newEncoder(cfg codec.Config) (codec.Encoder, error) {
 	if block < 0 || block > ldlq.MaxN {
 		return nil, fmt.Errorf("nwc: feedback block %d out of range", block)
 	}
-	name := cfg.Arg
-	if name == "" {
-		ci, err := ForBits(cfg.Codecs, cfg.Bits)
-		if err != nil {
-			return nil, err
-		}
-		name = ci.Name
+	name, err := pickCodec(cfg)
+	if err != nil {
+		return nil, err
 	}
 	fsys, name, err := Resolve(cfg.Codecs, name)
 	if err != nil {
