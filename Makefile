@@ -43,6 +43,11 @@ setup-check:
 setup-train:
 	NWC_CACHE=$(NWC_CACHE) scripts/setup-train.sh
 
+# GPU build of ONNX Runtime + CUDA libraries for --provider cuda (about 2 GB
+# of PyPI wheels; not part of setup/test). docs/GPU.md
+setup-cuda:
+	NWC_CACHE=$(NWC_CACHE) scripts/setup-cuda.sh
+
 # Reproduce one shipped codec from scratch (dataset, training, export, parity):
 # nwc-w128d2-l300 by default (LAMBDA=... for another rate point; OUT=... to
 # write elsewhere than models/). About 8 minutes on an idle 2-core machine.

@@ -45,13 +45,16 @@ func runCompress(ctx context.Context, args []string) error {
 	if c, _, err := codec.Lookup(*codecName); err == nil && !c.Lossy && bitsSet {
 		return fmt.Errorf("compress: --codec %s is lossless and takes no --bits (drop --bits, or pick a lossy codec: nwc, ecsq, gptq-g128, rtn-g128)", *codecName)
 	}
-	src, _, err := loader.Open(*model, codec.Env{})
+	if err := lf.init(); err != nil {
+		return fmt.Errorf("compress: %w", err)
+	}
+	src, _, err := loader.Open(*model, lf.env())
 	if err != nil {
 		return err
 	}
 	defer src.Close()
 	opts := loader.CompressOptions{Codec: *codecName, Bits: *bits, Concurrency: *jobs, FeedbackBlock: *fbBlock,
-		Env: codec.Env{Provider: lf.provider, Threads: lf.threads}}
+		Env: lf.env()}
 	rep := compressReport{}
 	if usesCalibration(*codecName) {
 		h, info, err := calibrationFor(ctx, src, *noCalib, *calibTokens, *sinkWeight, lf, *quiet)

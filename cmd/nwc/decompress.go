@@ -8,23 +8,27 @@ import (
 	"time"
 
 	"github.com/nwc-project/nwc/loader"
-	"github.com/nwc-project/nwc/loader/codec"
 )
 
 func runDecompress(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("decompress", flag.ContinueOnError)
 	out := fs.String("o", "", "output .safetensors file")
 	quiet := fs.Bool("q", false, "no progress bar")
+	var of ortFlags
+	of.register(fs)
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
 	}
 	if len(pos) != 1 || *out == "" {
-		fmt.Fprintln(os.Stderr, "usage: nwc decompress IN.nwc -o OUT.safetensors")
+		fmt.Fprintln(os.Stderr, "usage: nwc decompress IN.nwc -o OUT.safetensors [--provider cpu|cuda] [--threads N]")
 		return errUsage
 	}
+	if err := of.init(); err != nil {
+		return fmt.Errorf("decompress: %w", err)
+	}
 	start := time.Now()
-	src, _, err := loader.Open(pos[0], codec.Env{})
+	src, _, err := loader.Open(pos[0], of.env())
 	if err != nil {
 		return err
 	}

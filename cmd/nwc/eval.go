@@ -13,7 +13,6 @@ import (
 
 	"github.com/nwc-project/nwc/eval"
 	"github.com/nwc-project/nwc/loader"
-	"github.com/nwc-project/nwc/loader/codec"
 	"github.com/nwc-project/nwc/plugin/llama"
 	"github.com/nwc-project/nwc/plugin/tokenizer"
 )
@@ -36,7 +35,13 @@ type evalJSON struct {
 // openLM opens a model and its runtime; it returns the load time.
 func openLM(nameOrPath string, f lmFlags) (*llama.Model, float64, error) {
 	start := time.Now()
-	m, err := llama.Open(nameOrPath, llama.Options{Provider: f.provider, Threads: f.threads, Build: llama.BuildOptions{Weight: f.weight},
+	// The source decodes with the same provider as the model runs on.
+	src, _, err := loader.Open(nameOrPath, f.env())
+	if err != nil {
+		return nil, 0, err
+	}
+	defer src.Close()
+	m, err := llama.OpenSource(src, llama.Options{Provider: f.provider, Threads: f.threads, Build: llama.BuildOptions{Weight: f.weight},
 		Logf: func(format string, args ...any) { fmt.Fprintf(os.Stderr, "nwc: "+format+"\n", args...) }})
 	if err != nil {
 		return nil, 0, err
@@ -66,10 +71,13 @@ func runEval(ctx context.Context, args []string) error {
 		return fmt.Errorf("eval: unexpected arguments %v", pos)
 	}
 	if *model == "" {
-		fmt.Fprintln(os.Stderr, "usage: nwc eval --model NAME|PATH [--reference NAME|PATH] [--text PATH] [--seq-len N] [--max-windows K] [--json]")
+		fmt.Fprintln(os.Stderr, "usage: nwc eval --model NAME|PATH [--reference NAME|PATH] [--text PATH] [--seq-len N] [--max-windows K] [--json] [--provider cpu|cuda] [--threads N]")
 		return errUsage
 	}
-	src, _, err := loader.Open(*model, codec.Env{})
+	if err := lf.init(); err != nil {
+		return fmt.Errorf("eval: %w", err)
+	}
+	src, _, err := loader.Open(*model, lf.env())
 	if err != nil {
 		return err
 	}

@@ -9,6 +9,9 @@ import (
 	"time"
 
 	"github.com/schollz/progressbar/v3"
+
+	"github.com/nwc-project/nwc/internal/ortenv"
+	"github.com/nwc-project/nwc/loader/codec"
 )
 
 // parseFlags parses flags that may appear before or after positional
@@ -67,15 +70,46 @@ func newProgress(desc string, quiet bool) (func(done, total int64), func()) {
 		}
 }
 
+// ortFlags are the ONNX Runtime flags of every command that may run a
+// network (decoding a neural-coded tensor, calibration, evaluation).
+type ortFlags struct {
+	provider string
+	threads  int
+}
+
+func (f *ortFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.provider, "provider", "cpu", "ONNX Runtime execution provider: cpu, or cuda (the GPU build from `make setup-cuda`, docs/GPU.md; when CUDA cannot be used the command fails and says why)")
+	fs.IntVar(&f.threads, "threads", 0, "ONNX Runtime intra-op threads (0 = its default)")
+}
+
+// env is what codecs get: the provider and threads.
+func (f *ortFlags) env() codec.Env {
+	return codec.Env{Provider: f.provider, Threads: f.threads}
+}
+
+// init checks the provider name and, for cuda, loads the GPU build of ONNX
+// Runtime now, before anything else can load the CPU one (the first library
+// loaded stays for the life of the process). When CUDA cannot be used the
+// error says why and how to do without (--provider cpu): nwc does not fall
+// back on its own. For cpu nothing is loaded until a network runs.
+func (f *ortFlags) init() error {
+	p, err := ortenv.NormalizeProvider(f.provider)
+	if err != nil {
+		return err
+	}
+	f.provider = p
+	if f.threads < 0 {
+		return fmt.Errorf("--threads %d < 0", f.threads)
+	}
+	if p == ortenv.ProviderCUDA {
+		return ortenv.InitProvider(p)
+	}
+	return nil
+}
+
 // lmFlags are the runtime flags of the commands that run a model (eval,
 // bench, and compress for its calibration).
 type lmFlags struct {
-	provider string
-	threads  int
-	weight   func(name string, v []float32) // llama.BuildOptions.Weight
-}
-
-func (f *lmFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&f.provider, "provider", "cpu", "ONNX Runtime execution provider: cpu or cuda (falls back to cpu)")
-	fs.IntVar(&f.threads, "threads", 0, "ONNX Runtime intra-op threads (0 = its default)")
+	ortFlags
+	weight func(name string, v []float32) // llama.BuildOptions.Weight
 }

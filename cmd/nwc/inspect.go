@@ -44,15 +44,20 @@ func runInspect(ctx context.Context, args []string) error {
 	asJSON := fs.Bool("json", false, "print a JSON report")
 	verify := fs.Bool("verify", false, "for .nwc: check every checksum and padding byte of the file")
 	digest := fs.Bool("digest", false, "decode every tensor to float32 and print sha256 digests (compare with nwc eval --digest)")
+	var of ortFlags
+	of.register(fs)
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
 	}
 	if len(pos) != 1 {
-		fmt.Fprintln(os.Stderr, "usage: nwc inspect PATH|NAME [--json] [--verify] [--digest]")
+		fmt.Fprintln(os.Stderr, "usage: nwc inspect PATH|NAME [--json] [--verify] [--digest] [--provider cpu|cuda] [--threads N]")
 		return errUsage
 	}
-	src, format, err := loader.Open(pos[0], codec.Env{})
+	if err := of.init(); err != nil {
+		return fmt.Errorf("inspect: %w", err)
+	}
+	src, format, err := loader.Open(pos[0], of.env())
 	if err != nil {
 		return err
 	}

@@ -26,3 +26,11 @@ func Library() string { return "" }
 
 // Version returns "" in a build without cgo.
 func Version() string { return "" }
+
+// InitProvider fails in a build without cgo, like Init.
+func InitProvider(provider string) error {
+	if _, err := NormalizeProvider(provider); err != nil {
+		return err
+	}
+	return Init("")
+}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 
 	ort "github.com/yalue/onnxruntime_go"
 )
@@ -24,7 +23,7 @@ func SessionOptions(provider string, threads int) (*ort.SessionOptions, error) {
 		return nil, err
 	}
 	if !Initialized() {
-		if err := Init(""); err != nil {
+		if err := InitProvider(provider); err != nil {
 			return nil, err
 		}
 	}
@@ -55,29 +54,47 @@ func SessionOptions(provider string, threads int) (*ort.SessionOptions, error) {
 	return o, nil
 }
 
+// TF32Env, set to 1, lets the CUDA provider use TF32 tensor cores for
+// float32 matrix products (faster, about 1e-3 relative error). By default
+// TF32 is off, so that CUDA decodes agree with the CPU to about 1e-6.
+const TF32Env = "NWC_CUDA_TF32"
+
+// CUDADeviceEnv selects the GPU (device_id; default 0).
+const CUDADeviceEnv = "NWC_CUDA_DEVICE"
+
+// cudaProviderOptions are the CUDA provider's options nwc sets.
+func cudaProviderOptions() map[string]string {
+	m := map[string]string{"use_tf32": "0", "device_id": "0"}
+	if os.Getenv(TF32Env) == "1" {
+		m["use_tf32"] = "1"
+	}
+	if d := os.Getenv(CUDADeviceEnv); d != "" {
+		m["device_id"] = d
+	}
+	return m
+}
+
 func appendCUDA(o *ort.SessionOptions) error {
 	if os.Getenv("NWC_DISABLE_CUDA") == "1" {
-		return fmt.Errorf("%w: cuda: disabled by NWC_DISABLE_CUDA=1", ErrProviderUnavailable)
+		return cudaUnavailable("disabled by NWC_DISABLE_CUDA=1")
 	}
 	// ONNX Runtime loads the CUDA provider from a library beside its own;
 	// without one (the CPU-only builds) say so without letting ORT log a
 	// load failure.
-	if lib := Library(); lib != "" {
-		pc := filepath.Join(filepath.Dir(lib), "libonnxruntime_providers_cuda.so")
-		if _, err := os.Stat(pc); err != nil {
-			return fmt.Errorf("%w: cuda: %s not found: the ONNX Runtime at %s is a CPU-only build (a CUDA build is the PyPI onnxruntime-gpu wheel)",
-				ErrProviderUnavailable, pc, lib)
-		}
+	if lib := Library(); lib != "" && !hasCUDAProvider(lib) {
+		return cudaUnavailable("%s not found beside %s: ONNX Runtime was loaded from a CPU-only build (choose the provider before ONNX Runtime is first used)",
+			cudaProviderLib, lib)
 	}
 	co, err := ort.NewCUDAProviderOptions()
 	if err != nil {
-		return fmt.Errorf("%w: cuda: %v (the ONNX Runtime at %s has no CUDA provider; a CUDA build is the PyPI onnxruntime-gpu wheel)",
-			ErrProviderUnavailable, err, Library())
+		return cudaUnavailable("%v (the ONNX Runtime at %s has no CUDA provider)", err, Library())
 	}
 	defer co.Destroy()
+	if err := co.Update(cudaProviderOptions()); err != nil {
+		return cudaUnavailable("setting the provider options %v: %v", cudaProviderOptions(), err)
+	}
 	if err := o.AppendExecutionProviderCUDA(co); err != nil {
-		return fmt.Errorf("%w: cuda: %v (the ONNX Runtime at %s has no usable CUDA provider)",
-			ErrProviderUnavailable, err, Library())
+		return cudaUnavailable("%v (the ONNX Runtime at %s has no usable CUDA provider)", err, Library())
 	}
 	return nil
 }
