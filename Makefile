@@ -29,7 +29,7 @@ TEST_ENV := ONNXRUNTIME_SHARED_LIBRARY_PATH=$(ORT_LIB) NWC_REQUIRE_ORT=1 NWC_REQ
 # Go files to gofmt-check (skip VCS, testdata, outputs).
 FIND_GOFILES = find . -type d \( -name .git -o -name testdata -o -path ./out -o -path ./bin -o -name node_modules \) -prune -o -type f -name '*.go' -print
 
-.PHONY: all setup setup-check setup-train train build test test-nocgo check-api-example fmt-check vet fuzz demo clean check-tokenizer check-decode
+.PHONY: all setup setup-check setup-train setup-cuda train build test test-nocgo check-api-example fmt-check vet fuzz demo clean check-tokenizer check-decode
 
 all: build
 

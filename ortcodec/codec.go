@@ -94,9 +94,12 @@ func Load(fsys fs.FS, name string, opts ...Option) (c *Codec, err error) {
 	if c.gain != nil && !o.forceORT {
 		return c, nil // no network: nothing for ONNX Runtime to run
 	}
-	if o.host {
+	switch {
+	case o.host:
 		err = ortenv.InitHost()
-	} else {
+	case o.library == "":
+		err = ortenv.InitProvider(o.provider) // the GPU build of ONNX Runtime for "cuda"
+	default:
 		err = ortenv.Init(o.library)
 	}
 	if err != nil {
