@@ -129,8 +129,13 @@ type matrixJob struct {
 	w      []float32
 }
 
-// fill dequantizes chunks [lo, hi) (column-major: chunk i is rows
-// 16(i%kc).. of column i/kc) into in and their levels into q.
+// A batch is a range [lo, hi) of chunks in the column-major chunk order of
+// the payload (chunk i holds rows 16(i%kc).. of column i/kc), which is also
+// the order of the network's batch tensors. Batches are whole columns when
+// the batch size allows, so store and gainBatch can write every row in
+// consecutive columns.
+
+// fill dequantizes chunks [lo, hi) into in and their levels into q.
 func (j *matrixJob) fill(lo, hi int, in []float32, q []int64) {
 	med := &j.c.med
 	for i := lo; i < hi; i++ {
@@ -146,35 +151,46 @@ func (j *matrixJob) fill(lo, hi int, in []float32, q []int64) {
 	}
 }
 
-// store writes the decoded chunks [lo, hi) times the row scales into w.
+// store writes the decoded chunks [lo, hi) (x in chunk order) times the
+// row scales into w, row block by row block.
 func (j *matrixJob) store(lo, hi int, x []float32) {
-	n := j.n
-	for i := lo; i < hi; i++ {
-		col, k := i/j.kc, i%j.kc
-		xs := x[(i-lo)*D:][:D]
+	n, kc := j.n, j.kc
+	for k := 0; k < kc; k++ {
 		rs := j.r[k*D:][:D]
-		w := j.w[k*D*n+col:]
-		for t := range D {
-			w[t*n] = xs[t] * rs[t]
+		w := j.w[k*D*n:]
+		for col := lo / kc; col <= (hi-1)/kc; col++ {
+			i := col*kc + k
+			if i < lo || i >= hi {
+				continue
+			}
+			xs := x[(i-lo)*D:][:D]
+			for t := range D {
+				w[t*n+col] = xs[t] * rs[t]
+			}
 		}
 	}
 }
 
 // gainBatch decodes chunks [lo, hi) of a KindGain codec in one pass:
-// latent -> y_hat -> gains -> row scale.
+// latent -> y_hat -> gains -> row scale, row block by row block.
 func (j *matrixJob) gainBatch(lo, hi int) {
-	g, med, n := j.c.gain, &j.c.med, j.n
-	for i := lo; i < hi; i++ {
-		col, k := i/j.kc, i%j.kc
-		l := j.levels[col]
-		s := j.syms[j.colOff[col]+k*D:][:D]
-		md, dg := &med[l], &g.dec[l]
+	g, med, n, kc := j.c.gain, &j.c.med, j.n, j.kc
+	for k := 0; k < kc; k++ {
 		rs := j.r[k*D:][:D]
-		w := j.w[k*D*n+col:]
-		for t := range D {
-			y := float32(s[t]) + md[t]
-			x := float32(float32(y*dg[t])*g.std) + g.mean
-			w[t*n] = x * rs[t]
+		w := j.w[k*D*n:]
+		for col := lo / kc; col <= (hi-1)/kc; col++ {
+			i := col*kc + k
+			if i < lo || i >= hi {
+				continue
+			}
+			l := j.levels[col]
+			s := j.syms[j.colOff[col]+k*D:][:D]
+			md, dg := &med[l], &g.dec[l]
+			for t := range D {
+				y := float32(s[t]) + md[t]
+				x := float32(float32(y*dg[t])*g.std) + g.mean
+				w[t*n+col] = x * rs[t]
+			}
 		}
 	}
 }
@@ -189,7 +205,7 @@ func (c *Codec) runJob(ctx context.Context, job *matrixJob) error {
 		return ErrClosed
 	}
 	total := job.n * job.kc
-	batch := c.opts.batch
+	batch := c.opts.batch // a session's tensors hold this many chunks
 	workers := runtime.GOMAXPROCS(0)
 	if c.gain == nil {
 		if c.dec == nil {
@@ -197,7 +213,10 @@ func (c *Codec) runJob(ctx context.Context, job *matrixJob) error {
 		}
 		workers = cap(c.dec.free)
 	} else {
-		batch = min(batch, 4096)
+		batch = 16 * job.kc // 16 columns: a 64-byte line of every row
+	}
+	if batch >= job.kc {
+		batch -= batch % job.kc // whole columns
 	}
 	nb := (total + batch - 1) / batch
 	workers = max(1, min(workers, nb))

@@ -8,6 +8,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/nwc-project/nwc/loader/codec"
@@ -21,7 +22,24 @@ import (
 // reference (DecodeLevels, Dequantize, Decode, row scales), for any session
 // count and batch size, and reports every stage.
 func TestDecodeMatrixMatchesStages(t *testing.T) {
+	t.Run("mlp", func(t *testing.T) { checkDecodeMatrix(t, "testdata", "tinycodec") })
+	for _, dir := range shippedCodecs(t) {
+		c, err := loadDir(dir, WithDecoderOnly())
+		if err != nil {
+			t.Fatal(err)
+		}
+		kind := c.Kind()
+		c.Close()
+		if kind == KindGain {
+			t.Run("gain", func(t *testing.T) { checkDecodeMatrix(t, filepath.Dir(dir), filepath.Base(dir)) })
+			break
+		}
+	}
+}
+
+func checkDecodeMatrix(t *testing.T, root, name string) {
 	ctx := context.Background()
+	dir := filepath.Join(root, name)
 	const m, n = 48, 37
 	rng := rand.New(rand.NewPCG(3, 4))
 	w := make([]float32, m*n)
@@ -32,7 +50,7 @@ func TestDecodeMatrixMatchesStages(t *testing.T) {
 	for j := 0; j < n; j++ {
 		h[j*n+j] = float64(1 + rng.IntN(1000))
 	}
-	enc, err := newEncoder(codec.Config{Env: codec.Env{Codecs: os.DirFS("testdata")}, Arg: "tinycodec"})
+	enc, err := newEncoder(codec.Config{Env: codec.Env{Codecs: os.DirFS(root)}, Arg: name})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,7 +62,7 @@ func TestDecodeMatrixMatchesStages(t *testing.T) {
 	payload := out.Payload
 
 	// Reference: the stages one after the other.
-	ref, err := loadDir(tiny, WithSessions(1))
+	ref, err := loadDir(dir, WithSessions(1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +99,7 @@ func TestDecodeMatrixMatchesStages(t *testing.T) {
 	}
 
 	for _, cfg := range []struct{ sessions, batch int }{{1, DefaultBatch}, {2, 7}, {3, 1}, {1, 16}} {
-		c, err := loadDir(tiny, WithSessions(cfg.sessions), WithBatch(cfg.batch), WithDecoderOnly())
+		c, err := loadDir(dir, WithSessions(cfg.sessions), WithBatch(cfg.batch), WithDecoderOnly())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -102,7 +120,7 @@ func TestDecodeMatrixMatchesStages(t *testing.T) {
 	}
 
 	// A cancelled context stops the decode with the context's error.
-	c, err := loadDir(tiny, WithBatch(1), WithDecoderOnly())
+	c, err := loadDir(dir, WithBatch(1), WithDecoderOnly())
 	if err != nil {
 		t.Fatal(err)
 	}
