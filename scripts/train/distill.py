@@ -26,7 +26,6 @@ architecture.decoder_width / decoder_blocks) and parity.bin, validated like expo
 import argparse
 import csv
 import json
-import math
 import os
 import shutil
 import sys
@@ -40,7 +39,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import export as ex  # noqa: E402
 from common import CHUNK, CHUNKS_PER_ROW, log, nwc_cache, repo_root, sha256_file, write_json  # noqa: E402
 from model import ExportDecoder, MLPCoder, initial_log_gain  # noqa: E402
-from train import load_data, val_subset  # noqa: E402
+from train import load_data, lr_schedule, val_subset  # noqa: E402
 
 
 class Parent:
@@ -205,15 +204,7 @@ def train(args, parent, name, rdir, logdir):
     xv, qv = val_subset(val, args.val_rows)
     yv = batch_latents(parent, xv, qv)
     opt = torch.optim.Adam(student.parameters(), lr=args.lr)
-    warm = max(1, min(200, args.steps // 20))
-
-    def lr_at(s):
-        if s < warm:
-            return (s + 1) / warm
-        t = (s - warm) / max(1, args.steps - warm)
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_schedule(args.steps))
     csv_path = os.path.join(logdir, f"{name}.csv")
     fields = ["step", "time_s", "lr", "mse", "enc_s"] + [f"val_mse{lv}" for lv in range(4)]
     fcsv = open(csv_path, "w", newline="")

@@ -71,6 +71,18 @@ def evaluate(model, x, q, bs=65536):
     return {"mse": (se / n).tolist(), "bpw": (bits / n).tolist()}
 
 
+def lr_schedule(steps):
+    """lr multiplier per step: linear warm-up (min(200, steps/20) steps), cosine decay to 1/10."""
+    warm = max(1, min(200, steps // 20))
+
+    def lr_at(s):
+        if s < warm:
+            return (s + 1) / warm
+        t = (s - warm) / max(1, steps - warm)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+    return lr_at
+
+
 def save_ckpt(path, model, opt, aux_opt, sched, step, args, extra):
     tmp = path + ".tmp"
     torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "aux_opt": aux_opt.state_dict(),
@@ -168,15 +180,7 @@ def main():
                        lmbda=args.lmbda)
     opt = torch.optim.Adam(model.main_parameters(), lr=args.lr)
     aux_opt = torch.optim.Adam(model.aux_parameters(), lr=args.aux_lr)
-    warm = max(1, min(200, args.steps // 20))
-
-    def lr_at(s):
-        if s < warm:
-            return (s + 1) / warm
-        t = (s - warm) / max(1, args.steps - warm)
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_schedule(args.steps))
     step, elapsed0 = 0, 0.0
     g = np.random.default_rng(args.seed)
     if args.resume and os.path.exists(ckpt):
