@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import evaluate as ev  # noqa: E402
 import rans  # noqa: E402
 from common import CHUNK, log, nwc_cache, repo_root, sha256_file, write_json  # noqa: E402
-from model import RATE_C, ExportDecoder, ExportEncoder, NWCCodec  # noqa: E402
+from model import RATE_C, ExportDecoder, ExportEncoder, GainExportDecoder, GainExportEncoder, make_codec  # noqa: E402
 
 OPSET = 17
 
@@ -47,7 +47,7 @@ def write_entropy_json(path, ent):
 def load_run(rdir):
     st = torch.load(os.path.join(rdir, "final.pt"), weights_only=False)
     cfg = st["config"]
-    m = NWCCodec(cfg["width"], cfg["depth"], cfg["d"], cfg["levels"])
+    m = make_codec(cfg.get("arch", "mlp"), cfg["width"], cfg["depth"], d=cfg["d"], levels=cfg["levels"])
     m.load_state_dict(st["model"])
     m.eval()
     info = json.load(open(os.path.join(rdir, "train.json")))
@@ -72,15 +72,65 @@ def decoder_macs(width, depth, d=CHUNK):
     return d * width + depth * width * width + width * d
 
 
+ENTROPY_MODEL = "factorized non-parametric (Balle 2018), filters (3,3,3), tail mass 1e-9"
+
+
+def f32_bits(t):
+    """IEEE-754 bit patterns (uint32, row-major) of a float32 tensor/array."""
+    return [int(v) for v in np.ascontiguousarray(np.asarray(t, dtype="<f4")).reshape(-1).view("<u4")]
+
+
+def architecture(model, enc, dec):
+    """card.json "architecture": kind "mlp" (encoder/decoder MLPs) or "gain" (no network)."""
+    if model.arch == "gain":
+        return {
+            "kind": "gain", "chunk": CHUNK, "width": 0, "blocks": 0, "quality_levels": model.levels,
+            "encoder_params": model.log_gain.numel(), "decoder_params": model.log_gain.numel(),
+            "decoder_macs_per_chunk": CHUNK, "decoder_macs_per_weight": 1,
+            "entropy_model": ENTROPY_MODEL,
+            "gain": {
+                "decoder_graph": "x_hat = ((y_hat * Gather(DEC, q)) * STD) + MEAN, float32, in that op order",
+                "encoder_graph": "y = ((x - MEAN) / STD) * Gather(ENC, q), float32",
+                "layout": "[quality_levels, chunk] row-major: entry q*16 + c; DEC = float32(exp(-G)), "
+                          "ENC = float32(exp(G)); STD/MEAN = io.inside_graph_standardization",
+                "decoder_f32_bits": f32_bits(dec.dec.numpy()),
+                "encoder_f32_bits": f32_bits(enc.enc.numpy()),
+            },
+        }
+    W, D = model.width, model.depth
+    return {
+        "kind": "mlp", "chunk": CHUNK, "width": W, "blocks": D, "quality_levels": 4,
+        "encoder_params": sum(p.numel() for p in model.encoder.parameters()) + model.q_embed.weight.numel(),
+        "decoder_params": sum(p.numel() for p in model.decoder.parameters()) + model.q_embed.weight.numel(),
+        "decoder_macs_per_chunk": decoder_macs(W, D),
+        "decoder_macs_per_weight": decoder_macs(W, D) / CHUNK,
+        "entropy_model": ENTROPY_MODEL,
+    }
+
+
+def check_gain_graphs(out, enc, dec):
+    """The gain graphs must be exactly the contracted op sequence with the card's constants
+    (the Go side decodes them natively and has to match ONNX Runtime bit for bit)."""
+    import onnx
+    from onnx import numpy_helper
+    for fname, ops, const, buf in (("decoder.onnx", ["Gather", "Mul", "Mul", "Add"], "dec", dec.dec),
+                                   ("encoder.onnx", ["Sub", "Div", "Gather", "Mul"], "enc", enc.enc)):
+        g = onnx.load(os.path.join(out, fname)).graph
+        got = [n.op_type for n in g.node]
+        assert got == ops, f"{fname}: ops {got}, want {ops}"
+        inits = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+        tables = [a for a in inits.values() if a.shape == (4, CHUNK)]
+        assert len(tables) == 1 and tables[0].dtype == np.float32, f"{fname}: gain table {list(inits)}"
+        assert np.array_equal(tables[0].view("<u4"), buf.numpy().astype("<f4").view("<u4")), f"{fname}: {const}"
+        scal = sorted(float(a) for a in inits.values() if a.shape == () and a.dtype == np.float32)
+        assert scal == sorted([float(enc.mean), float(enc.std)]), f"{fname}: MEAN/STD {scal}"
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", required=True, help="run name under $NWC_CACHE/train-runs, or a run dir")
     ap.add_argument("--out", default=None, help="output folder (default models/<run name>)")
-    ap.add_argument("--parity-chunks", type=int, default=2048)
-    ap.add_argument("--rans-chunks", type=int, default=2048, help="chunks per q for the python rANS check")
-    ap.add_argument("--max-val-chunks", type=int, default=262144,
-                    help="random subset of the validation chunks (seed 7; 0 = all 807k)")
-    ap.add_argument("--threads", type=int, default=1)
+    add_export_args(ap)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     rdir = args.run if os.path.isdir(args.run) else os.path.join(nwc_cache(), "train-runs", args.run)
@@ -89,8 +139,6 @@ def main():
     out = args.out or os.path.join(repo_root(), "models", name)
     os.makedirs(out, exist_ok=True)
     ds_dir = info["dataset_dir"]
-    man = json.load(open(os.path.join(ds_dir, "manifest.json")))
-    mean, std = float(model.in_mean), float(model.in_std)
     t0 = time.time()
 
     # ---- entropy tables (once)
@@ -104,11 +152,41 @@ def main():
     assert np.array_equal(med, model.entropy.medians().numpy().astype(np.float32))
 
     # ---- ONNX
-    enc, dec = ExportEncoder(model).eval(), ExportDecoder(model).eval()
+    if model.arch == "gain":
+        enc, dec = GainExportEncoder(model).eval(), GainExportDecoder(model).eval()
+    else:
+        enc, dec = ExportEncoder(model).eval(), ExportDecoder(model).eval()
     xs = torch.randn(8, CHUNK)
     qs = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])
     onnx_export(enc, (xs, qs), os.path.join(out, "encoder.onnx"), ["x", "q"], "y")
     onnx_export(dec, (xs, qs), os.path.join(out, "decoder.onnx"), ["y_hat", "q"], "x_hat")
+    if model.arch == "gain":
+        check_gain_graphs(out, enc, dec)
+
+    training = {"steps": info["steps"], "batch_rows": info["args"]["batch"],
+                "batch_chunks": info["args"]["batch"] * 64, "lambda": info["args"]["lmbda"],
+                "rate_c": list(RATE_C), "lr": info["args"]["lr"], "aux_lr": info["args"]["aux_lr"],
+                "grad_clip": info["args"]["clip"], "seed": info["args"]["seed"], "threads": info["args"]["threads"],
+                "wall_time_s": info["elapsed_s"], "command": info["command"]}
+    finish(model, enc, dec, out, name, ds_dir, ent["channels"], args, architecture(model, enc, dec), training, t0=t0)
+
+
+def add_export_args(ap):
+    ap.add_argument("--parity-chunks", type=int, default=2048)
+    ap.add_argument("--rans-chunks", type=int, default=2048, help="chunks per q for the python rANS check")
+    ap.add_argument("--max-val-chunks", type=int, default=262144,
+                    help="random subset of the validation chunks (seed 7; 0 = all 807k)")
+    ap.add_argument("--threads", type=int, default=1)
+
+
+def finish(model, enc, dec, out, name, ds_dir, tables, args, arch, training, extra=None, bpw_note_extra="", t0=None):
+    """Validation (full held-out tensors), parity.bin + ONNX Runtime check, card.json.
+    model: encode/decode (standardized domain), entropy.quantize/likelihood, in_mean/in_std;
+    enc/dec: the exported graphs' functions (row-normalized domain) for parity.bin."""
+    t0 = t0 or time.time()
+    man = json.load(open(os.path.join(ds_dir, "manifest.json")))
+    mean, std = float(model.in_mean), float(model.in_std)
+    ent = {"channels": tables}
 
     # ---- validation (full held-out tensors)
     val = np.load(os.path.join(ds_dir, "val.npy"), mmap_mode="r")
@@ -150,19 +228,12 @@ def main():
     man_path = os.path.join(repo_root(), man_rel)
     if not os.path.exists(man_path):  # tiny/CI datasets: the manifest stays in the cache
         man_rel = man_path = os.path.join(ds_dir, "manifest.json")
-    W, D = model.width, model.depth
     card = {
         "format": "nwc-codec-card-v1",
         "name": name,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "architecture": {
-            "chunk": CHUNK, "width": W, "blocks": D, "quality_levels": 4,
-            "encoder_params": sum(p.numel() for p in model.encoder.parameters()) + model.q_embed.weight.numel(),
-            "decoder_params": sum(p.numel() for p in model.decoder.parameters()) + model.q_embed.weight.numel(),
-            "decoder_macs_per_chunk": decoder_macs(W, D),
-            "decoder_macs_per_weight": decoder_macs(W, D) / CHUNK,
-            "entropy_model": "factorized non-parametric (Balle 2018), filters (3,3,3), tail mass 1e-9",
-        },
+        **(extra or {}),
+        "architecture": arch,
         "io": {
             "encoder_input": "x = W[16k:16k+16, j] / row_std (16 consecutive output rows of input column j; "
                              "row_std = population std of each output row of W)",
@@ -179,10 +250,7 @@ def main():
             "sources": man["sources"],
             "excluded_models": [man["excluded"]["model"]],
             "train_weights": man["counts"]["train_weights"], "val_weights": man["counts"]["val_weights"],
-            "steps": info["steps"], "batch_rows": info["args"]["batch"], "batch_chunks": info["args"]["batch"] * 64,
-            "lambda": info["args"]["lmbda"], "rate_c": list(RATE_C), "lr": info["args"]["lr"],
-            "aux_lr": info["args"]["aux_lr"], "grad_clip": info["args"]["clip"], "seed": info["args"]["seed"],
-            "threads": info["args"]["threads"], "wall_time_s": info["elapsed_s"], "command": info["command"],
+            **training,
         },
         "validation": {
             "data": (f"{res['chunks']} chunks ({res['weights']} weights) of the held-out validation tensors of "
@@ -195,7 +263,8 @@ def main():
                         "(escapes costed as ortcodec/entropy's bypass scheme); rans_bpw: real bytes of the reference python rANS "
                         "(scripts/train/rans.py) on the first rans_chunks chunks; go_bpw: real bytes of the Go coder "
                         "(ortcodec/entropy.EncodeStreams, K=4096, round trip checked) on the same chunks; "
-                        "mixed_*: weighted by the method's share of columns per level (88.9/10/1/0.1 %)",
+                        "mixed_*: weighted by the method's share of columns per level (88.9/10/1/0.1 %)" +
+                        bpw_note_extra,
             **res,
         },
         "parity_check_python_ort": par,

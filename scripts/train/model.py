@@ -242,8 +242,10 @@ class NWCCodec(nn.Module):
         self.register_buffer("in_mean", torch.tensor(float(mean)))
         self.register_buffer("in_std", torch.tensor(float(std)))
 
+    arch = "mlp"
+
     def config(self):
-        return {"width": self.width, "depth": self.depth, "d": self.d, "levels": self.levels}
+        return {"arch": "mlp", "width": self.width, "depth": self.depth, "d": self.d, "levels": self.levels}
 
     def encode(self, x, q):
         """x: standardized chunks [N,16]."""
@@ -267,6 +269,80 @@ class NWCCodec(nn.Module):
 
     def aux_parameters(self):
         return [p for n, p in self.named_parameters() if n.endswith("quantiles")]
+
+
+class GainCodec(nn.Module):
+    """Network-free floor codec (arch "gain"): no MLP, no skip, no embedding.
+    encode(x, q) = x * exp(G[q]); decode(y_hat, q) = y_hat * exp(-G[q]), G learned per
+    (level, channel) (4 x 16, init initial_log_gain), plus the same per-level factorized
+    entropy model, loss and schedule as NWCCodec: an entropy-coded uniform scalar quantizer
+    with a learned step per (level, channel). What the MLPs add beyond it is what the
+    learned transform is worth."""
+
+    arch = "gain"
+
+    def __init__(self, width=0, depth=0, d=16, levels=4, mean=0.0, std=1.0, lmbda=None):
+        super().__init__()
+        self.width, self.depth, self.d, self.levels = 0, 0, d, levels
+        self.entropy = FactorizedEntropy(levels * d)
+        self.log_gain = nn.Parameter(initial_log_gain(lmbda, levels, d) if lmbda else torch.zeros(levels, d))
+        self.register_buffer("in_mean", torch.tensor(float(mean)))
+        self.register_buffer("in_std", torch.tensor(float(std)))
+
+    def config(self):
+        return {"arch": "gain", "width": 0, "depth": 0, "d": self.d, "levels": self.levels}
+
+    def enc_gain(self):
+        """ENC [levels, d] = float32 exp(G): the constant baked into encoder.onnx."""
+        return torch.exp(self.log_gain)
+
+    def dec_gain(self):
+        """DEC [levels, d] = float32 exp(-G): the constant baked into decoder.onnx."""
+        return torch.exp(-self.log_gain)
+
+    def encode(self, x, q):
+        return x * self.enc_gain()[q]
+
+    def decode(self, y_hat, q):
+        return y_hat * self.dec_gain()[q]
+
+    forward = NWCCodec.forward
+    main_parameters = NWCCodec.main_parameters
+    aux_parameters = NWCCodec.aux_parameters
+
+
+def make_codec(arch, width, depth, **kw):
+    """arch "mlp" (NWCCodec, default) or "gain" (GainCodec)."""
+    if arch == "gain":
+        return GainCodec(0, 0, **kw)
+    return NWCCodec(width, depth, **kw)
+
+
+class GainExportEncoder(nn.Module):
+    """encoder.onnx of a gain codec, op for op: y = ((x - MEAN) / STD) * Gather(ENC, q)."""
+
+    def __init__(self, codec):
+        super().__init__()
+        self.register_buffer("enc", codec.enc_gain().detach().float().clone())
+        self.register_buffer("mean", codec.in_mean.detach().float().clone())
+        self.register_buffer("std", codec.in_std.detach().float().clone())
+
+    def forward(self, x, q):
+        return ((x - self.mean) / self.std) * self.enc[q]
+
+
+class GainExportDecoder(nn.Module):
+    """decoder.onnx of a gain codec, op for op: x_hat = ((y_hat * Gather(DEC, q)) * STD) + MEAN
+    (the Go side decodes it natively in the same float32 order, bit for bit)."""
+
+    def __init__(self, codec):
+        super().__init__()
+        self.register_buffer("dec", codec.dec_gain().detach().float().clone())
+        self.register_buffer("mean", codec.in_mean.detach().float().clone())
+        self.register_buffer("std", codec.in_std.detach().float().clone())
+
+    def forward(self, y_hat, q):
+        return ((y_hat * self.dec[q]) * self.std) + self.mean
 
 
 class ExportEncoder(nn.Module):

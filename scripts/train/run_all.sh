@@ -4,10 +4,15 @@
 #
 #   scripts/train/run_all.sh                 # nwc-w128d2-l300 (see docs/TRAINING.md)
 #   LAMBDA=1000 scripts/train/run_all.sh     # another rate point
+#   ARCH=gain LAMBDA=300 scripts/train/run_all.sh   # network-free floor codec nwc-gain-l300
+#   WIDTH=32 DEPTH=1 LAMBDA=300 scripts/train/run_all.sh   # nwc-w32d1-l300
+#   PARENT=models/nwc-w128d2-l300 WIDTH=32 DEPTH=1 scripts/train/run_all.sh
+#                                            # distilled decoder nwc-w128d2-l300-dw32d1
 #   scripts/train/run_all.sh --tiny          # CI: tiny dataset, 30 steps, exported to
 #                                            # $NWC_CACHE/train-runs/nwc-tiny/export (< 1 min)
 # Env: NWC_CACHE (default ~/.cache/nwc), PY (python of the training venv; default
 #      $NWC_CACHE/venv-train/bin/python, else /tmp/venv-train/bin/python),
+#      ARCH (mlp|gain), PARENT (distill a decoder for that codec folder),
 #      WIDTH DEPTH LAMBDA STEPS BATCH THREADS, OUT (export folder, default models/<name>),
 #      LOGDIR (training CSV/PNG, default docs/results/training).
 set -euo pipefail
@@ -20,6 +25,10 @@ if [[ -z "${PY:-}" ]]; then
 fi
 [[ -x "$PY" ]] || { echo "no training venv: run make setup-train (or set PY)" >&2; exit 1; }
 
+ARCH="${ARCH:-mlp}" PARENT="${PARENT:-}"
+if [[ -n "$PARENT" ]]; then
+	WIDTH="${WIDTH:-32}" DEPTH="${DEPTH:-1}"
+fi
 WIDTH="${WIDTH:-128}" DEPTH="${DEPTH:-2}" LAMBDA="${LAMBDA:-300}"
 STEPS="${STEPS:-1500}" BATCH="${BATCH:-64}" THREADS="${THREADS:-1}"
 start=$(date +%s)
@@ -29,10 +38,18 @@ if [[ "${1:-}" == "--tiny" ]]; then
 	OUT="${OUT:-$NWC_CACHE/train-runs/nwc-tiny/export}"
 	"$PY" scripts/train/export.py --run nwc-tiny --out "$OUT" --parity-chunks 256 --rans-chunks 256 --max-val-chunks 8192
 	"$PY" scripts/train/evaluate.py "$OUT"
+elif [[ -n "$PARENT" ]]; then
+	NAME="$(basename "$PARENT")-dw${WIDTH}d${DEPTH}"
+	"$PY" scripts/train/dataset.py
+	OUT="${OUT:-models/$NAME}"
+	"$PY" scripts/train/distill.py --parent "$PARENT" --width "$WIDTH" --depth "$DEPTH" --steps "$STEPS" \
+		--batch "$BATCH" --threads "$THREADS" --out "$OUT" ${LOGDIR:+--logdir "$LOGDIR"}
+	"$PY" scripts/train/evaluate.py "$OUT"
 else
 	NAME="nwc-w${WIDTH}d${DEPTH}-l${LAMBDA}"
+	[[ "$ARCH" == gain ]] && NAME="nwc-gain-l${LAMBDA}"
 	"$PY" scripts/train/dataset.py
-	"$PY" scripts/train/train.py --width "$WIDTH" --depth "$DEPTH" --lmbda "$LAMBDA" \
+	"$PY" scripts/train/train.py --arch "$ARCH" --width "$WIDTH" --depth "$DEPTH" --lmbda "$LAMBDA" \
 		--steps "$STEPS" --batch "$BATCH" --threads "$THREADS" --resume ${LOGDIR:+--logdir "$LOGDIR"}
 	OUT="${OUT:-models/$NAME}"
 	"$PY" scripts/train/export.py --run "$NAME" --out "$OUT" --threads "$THREADS"

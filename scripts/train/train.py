@@ -24,10 +24,12 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import CHUNK, CHUNKS_PER_ROW, log, nwc_cache, repo_root, write_json  # noqa: E402
-from model import RATE_C, NWCCodec  # noqa: E402
+from model import RATE_C, make_codec  # noqa: E402
 
 
-def run_name(width, depth, lmbda):
+def run_name(width, depth, lmbda, arch="mlp"):
+    if arch == "gain":
+        return f"nwc-gain-l{lmbda:g}"
     return f"nwc-w{width}d{depth}-l{lmbda:g}"
 
 
@@ -67,6 +69,18 @@ def evaluate(model, x, q, bs=65536):
     model.train()
     n = n.clamp_min(1)
     return {"mse": (se / n).tolist(), "bpw": (bits / n).tolist()}
+
+
+def lr_schedule(steps):
+    """lr multiplier per step: linear warm-up (min(200, steps/20) steps), cosine decay to 1/10."""
+    warm = max(1, min(200, steps // 20))
+
+    def lr_at(s):
+        if s < warm:
+            return (s + 1) / warm
+        t = (s - warm) / max(1, steps - warm)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+    return lr_at
 
 
 def save_ckpt(path, model, opt, aux_opt, sched, step, args, extra):
@@ -116,6 +130,9 @@ def plot(csv_path, png_path, title):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="nwc-ds-v1", help="dataset name under $NWC_CACHE/train-data or a path")
+    ap.add_argument("--arch", choices=("mlp", "gain"), default="mlp",
+                    help="mlp: encoder/decoder MLPs (--width/--depth); gain: network-free floor codec "
+                         "(per-(level, channel) gain only, same entropy model, loss and schedule)")
     ap.add_argument("--width", type=int, default=128)
     ap.add_argument("--depth", type=int, default=2)
     ap.add_argument("--lmbda", type=float, default=300)
@@ -146,7 +163,7 @@ def main():
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
-    name = args.name or run_name(args.width, args.depth, args.lmbda)
+    name = args.name or run_name(args.width, args.depth, args.lmbda, args.arch)
     ds_dir = args.data if os.path.isdir(args.data) else os.path.join(nwc_cache(), "train-data", args.data)
     rdir = os.path.join(args.runs or os.path.join(nwc_cache(), "train-runs"), name)
     logdir = args.logdir or os.path.join(repo_root(), "docs", "results", "training")
@@ -159,18 +176,11 @@ def main():
     log(f"data {ds_dir}: train {train.shape}, val {val.shape}")
     xv, qv = val_subset(val, args.val_rows)
 
-    model = NWCCodec(args.width, args.depth, mean=man["global_mean"], std=man["global_std"], lmbda=args.lmbda)
+    model = make_codec(args.arch, args.width, args.depth, mean=man["global_mean"], std=man["global_std"],
+                       lmbda=args.lmbda)
     opt = torch.optim.Adam(model.main_parameters(), lr=args.lr)
     aux_opt = torch.optim.Adam(model.aux_parameters(), lr=args.aux_lr)
-    warm = max(1, min(200, args.steps // 20))
-
-    def lr_at(s):
-        if s < warm:
-            return (s + 1) / warm
-        t = (s - warm) / max(1, args.steps - warm)
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_schedule(args.steps))
     step, elapsed0 = 0, 0.0
     g = np.random.default_rng(args.seed)
     if args.resume and os.path.exists(ckpt):
@@ -204,8 +214,11 @@ def main():
     lam = float(args.lmbda)
     t0 = time.time() - elapsed0
     ema = None
-    nparam = sum(p.numel() for p in model.decoder.parameters()) + model.q_embed.weight.numel()
-    log(f"run {name}: width {args.width} depth {args.depth} lambda {lam:g} steps {args.steps} "
+    if args.arch == "gain":
+        nparam = model.log_gain.numel()
+    else:
+        nparam = sum(p.numel() for p in model.decoder.parameters()) + model.q_embed.weight.numel()
+    log(f"run {name}: arch {args.arch} width {model.width} depth {model.depth} lambda {lam:g} steps {args.steps} "
         f"batch {args.batch} rows; decoder params {nparam}; threads {args.threads}")
     model.train()
     while step < args.steps:
