@@ -23,17 +23,13 @@ import (
 // Codec is a loaded codec. Its methods are safe for concurrent use; Close
 // waits for running calls to finish.
 type Codec struct {
-	dir    string
-	opts   options
-	tables *entropy.Tables
-	levels [NumLevels]*entropy.Tables
-	card   json.RawMessage
-	// med[q][c] is the median of channel c at quality level q (the
-	// dequantization offset).
-	med [NumLevels][D]float32
-	// gain holds the constants of a KindGain codec (nil for an MLP codec):
-	// Encode and Decode then run in Go, without ONNX Runtime sessions.
-	gain *gainParams
+	dir  string
+	opts options
+	card json.RawMessage
+	// latentModel: the per-level tables, their medians (the dequantization
+	// offsets) and, for a KindGain codec, its constants (Encode and Decode
+	// then run in Go, without ONNX Runtime sessions).
+	latentModel
 
 	mu     sync.RWMutex // held shared by Encode/Decode, exclusively by Close
 	closed bool
@@ -69,28 +65,11 @@ func Load(fsys fs.FS, name string, opts ...Option) (c *Codec, err error) {
 		}
 		return b, nil
 	}
-	ent, err := read(EntropyFile)
+	lm, err := loadLatentModel(fsys, name)
 	if err != nil {
 		return nil, err
 	}
-	if c.tables, err = entropy.ParseTables(ent); err != nil {
-		return nil, fmt.Errorf("ortcodec: %s: %w", name, err)
-	}
-	if err := c.splitLevels(name, ent); err != nil {
-		return nil, err
-	}
-	card, err := ReadCard(fsys, name)
-	if err != nil {
-		return nil, err
-	}
-	if _, c.gain, err = parseKind(name, card.Raw); err != nil {
-		return nil, err
-	}
-	for q := range c.levels {
-		for ch := range D {
-			c.med[q][ch] = c.levels[q].Channels[ch].Median
-		}
-	}
+	c.latentModel = *lm
 	if c.gain != nil && !o.forceORT {
 		return c, nil // no network: nothing for ONNX Runtime to run
 	}
@@ -144,35 +123,6 @@ func (c *Codec) Provider() string { return c.opts.provider }
 // Tables returns all rows of entropy.json (16 channels, or 64 for per-level
 // tables); LevelTables gives the 16 rows of one quality level.
 func (c *Codec) Tables() *entropy.Tables { return c.tables }
-
-// splitLevels reads the optional "levels" field of entropy.json: 1 (16
-// channels shared by every quality level) or 4 (64 channels, entry q*16+c
-// for channel c of a level-q chunk), and sets the per-level tables.
-func (c *Codec) splitLevels(name string, data []byte) error {
-	path := name + "/" + EntropyFile
-	var hdr struct {
-		Levels *int `json:"levels"`
-	}
-	if err := json.Unmarshal(data, &hdr); err != nil {
-		return fmt.Errorf("%w: %s: %v", ErrModel, path, err)
-	}
-	levels := 1
-	if hdr.Levels != nil {
-		levels = *hdr.Levels
-	}
-	if (levels != 1 && levels != NumLevels) || c.tables.NumChannels() != D*levels {
-		return fmt.Errorf("%w: %s: %d channels with levels %d, want %d (levels 1) or %d (levels %d)",
-			ErrModel, path, c.tables.NumChannels(), levels, D, D*NumLevels, NumLevels)
-	}
-	for q := range c.levels {
-		off := 0
-		if levels == NumLevels {
-			off = q * D
-		}
-		c.levels[q] = &entropy.Tables{Precision: c.tables.Precision, Channels: c.tables.Channels[off : off+D]}
-	}
-	return nil
-}
 
 // LevelTables returns the entropy tables (16 channels) of quality level q.
 func (c *Codec) LevelTables(q int) *entropy.Tables { return c.levels[q] }

@@ -7,9 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io/fs"
 	"math"
-	"strings"
 	"sync"
 
 	"github.com/nwc-project/nwc/loader/codec"
@@ -205,54 +203,26 @@ func (d *decoder) Decode(ctx context.Context, s codec.Section, payload, dst []by
 	if err != nil {
 		return nil, err
 	}
-	if cap(dst) < int(s.RawSize) {
-		dst = make([]byte, s.RawSize)
-	}
-	dst = dst[:s.RawSize]
-	if v, ok := tensor.Float32View(dst, int(s.RawSize/4)); ok {
-		// Decode straight into the caller's bytes: no float32 copy.
-		if _, err := c.DecodeMatrixInto(ctx, s.Shape, payload, v); err != nil {
-			return nil, err
-		}
-		return dst, nil
-	}
-	w, err := c.DecodeMatrix(ctx, s.Shape, payload)
-	if err != nil {
-		return nil, err
-	}
-	return tensor.F32Bytes(w, dst), nil
+	return decodeF32Section(s, dst, func(v []float32) ([]float32, error) {
+		return c.DecodeMatrixInto(ctx, s.Shape, payload, v)
+	})
 }
 
 func (d *decoder) get(params []byte) (*Codec, error) {
-	name, hash, err := parseNeuralParams(params)
-	if err != nil {
-		return nil, err
-	}
-	if strings.ContainsAny(name, `/\`) {
-		return nil, fmt.Errorf("%w: nwc codec name %q is a path", codec.ErrCorrupt, name)
-	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if c, ok := d.loaded[name]; ok {
+	if c, ok := d.loaded[string(params)]; ok {
 		return c, nil
 	}
-	var fsys fs.FS
-	if fsys, name, err = Resolve(d.env.Codecs, name); err != nil {
-		return nil, err
-	}
-	id, err := Identify(fsys, name)
+	fsys, name, err := findCodec(d.env, params)
 	if err != nil {
 		return nil, err
-	}
-	if id.Hash != hash {
-		return nil, fmt.Errorf("%w: codec %q in %s is not the one this file was made with (content hash %x, file wants %x)",
-			codec.ErrCodecMismatch, name, fsName(fsys), id.Hash[:6], hash[:6])
 	}
 	c, err := Load(fsys, name, append(loadOptions(d.env), WithDecoderOnly())...)
 	if err != nil {
 		return nil, err
 	}
-	d.loaded[name] = c
+	d.loaded[string(params)] = c
 	return c, nil
 }
 
