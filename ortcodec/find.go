@@ -238,15 +238,22 @@ var lambdaPart = regexp.MustCompile(`-l[0-9]+(\.[0-9]+)?(-|$)`)
 // in rate.
 func Family(name string) string { return lambdaPart.ReplaceAllString(name, "$2") }
 
+// familyReach is how far (bits/weight) the closest member of DefaultFamily
+// may be from the asked rate before ForBits looks at every codec.
+const familyReach = 0.5
+
 // ForBits picks the codec of DefaultFamily in fsys (nil: DefaultCodecs)
 // whose measured rate is closest to bits; when fsys has no member of that
-// family, any codec.
+// family within familyReach of bits, the closest codec of any family.
 func ForBits(fsys fs.FS, bits float64) (Info, error) {
 	info, err := ForBitsIn(fsys, DefaultFamily, bits)
-	if errors.Is(err, ErrNoCodec) {
-		return ForBitsIn(fsys, "", bits)
+	if err == nil && math.Abs(info.BitsPerWeight-bits) <= familyReach {
+		return info, nil
 	}
-	return info, err
+	if err != nil && !errors.Is(err, ErrNoCodec) {
+		return info, err
+	}
+	return ForBitsIn(fsys, "", bits)
 }
 
 // ForBitsIn picks the codec of family (see Family; "" for any) in fsys

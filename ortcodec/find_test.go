@@ -51,6 +51,18 @@ func TestForBitsFamilies(t *testing.T) {
 	if _, err := ForBitsIn(fsys, "nwc-w512d4", 4); !errors.Is(err, ErrNoCodec) {
 		t.Errorf("missing family: %v, want ErrNoCodec", err)
 	}
+	// DefaultFamily's members win within familyReach; beyond it, any codec.
+	add(DefaultFamily+"-l300", "3.9")
+	if got, err := ForBits(fsys, 3.82); err != nil || got.Name != DefaultFamily+"-l300" {
+		t.Errorf("ForBits within the default family's reach: %q, %v", got.Name, err)
+	}
+	if got, err := ForBits(fsys, 3.0); err != nil || got.Name != "nwc-gain-l100" {
+		t.Errorf("ForBits beyond the default family's reach: %q, %v", got.Name, err)
+	}
+	delete(fsys, DefaultFamily+"-l300/"+CardFile)
+	for _, f := range []string{EncoderFile, DecoderFile, EntropyFile} {
+		delete(fsys, DefaultFamily+"-l300/"+f)
+	}
 	// No member of DefaultFamily here: ForBits takes the closest of any.
 	if got, err := ForBits(fsys, 3.82); err != nil || got.Name != "nwc-w32d1-l300" {
 		t.Errorf("ForBits without the default family: %q, %v", got.Name, err)
