@@ -309,6 +309,11 @@ func runBenchDecode(ctx context.Context, args []string) error {
 	}
 	rep.Rows = rows
 	rep.notes()
+	for _, ax := range axes {
+		if ax.key == "sessions" || ax.key == "batch" {
+			rep.Notes = append(rep.Notes, "--sweep "+ax.key+": the knob reaches the decoder as codec.Env."+strings.ToUpper(ax.key[:1])+ax.key[1:]+"; rows differ only where the codec reads it (the nwc decoder: ortcodec.WithSessions / WithBatch).")
+		}
+	}
 	if err := rep.write(stem); err != nil {
 		return err
 	}

@@ -208,8 +208,23 @@ func stackedBars(path, title, ylabel string, labels, series []string, vals [][]f
 		p.Add(bars)
 		p.Legend.Add(name, bars)
 	}
+	// Room for the legend above the tallest bar, and half a bar's room at
+	// either end.
+	top := 0.0
+	for i := range labels {
+		sum := 0.0
+		for s := range series {
+			sum += vals[s][i]
+		}
+		top = math.Max(top, sum)
+	}
+	if top > 0 {
+		p.Y.Min, p.Y.Max = 0, top*(1.15+0.06*float64(len(series)))
+	}
 	p.Legend.Top = true
+	p.Title.Padding = vg.Points(6)
 	p.NominalX(labels...)
+	p.X.Min, p.X.Max = -0.6, float64(len(labels))-0.4
 	p.X.Tick.Label.Rotation = math.Pi / 6
 	p.X.Tick.Label.XAlign = draw.XRight
 	p.X.Tick.Label.YAlign = draw.YCenter

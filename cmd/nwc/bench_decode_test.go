@@ -281,6 +281,7 @@ func TestBenchPareto(t *testing.T) {
 		{Method: "rtn-g128", Setting: "3 bits", BitsPerWeight: 3.27, MeanKL: 1.8},
 		{Method: "ecsq", Setting: "3.9 bits", BitsPerWeight: 3.9, MeanKL: 0.18},
 		{Method: "gptq-g128", Setting: "4 bits", BitsPerWeight: 4.27, MeanKL: 0.3},
+		{Method: "zz", Setting: "4 bits", BitsPerWeight: 4, MeanKL: 0.3},
 		{Method: "nwc", Setting: "nwc-w128d2-l1000", BitsPerWeight: 4.74, MeanKL: 0.026},
 	}}
 	dec := decodeReport{Rows: []decodeRow{
@@ -310,12 +311,13 @@ func TestBenchPareto(t *testing.T) {
 	for _, p := range rep.Points {
 		got[p.Method+" "+p.Setting] = p
 	}
-	// l1000 (4.74) is outside 4 +- 0.5; rtn 3 bits too; gptq has no decode row.
-	if len(rep.Points) != 4 || !got["nwc nwc-gain-l300"].Floor || got["nwc nwc-w128d2-l300"].Floor ||
+	// l1000 (4.74) is outside 4 +- 0.5; rtn 3 bits too; gptq decodes as
+	// rtn; zz has no decode row.
+	if len(rep.Points) != 5 || !got["nwc nwc-gain-l300"].Floor || got["nwc nwc-w128d2-l300"].Floor || got["gptq-g128 4 bits"].Codec != "rtn-g128@4" ||
 		got["rtn-g128 4 bits"].WeightsPerSecond != 300e6 || got["ecsq 3.9 bits"].Codec != "ecsq@4" {
 		t.Errorf("points %+v", rep.Points)
 	}
-	if len(rep.Missing) != 1 || rep.Missing[0] != "gptq-g128 4 bits" {
+	if len(rep.Missing) != 1 || rep.Missing[0] != "zz 4 bits" {
 		t.Errorf("missing %v", rep.Missing)
 	}
 	if !strings.Contains(out, "nwc-gain-l300 (network-free floor)") {

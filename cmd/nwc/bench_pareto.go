@@ -31,6 +31,7 @@ const floorPrefix = "nwc-gain"
 
 // paretoPoint is one rate-distortion point with its codec's decode speed.
 type paretoPoint struct {
+	Label         string  `json:"label"`  // the rd point: a trained codec's name, or CODEC@BITS
 	Codec         string  `json:"codec"`  // decode report row
 	Method        string  `json:"method"` // rd report method and setting
 	Setting       string  `json:"setting"`
@@ -66,6 +67,10 @@ func codecFamily(label string) string {
 	return f
 }
 
+// sameSections maps a codec to another that writes the same sections, so
+// decodes at the same speed: GPTQ writes rtn sections.
+var sameSections = map[string]string{"gptq-g128": "rtn-g128"}
+
 // rdKey gives an rd point's decode label and family: the trained codec's
 // name for nwc points, METHOD@BITS otherwise.
 func rdKey(p report.Point) (label, family string) {
@@ -97,11 +102,16 @@ func joinPareto(rd *report.Report, dec *decodeReport, targets []float64, tol flo
 			if !ok {
 				row, ok = byFamily[family]
 			}
+			if alias, has := sameSections[family]; has && !ok {
+				if row, ok = byLabel[alias+strings.TrimPrefix(label, family)]; !ok {
+					row, ok = byFamily[alias]
+				}
+			}
 			if !ok {
 				missing = append(missing, fmt.Sprintf("%s %s", p.Method, p.Setting))
 				continue
 			}
-			pts = append(pts, paretoPoint{Codec: row.Codec, Method: p.Method, Setting: p.Setting, TargetBits: t,
+			pts = append(pts, paretoPoint{Label: label, Codec: row.Codec, Method: p.Method, Setting: p.Setting, TargetBits: t,
 				BitsPerWeight: p.BitsPerWeight, MeanKL: p.MeanKL, Perplexity: p.Perplexity,
 				WeightsPerSecond: row.WeightsPerSecond, LinearWeightsPerSecond: row.LinearWeightsPerSecond,
 				Floor: strings.HasPrefix(label, floorPrefix)})
@@ -151,7 +161,7 @@ func runBenchPareto(ctx context.Context, args []string) error {
 		return fmt.Errorf("bench pareto: no rd point of %s within %g bits of %s has a decode row in %s", *rdPath, *tol, *bitsList, *decPath)
 	}
 	rep.Notes = []string{
-		"KL, perplexity and bits/weight (block linears, from file bytes) from the rd report; decode weights/s (all tensors to float32, median, whole model) from the decode report, matched by codec name (CODEC@BITS for the baselines, else the same codec family at another rate: their decode speed hardly depends on the rate).",
+		"KL, perplexity and bits/weight (block linears, from file bytes) from the rd report; decode weights/s (all tensors to float32, median, whole model) from the decode report, matched by codec name (CODEC@BITS for the baselines, else the same codec family at another rate: their decode speed hardly depends on the rate; gptq-g128 takes rtn-g128's, whose sections it writes).",
 		fmt.Sprintf("A point belongs to a panel when its rate is within %g bits/weight of the panel's target.", *tol),
 		"Codecs named " + floorPrefix + "* are the network-free floor (latents times learned per-level, per-channel gains).",
 	}
@@ -188,7 +198,7 @@ func readJSONFile(path string, v any) error {
 func (r *paretoReport) WriteMarkdown(w io.Writer) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# %s: %s\n\nFrom %s and %s.\n\nRegenerate: `%s`\n\n", r.Title, r.Model, r.RD, r.Decode, r.Command)
-	b.WriteString("| target bits | codec | rd setting | bits/weight | mean KL (nats) | perplexity | M weights/s (decode) | M weights/s (block linears) |\n|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("| target bits | codec | decode row | bits/weight | mean KL (nats) | perplexity | M weights/s (decode) | M weights/s (block linears) |\n|---|---|---|---|---|---|---|---|\n")
 	pts := append([]paretoPoint(nil), r.Points...)
 	sort.SliceStable(pts, func(i, j int) bool {
 		if pts[i].TargetBits != pts[j].TargetBits {
@@ -197,11 +207,11 @@ func (r *paretoReport) WriteMarkdown(w io.Writer) error {
 		return pts[i].WeightsPerSecond > pts[j].WeightsPerSecond
 	})
 	for _, p := range pts {
-		c := p.Codec
+		c := p.Label
 		if p.Floor {
 			c += " (network-free floor)"
 		}
-		fmt.Fprintf(&b, "| %g | %s | %s %s | %.3f | %.5f | %.4f | %.1f | %.1f |\n", p.TargetBits, c, p.Method, p.Setting,
+		fmt.Fprintf(&b, "| %g | %s | %s | %.3f | %.5f | %.4f | %.1f | %.1f |\n", p.TargetBits, c, p.Codec,
 			p.BitsPerWeight, p.MeanKL, p.Perplexity, p.WeightsPerSecond/1e6, p.LinearWeightsPerSecond/1e6)
 	}
 	if len(r.Missing) > 0 {
@@ -236,7 +246,7 @@ func (r *paretoReport) plot(path string) (err error) {
 				continue
 			}
 			v := plotter.XY{X: pt.WeightsPerSecond / 1e6, Y: pt.MeanKL}
-			l := fmt.Sprintf("%s (%.2f b)", pt.Codec, pt.BitsPerWeight)
+			l := fmt.Sprintf("%s (%.2f b)", pt.Label, pt.BitsPerWeight)
 			if pt.Floor {
 				floor, floorLabels = append(floor, v), append(floorLabels, l)
 			} else {
