@@ -343,7 +343,8 @@ func measureDecode(ctx context.Context, specs []decodeSpec, knobs []decodeKnobs,
 			if err != nil {
 				return nil, fmt.Errorf("bench decode: %s: %w", c.spec.Label, err)
 			}
-			run.PeakRSS = rss
+			run.PeakRSS = childPeak(run.PeakRSS, rss)
+			rss = run.PeakRSS
 			c.runs = append(c.runs, run)
 			fmt.Fprintf(os.Stderr, "[%d/%d] %s %+v: %.2f s, %.1f M weights/s, peak RSS %.0f MB\n", r*len(cfgs)+i+1, repeat*len(cfgs),
 				c.spec.Label, c.knobs, run.WallSeconds, float64(run.Weights)/run.WallSeconds/1e6, float64(rss)/1e6)

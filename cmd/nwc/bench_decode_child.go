@@ -35,8 +35,9 @@ var selfExe = os.Executable
 var childEnv []string
 
 // runChild starts this binary with args, waits, decodes its stdout (one
-// JSON object) into out and returns the child's peak RSS in bytes (0 where
-// the platform does not report it).
+// JSON object) into out and returns the child's peak RSS in bytes from
+// rusage (0 where the platform does not report it; on Linux at least the
+// parent's peak, so children report their own, selfPeakRSS).
 func runChild(ctx context.Context, args []string, out any) (int64, error) {
 	exe, err := selfExe()
 	if err != nil {
@@ -140,7 +141,8 @@ type decodeRun struct {
 	LinearSeconds float64      `json:"linear_seconds"`
 	Stages        stageSeconds `json:"stage_seconds"`
 	GOMAXPROCS    int          `json:"gomaxprocs"`
-	PeakRSS       int64        `json:"peak_rss_bytes,omitempty"` // set by the parent
+	// PeakRSS: the child's own (selfPeakRSS), else the parent's rusage figure.
+	PeakRSS int64 `json:"peak_rss_bytes,omitempty"`
 }
 
 // decodeFile decodes every tensor of the .nwc file at path to float32, in
@@ -205,7 +207,17 @@ func decodeFile(ctx context.Context, path string, env codec.Env, prefetch int) (
 	run.WallSeconds = time.Since(start).Seconds()
 	run.Stages = secondsOf(&st)
 	run.GOMAXPROCS = goMaxProcs()
+	run.PeakRSS = selfPeakRSS()
 	return run, nil
 }
 
 func stageName(i int) string { return stage.Stage(i).String() }
+
+// childPeak is the peak RSS to report for a child: its own figure when it
+// gave one, else rusage's.
+func childPeak(own, rusage int64) int64 {
+	if own > 0 {
+		return own
+	}
+	return rusage
+}

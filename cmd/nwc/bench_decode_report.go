@@ -58,7 +58,7 @@ func (r *decodeReport) notes() {
 		"Every run is a fresh process (`bench decode --child FILE`) that opens the file and decodes every tensor to float32 in file order, as the runtime reads them; rows are measured interleaved and the figures are medians over the runs (the stage breakdown is that of the run with the median wall time). Opening the file (index, assets) is not in the wall time.",
 		"M weights/s per stage: all decoded weights over that stage's time, i.e. the rate if that stage were the only cost. read and checksum are the container's (file read, CRC-32C); entropy: zstd, bit unpacking, rANS; network: the decoder network; rescale: dequantization, row scales and conversion into float32 (including the GGML dequantization of tensors kept in their stored type, like a Q8_0 embedding). other: the wall time no stage accounts for (loop, allocation, GC, and any stage a decoder does not time yet).",
 		"block linears: the linear weights of the transformer blocks (what the lossy codecs code), over the time spent on them; every other tensor is kept losslessly in its stored type.",
-		"peak RSS: ru_maxrss of the child process (the decoded tensors are not kept: one tensor's buffers at a time, plus the decoder sessions).",
+		"peak RSS: the child process's own high-water mark (VmHWM on Linux; ru_maxrss elsewhere, which on Linux would also count the parent's peak at the fork). The decoded tensors are not kept: one tensor's buffers at a time, plus the decoder sessions.",
 	)
 }
 

@@ -38,7 +38,7 @@ type loadRun struct {
 	// Stages: decode stage times of a .nwc file (CPU time summed over the
 	// prefetcher's goroutines).
 	Stages  stageSeconds `json:"stage_seconds"`
-	PeakRSS int64        `json:"peak_rss_bytes,omitempty"` // set by the parent
+	PeakRSS int64        `json:"peak_rss_bytes,omitempty"` // the child's own, else rusage's
 }
 
 // loadRow is one source of `nwc bench load`: medians of its runs.

@@ -101,7 +101,8 @@ func runBenchLoad(ctx context.Context, args []string) error {
 				failed[i] = err
 				continue
 			}
-			run.PeakRSS = rss
+			run.PeakRSS = childPeak(run.PeakRSS, rss)
+			rss = run.PeakRSS
 			runs[i] = append(runs[i], run)
 			fmt.Fprintf(os.Stderr, "[%d/%d] %s: ready in %.2f s (open %.2f, init %.2f, weights %.2f, session %.2f), peak RSS %.0f MB\n",
 				r*len(sources)+i+1, *repeat*len(sources), s.kind, run.ReadySeconds, run.OpenSeconds, run.InitSeconds, run.WeightsSeconds, run.SessionSeconds, float64(rss)/1e6)
@@ -122,7 +123,7 @@ func runBenchLoad(ctx context.Context, args []string) error {
 		"Every run is a fresh process (`bench load --child KIND:PATH`) doing what `nwc eval` does before scoring: loader.Open, then plugin/llama builds the ONNX graph from the weights (read through the prefetcher, so decoding overlaps laying out the graph) and creates the ONNX Runtime session. Sources are run interleaved (gguf, nwc, safetensors, gguf, ...), medians over the runs; the phases are those of the run with the median ready time.",
 		"open: loader.Open (header, index, assets); init: architecture config and ONNX Runtime initialization up to the first weight; weights: first to last weight handed to the graph builder; session: last weight to ready (graph serialization, session creation).",
 		"safetensors: `nwc decompress` of the .nwc file (float32; GGML block types dequantized), cached next to it.",
-		"peak RSS: ru_maxrss of the child process.",
+		"peak RSS: the child process's own high-water mark (VmHWM on Linux, else ru_maxrss).",
 	}
 	for i, s := range sources {
 		if failed[i] != nil {
@@ -183,6 +184,7 @@ func loadOnce(kind, path string, threads int) (*loadRun, error) {
 	run.WeightsSeconds = last.Sub(first).Seconds()
 	run.SessionSeconds = ready.Sub(last).Seconds()
 	run.Stages = secondsOf(&times)
+	run.PeakRSS = selfPeakRSS()
 	return run, nil
 }
 
