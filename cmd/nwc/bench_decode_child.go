@@ -50,12 +50,34 @@ func runChild(ctx context.Context, args []string, out any) (int64, error) {
 	err = cmd.Run()
 	rss := maxRSS(cmd.ProcessState)
 	if err != nil {
-		return rss, fmt.Errorf("bench: child %s: %w: %s", strings.Join(args, " "), err, tail(stderr.String(), 2000))
+		return rss, &childError{args: args, err: err, stderr: tail(stderr.String(), 2000)}
 	}
 	if err := json.Unmarshal(stdout.Bytes(), out); err != nil {
 		return rss, fmt.Errorf("bench: child %s: its output is not a result (%w): %s", strings.Join(args, " "), err, tail(stdout.String(), 500))
 	}
 	return rss, nil
+}
+
+// childError is a child that failed: what it said on stderr.
+type childError struct {
+	args   []string
+	err    error
+	stderr string
+}
+
+func (e *childError) Error() string {
+	return fmt.Sprintf("bench: child %s: %v: %s", strings.Join(e.args, " "), e.err, e.stderr)
+}
+
+func (e *childError) Unwrap() error { return e.err }
+
+// Message is what the child said (its stderr, without the "nwc: " prefix),
+// or the exit status when it said nothing.
+func (e *childError) Message() string {
+	if m := strings.TrimSpace(strings.TrimPrefix(e.stderr, "nwc: ")); m != "" {
+		return m
+	}
+	return e.err.Error()
 }
 
 // tail returns the last n bytes of s.

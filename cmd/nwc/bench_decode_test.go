@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -207,7 +208,10 @@ func TestRunChildErrors(t *testing.T) {
 	ctx := context.Background()
 	var run decodeRun
 	// The child fails: the error carries its message (the file's name).
-	if _, err := runChild(ctx, []string{"bench", "decode", "--child", "no-such.nwc"}, &run); err == nil || !strings.Contains(err.Error(), "no-such.nwc") {
+	_, err := runChild(ctx, []string{"bench", "decode", "--child", "no-such.nwc"}, &run)
+	var ce *childError
+	if err == nil || !strings.Contains(err.Error(), "no-such.nwc") || !errors.As(err, &ce) ||
+		!strings.Contains(ce.Message(), "no-such.nwc") || strings.HasPrefix(ce.Message(), "nwc: ") {
 		t.Errorf("failing child: %v", err)
 	}
 	// The child prints something that is not a result.

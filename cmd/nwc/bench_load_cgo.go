@@ -111,7 +111,11 @@ func runBenchLoad(ctx context.Context, args []string) error {
 	rep := &loadReport{benchMeta: newBenchMeta("time to a ready model", *model, "load", args, *repeat)}
 	for i, s := range sources {
 		if failed[i] != nil || len(runs[i]) == 0 {
-			rep.Rows = append(rep.Rows, loadRow{loadRun: loadRun{Kind: s.kind, File: filepath.Base(s.path)}, Error: tail(fmt.Sprint(failed[i]), 300)})
+			msg := fmt.Sprint(failed[i])
+			if ce := (*childError)(nil); errors.As(failed[i], &ce) {
+				msg = ce.Message()
+			}
+			rep.Rows = append(rep.Rows, loadRow{loadRun: loadRun{Kind: s.kind, File: filepath.Base(s.path)}, Error: tail(msg, 300)})
 			continue
 		}
 		row := newLoadRow(runs[i])
