@@ -132,3 +132,31 @@ clean:
 check-decode: build
 	@test -n "$(FILE)" || { echo "usage: make check-decode FILE=model.nwc" >&2; exit 2; }
 	$(TEST_ENV) scripts/check-decode.sh $(FILE)
+
+# Decode and load speed (issue 11, docs/LOADING.md "Measuring"). Run them on an
+# idle machine: every measurement is a fresh process, BENCH_REPEAT runs
+# interleaved, medians. The .nwc files are compressed once (calibration
+# included) and cached under $(NWC_CACHE)/bench.
+#   make bench-decode  per codec (every shipped codec + rtn-g128@4, ecsq@4,
+#                      lossless): weights/s per stage and in total, peak RSS
+#                      -> docs/results/decode-$(BENCH_MODEL).*; the batch x
+#                      threads x sessions sweep of BENCH_SWEEP_CODEC ->
+#                      decode-sweep-*; KL at ~3 and ~4 bits/weight against
+#                      decode speed (with the rd report) -> pareto-*
+#   make bench-load    time to a ready model from the GGUF, the .nwc made
+#                      from it and its decompressed safetensors -> load-*
+BENCH_MODEL       ?= smollm2-135m
+BENCH_REPEAT      ?= 3
+BENCH_CODECS      ?= shipped
+BENCH_SWEEP_CODEC ?= nwc-w128d2-l300
+BENCH_SWEEP       ?= batch=4096,16384,65536 threads=1,2 sessions=1,2
+BENCH_ENV         := ONNXRUNTIME_SHARED_LIBRARY_PATH=$(ORT_LIB)
+
+.PHONY: bench-decode bench-load
+bench-decode: build
+	$(BENCH_ENV) $(BIN)/nwc bench decode --model $(BENCH_MODEL) --codecs $(BENCH_CODECS) --repeat $(BENCH_REPEAT) --out docs/results
+	$(BENCH_ENV) $(BIN)/nwc bench decode --model $(BENCH_MODEL) --codecs $(BENCH_SWEEP_CODEC) --repeat $(BENCH_REPEAT) --out docs/results --sweep $(BENCH_SWEEP)
+	$(BIN)/nwc bench pareto --rd docs/results/rd-$(BENCH_MODEL).json --decode docs/results/decode-$(BENCH_MODEL).json --out docs/results
+
+bench-load: build
+	$(BENCH_ENV) $(BIN)/nwc bench load --model $(BENCH_MODEL) --repeat $(BENCH_REPEAT) --out docs/results

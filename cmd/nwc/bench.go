@@ -27,8 +27,6 @@ import (
 	"github.com/nwc-project/nwc/plugin/tokenizer"
 )
 
-const benchUsage = "usage: nwc bench rd [--model NAME] [--run CODEC[=B1,B2,...]]... [--codecs C1,C2 --bits B1,B2] [--seq-len N] [--max-windows K] [--out DIR] [--name STEM] [--resume]"
-
 // benchPoint is one compression to measure: a codec at a bit setting.
 type benchPoint struct {
 	codec   string  // CompressOptions.Codec
@@ -36,12 +34,6 @@ type benchPoint struct {
 	method  string  // report series
 	setting string
 }
-
-// runList is the repeatable --run flag.
-type runList []string
-
-func (r *runList) String() string     { return strings.Join(*r, " ") }
-func (r *runList) Set(v string) error { *r = append(*r, v); return nil }
 
 // benchPoints expands the --run specs (or the --codecs x --bits product):
 // CODEC=B1,B2 gives one point per bit setting; "nwc" gives one point per
@@ -87,11 +79,8 @@ func benchPoints(runs []string, codecs, bitsList string) ([]benchPoint, error) {
 	return pts, nil
 }
 
-func runBench(ctx context.Context, args []string) error {
-	if len(args) == 0 || args[0] != "rd" {
-		fmt.Fprintln(os.Stderr, benchUsage)
-		return errUsage
-	}
+// runBenchRD is `nwc bench rd` (args[0] is "rd").
+func runBenchRD(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("bench rd", flag.ContinueOnError)
 	model := fs.String("model", "smollm2-135m", "reference model")
 	var runs runList

@@ -22,8 +22,12 @@ func runEval(ctx context.Context, args []string) error {
 	return fmt.Errorf("eval: %w", ortenv.ErrNoCGO)
 }
 
-func runBench(ctx context.Context, args []string) error {
-	return fmt.Errorf("bench: %w", ortenv.ErrNoCGO)
+func runBenchRD(ctx context.Context, args []string) error {
+	return fmt.Errorf("bench rd: %w", ortenv.ErrNoCGO)
+}
+
+func runBenchLoad(ctx context.Context, args []string) error {
+	return fmt.Errorf("bench load: %w", ortenv.ErrNoCGO)
 }
 
 // calibrationFor returns the identity H with noCalib; collecting H runs the

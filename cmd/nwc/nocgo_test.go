@@ -20,8 +20,9 @@ func TestNoCGO(t *testing.T) {
 	in := filepath.Join(dir, "m.safetensors")
 	writeModel(t, in)
 	for name, run := range map[string]func() error{
-		"eval":  func() error { return runEval(ctx, []string{"--model", in}) },
-		"bench": func() error { return runBench(ctx, []string{"rd"}) },
+		"eval":       func() error { return runEval(ctx, []string{"--model", in}) },
+		"bench":      func() error { return runBench(ctx, []string{"rd"}) },
+		"bench load": func() error { return runBench(ctx, []string{"load"}) },
 		"calibration": func() error {
 			return runCompress(ctx, []string{"--model", in, "--codec", "gptq-g128", "-o", filepath.Join(dir, "c.nwc"), "-q"})
 		},

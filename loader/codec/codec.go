@@ -107,11 +107,14 @@ type Env struct {
 	// means cpu). Threads is the intra-op thread count (0: ONNX Runtime's).
 	Provider string
 	Threads  int
-	// Sessions is how many decoder network sessions run batches at once
-	// (0: the codec's default, one per core on the CPU). Batch is the
-	// number of 16-weight chunks per network run (0: the codec's default).
+	// Sessions is how many decoder sessions of each trained codec run
+	// batches at once (0: the codec's default, one single-threaded session
+	// per core on the CPU).
 	Sessions int
-	Batch    int
+	// Batch is the number of 16-value chunks the decoder network takes per
+	// run (0: the codec's default). Larger batches amortize the per-run
+	// overhead at the price of bigger session buffers.
+	Batch int
 	// HostORT: the host process created the ONNX Runtime environment; nwc
 	// must neither initialize nor destroy it.
 	HostORT bool

@@ -36,6 +36,7 @@ import (
 	"runtime"
 
 	"github.com/nwc-project/nwc/loader/codec"
+	"github.com/nwc-project/nwc/loader/stage"
 	"github.com/nwc-project/nwc/loader/tensor"
 	"github.com/nwc-project/nwc/ortcodec/entropy"
 	"github.com/nwc-project/nwc/ortcodec/ldlq"
@@ -85,7 +86,7 @@ func (c encoder) Encode(ctx context.Context, in codec.Input) (codec.Output, erro
 
 type decoder struct{}
 
-func (decoder) Decode(_ context.Context, s codec.Section, payload, dst []byte) ([]byte, error) {
+func (decoder) Decode(ctx context.Context, s codec.Section, payload, dst []byte) ([]byte, error) {
 	if err := codec.CheckF32("ecsq", s); err != nil {
 		return nil, err
 	}
@@ -99,11 +100,7 @@ func (decoder) Decode(_ context.Context, s codec.Section, payload, dst []byte) (
 	if err != nil {
 		return nil, err
 	}
-	f, err := Decode(payload, m, n, nil)
-	if err != nil {
-		return nil, err
-	}
-	return tensor.F32Bytes(f, dst), nil
+	return decodeBytes(stage.From(ctx), payload, m, n, dst)
 }
 
 const (
@@ -330,39 +327,75 @@ func Decode(payload []byte, m, n int, dst []float32) ([]float32, error) {
 // DecodeWorkers is Decode with at most workers goroutines for the streams
 // (<= 0 means GOMAXPROCS). The output does not depend on workers.
 func DecodeWorkers(payload []byte, m, n int, dst []float32, workers int) ([]float32, error) {
-	if err := checkShape(m, n); err != nil {
+	codes, step, scales, err := decodeCodes(nil, payload, m, n, workers)
+	if err != nil {
 		return nil, err
 	}
+	return reconstruct(codes, step, scales, n, dst), nil
+}
+
+// decodeBytes decodes a payload of an m x n tensor into little-endian
+// float32 bytes in dst (reused when large enough): what Decode gives, with
+// the header, tables and rANS streams timed as stage.Entropy and the
+// reconstruction into dst as stage.Rescale of st (nil: not timed).
+func decodeBytes(st *stage.Times, payload []byte, m, n int, dst []byte) ([]byte, error) {
+	codes, step, scales, err := decodeCodes(st, payload, m, n, 0)
+	if err != nil {
+		return nil, err
+	}
+	t0 := st.Start()
+	if cap(dst) < 4*len(codes) {
+		dst = make([]byte, 4*len(codes))
+	}
+	dst = dst[:4*len(codes)]
+	for r, s := range scales {
+		f := step * s
+		for i := r * n; i < (r+1)*n; i++ {
+			binary.LittleEndian.PutUint32(dst[4*i:], math.Float32bits(float32(codes[i])*f))
+		}
+	}
+	st.Since(stage.Rescale, t0, int64(len(codes)))
+	return dst, nil
+}
+
+// decodeCodes parses the header and row scales and decodes the integer
+// codes (stage.Entropy of st).
+func decodeCodes(st *stage.Times, payload []byte, m, n, workers int) (codes []int32, step float32, scales []float32, err error) {
+	if err := checkShape(m, n); err != nil {
+		return nil, 0, nil, err
+	}
+	t0 := st.Start()
 	if len(payload) < 5+2*m {
-		return nil, fmt.Errorf("%w: %d bytes cannot hold the header and %d row scales", ErrCorrupt, len(payload), m)
+		return nil, 0, nil, fmt.Errorf("%w: %d bytes cannot hold the header and %d row scales", ErrCorrupt, len(payload), m)
 	}
 	if payload[0] != Version {
-		return nil, fmt.Errorf("%w: format version %d, want %d", ErrCorrupt, payload[0], Version)
+		return nil, 0, nil, fmt.Errorf("%w: format version %d, want %d", ErrCorrupt, payload[0], Version)
 	}
-	step := math.Float32frombits(binary.LittleEndian.Uint32(payload[1:]))
+	step = math.Float32frombits(binary.LittleEndian.Uint32(payload[1:]))
 	if !(float64(step) >= MinStep && float64(step) <= MaxStep) {
-		return nil, fmt.Errorf("%w: step %v", ErrCorrupt, step)
+		return nil, 0, nil, fmt.Errorf("%w: step %v", ErrCorrupt, step)
 	}
-	scales := make([]float32, m)
+	scales = make([]float32, m)
 	for r := range scales {
 		h := binary.LittleEndian.Uint16(payload[5+2*r:])
 		if h == 0 || h >= 0x7c00 { // zero, negative, inf or nan
-			return nil, fmt.Errorf("%w: row %d scale %#04x", ErrCorrupt, r, h)
+			return nil, 0, nil, fmt.Errorf("%w: row %d scale %#04x", ErrCorrupt, r, h)
 		}
 		scales[r] = tensor.F16ToF32(h)
 	}
 	p := payload[5+2*m:]
 	md, err := parseModel(&p)
 	if err != nil {
-		return nil, err
+		return nil, 0, nil, err
 	}
 	tb, err := md.tables()
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrCorrupt, err)
+		return nil, 0, nil, fmt.Errorf("%w: %w", ErrCorrupt, err)
 	}
-	codes, err := entropy.DecodeStreams(tb, p, m*n, nil, workers)
+	codes, err = entropy.DecodeStreams(tb, p, m*n, nil, workers)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrCorrupt, err)
+		return nil, 0, nil, fmt.Errorf("%w: %w", ErrCorrupt, err)
 	}
-	return reconstruct(codes, step, scales, n, dst), nil
+	st.Since(stage.Entropy, t0, int64(len(codes)))
+	return codes, step, scales, nil
 }

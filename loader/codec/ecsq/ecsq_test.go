@@ -9,6 +9,9 @@ import (
 	"testing"
 
 	"github.com/nwc-project/nwc/internal/testmat"
+	"github.com/nwc-project/nwc/loader/codec"
+	"github.com/nwc-project/nwc/loader/stage"
+	"github.com/nwc-project/nwc/loader/tensor"
 	"github.com/nwc-project/nwc/ortcodec/ldlq"
 )
 
@@ -302,4 +305,30 @@ func BenchmarkSmolLM2Down(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestDecodeStages: the registered decoder writes Decode's values as bytes
+// and counts every weight in stage.Entropy and stage.Rescale.
+func TestDecodeStages(t *testing.T) {
+	m, n := 9, 70
+	res, err := Encode(context.Background(), randW(m, n, 11), m, n, nil, 0.05)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := Decode(res, m, n, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st stage.Times
+	got, err := decoder{}.Decode(stage.With(context.Background(), &st),
+		codec.Section{DType: tensor.F32, Shape: []int64{int64(m), int64(n)}, RawSize: int64(4 * m * n), Params: []byte{Version}}, res, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, tensor.F32Bytes(want, nil)) {
+		t.Fatal("registered decoder differs from Decode")
+	}
+	if st.Items(stage.Entropy) != int64(m*n) || st.Items(stage.Rescale) != int64(m*n) {
+		t.Errorf("stage items %d, %d", st.Items(stage.Entropy), st.Items(stage.Rescale))
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"math"
 
 	"github.com/nwc-project/nwc/loader/codec"
+	"github.com/nwc-project/nwc/loader/stage"
 	"github.com/nwc-project/nwc/loader/tensor"
 )
 
@@ -38,8 +39,9 @@ func (coder) Encode(_ context.Context, in codec.Input) (codec.Output, error) {
 	return codec.Output{ID: ID, DType: tensor.F32, Payload: p}, nil
 }
 
-// Decode widens the float16 payload to float32 bytes.
-func (coder) Decode(_ context.Context, s codec.Section, payload, dst []byte) ([]byte, error) {
+// Decode widens the float16 payload to float32 bytes (stage.Rescale: there
+// is no entropy stage).
+func (coder) Decode(ctx context.Context, s codec.Section, payload, dst []byte) ([]byte, error) {
 	if err := codec.CheckF32("f16", s); err != nil {
 		return nil, err
 	}
@@ -50,6 +52,8 @@ func (coder) Decode(_ context.Context, s codec.Section, payload, dst []byte) ([]
 	if int64(len(payload)) != 2*n {
 		return nil, fmt.Errorf("%w: f16 payload of %d bytes, want %d", codec.ErrCorrupt, len(payload), 2*n)
 	}
+	st := stage.From(ctx)
+	t0 := st.Start()
 	if int64(cap(dst)) < 4*n {
 		dst = make([]byte, 4*n)
 	}
@@ -58,5 +62,6 @@ func (coder) Decode(_ context.Context, s codec.Section, payload, dst []byte) ([]
 		f := tensor.F16ToF32(binary.LittleEndian.Uint16(payload[2*i:]))
 		binary.LittleEndian.PutUint32(dst[4*i:], math.Float32bits(f))
 	}
+	st.Since(stage.Rescale, t0, n)
 	return dst, nil
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/nwc-project/nwc/loader/codec"
+	"github.com/nwc-project/nwc/loader/stage"
 	"github.com/nwc-project/nwc/loader/tensor"
 )
 
@@ -45,6 +46,10 @@ func TestRegisteredRoundTrip(t *testing.T) {
 		if v != 0 && math.Abs(float64(got-v)) > math.Abs(float64(v))/1024+6e-8 {
 			t.Errorf("w[%d] = %g decoded %g: beyond half precision", i, v, got)
 		}
+	}
+	var st stage.Times
+	if _, err := (coder{}).Decode(stage.With(context.Background(), &st), codec.Section{DType: tensor.F32, Shape: info.Shape, RawSize: 32}, out.Payload, nil); err != nil || st.Items(stage.Rescale) != 8 {
+		t.Fatalf("timed decode: %v, %d weights in stage.Rescale", err, st.Items(stage.Rescale))
 	}
 	if _, err := (coder{}).Decode(context.Background(), codec.Section{DType: tensor.F32, Shape: []int64{2, 4}, RawSize: 32}, out.Payload[:15], nil); !errors.Is(err, codec.ErrCorrupt) {
 		t.Fatalf("short payload: %v", err)

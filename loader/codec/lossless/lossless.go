@@ -13,6 +13,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/nwc-project/nwc/loader/codec"
+	"github.com/nwc-project/nwc/loader/stage"
 	"github.com/nwc-project/nwc/loader/tensor"
 )
 
@@ -96,8 +97,8 @@ func newDecoder(id uint8) (codec.Decoder, error) {
 	return d, nil
 }
 
-func (d idDecoder) Decode(_ context.Context, s codec.Section, payload, dst []byte) ([]byte, error) {
-	return d.l.DecodeBytes(d.id, s.DType, s.RawSize, s.Params, payload, dst)
+func (d idDecoder) Decode(ctx context.Context, s codec.Section, payload, dst []byte) ([]byte, error) {
+	return d.l.decodeBytes(stage.From(ctx), tensor.NumElements(s.Shape), d.id, s.DType, s.RawSize, s.Params, payload, dst)
 }
 
 func (d idDecoder) Close() error { return d.l.Close() }
@@ -127,6 +128,13 @@ func (l *Lossless) EncodeBytes(dt tensor.DType, raw []byte) (id uint8, params, p
 // DecodeBytes decodes a payload into the stored bytes of a tensor: rawSize
 // bytes of dtype dt, reusing dst when it has the capacity.
 func (l *Lossless) DecodeBytes(id uint8, dt tensor.DType, rawSize int64, params, payload, dst []byte) ([]byte, error) {
+	return l.decodeBytes(nil, 0, id, dt, rawSize, params, payload, dst)
+}
+
+// decodeBytes is DecodeBytes timed in st (nil: not timed), counting n
+// elements per stage: zstd is stage.Entropy; copying raw bytes and merging
+// the float-split planes into dst are stage.Rescale.
+func (l *Lossless) decodeBytes(st *stage.Times, n int64, id uint8, dt tensor.DType, rawSize int64, params, payload, dst []byte) ([]byte, error) {
 	if len(params) != 0 {
 		return nil, fmt.Errorf("%w: %s takes no parameters, got %d bytes", codec.ErrCorrupt, codec.Name(id), len(params))
 	}
@@ -135,11 +143,17 @@ func (l *Lossless) DecodeBytes(id uint8, dt tensor.DType, rawSize int64, params,
 		if int64(len(payload)) != rawSize {
 			return nil, fmt.Errorf("%w: raw payload of %d bytes, want %d", codec.ErrCorrupt, len(payload), rawSize)
 		}
-		return append(dst[:0], payload...), nil
+		t0 := st.Start()
+		dst = append(dst[:0], payload...)
+		st.Since(stage.Rescale, t0, n)
+		return dst, nil
 	case IDZstd:
-		return l.unzstd(payload, rawSize, dst)
+		t0 := st.Start()
+		out, err := l.unzstd(payload, rawSize, dst)
+		st.Since(stage.Entropy, t0, n)
+		return out, err
 	case IDFloatSplit:
-		return l.decodeSplit(dt, rawSize, payload, dst)
+		return l.decodeSplit(st, n, dt, rawSize, payload, dst)
 	}
 	return nil, fmt.Errorf("%w: id %d", codec.ErrUnknownCodec, id)
 }
@@ -230,7 +244,7 @@ func (l *Lossless) encodeSplit(dt tensor.DType, raw []byte) []byte {
 	return out
 }
 
-func (l *Lossless) decodeSplit(dt tensor.DType, rawSize int64, payload, dst []byte) ([]byte, error) {
+func (l *Lossless) decodeSplit(st *stage.Times, nst int64, dt tensor.DType, rawSize int64, payload, dst []byte) ([]byte, error) {
 	width, shift, ok := splitLayout(dt)
 	if !ok {
 		return nil, fmt.Errorf("%w: float-split cannot hold %s", codec.ErrCorrupt, dt)
@@ -244,6 +258,7 @@ func (l *Lossless) decodeSplit(dt tensor.DType, rawSize int64, payload, dst []by
 		return nil, fmt.Errorf("%w: float-split plane count", codec.ErrCorrupt)
 	}
 	payload = payload[k:]
+	t0 := st.Start()
 	planes := make([][]byte, np)
 	for p := range planes {
 		fl, k := binary.Uvarint(payload)
@@ -260,6 +275,8 @@ func (l *Lossless) decodeSplit(dt tensor.DType, rawSize int64, payload, dst []by
 	if len(payload) != 0 {
 		return nil, fmt.Errorf("%w: %d bytes after the last plane", codec.ErrCorrupt, len(payload))
 	}
+	t0 = st.Since(stage.Entropy, t0, nst)
+	defer st.Since(stage.Rescale, t0, nst)
 	if int64(cap(dst)) < rawSize {
 		dst = make([]byte, rawSize)
 	}

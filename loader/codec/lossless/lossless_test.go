@@ -2,13 +2,14 @@ package lossless
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"math"
 	"math/rand"
 	"testing"
 
 	"github.com/nwc-project/nwc/loader/codec"
-
+	"github.com/nwc-project/nwc/loader/stage"
 	"github.com/nwc-project/nwc/loader/tensor"
 )
 
@@ -119,4 +120,36 @@ func FuzzLosslessDecode(f *testing.F) {
 		}
 		l.DecodeBytes(id, tensor.DType(dt), n, nil, payload, nil)
 	})
+}
+
+// TestDecodeStages: each lossless id counts the elements it decodes in its
+// stages (zstd: entropy; raw copy: rescale; float-split: both).
+func TestDecodeStages(t *testing.T) {
+	raw := gaussianF32(1000, 9)
+	l, err := New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	zs := l.enc.EncodeAll(raw, nil)
+	split := l.encodeSplit(tensor.F32, raw)
+	for _, c := range []struct {
+		id                uint8
+		payload           []byte
+		entropy, rescaled int64
+	}{{IDRaw, raw, 0, 1000}, {IDZstd, zs, 1000, 0}, {IDFloatSplit, split, 1000, 1000}} {
+		d, err := newDecoder(c.id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var st stage.Times
+		got, err := d.Decode(stage.With(context.Background(), &st), codec.Section{DType: tensor.F32, Shape: []int64{10, 100}, RawSize: 4000}, c.payload, nil)
+		if err != nil || !bytes.Equal(got, raw) {
+			t.Fatalf("id %d: %v", c.id, err)
+		}
+		if st.Items(stage.Entropy) != c.entropy || st.Items(stage.Rescale) != c.rescaled {
+			t.Errorf("id %d: stage items %d, %d", c.id, st.Items(stage.Entropy), st.Items(stage.Rescale))
+		}
+		d.(idDecoder).Close()
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"math"
 
 	"github.com/nwc-project/nwc/loader/codec"
+	"github.com/nwc-project/nwc/loader/stage"
 	"github.com/nwc-project/nwc/loader/tensor"
 )
 
@@ -49,16 +50,22 @@ func WholeBits(name string, bits float64) (int, error) {
 
 type decoder struct{}
 
-func (decoder) Decode(_ context.Context, s codec.Section, payload, dst []byte) ([]byte, error) {
+func (decoder) Decode(ctx context.Context, s codec.Section, payload, dst []byte) ([]byte, error) {
 	if err := codec.CheckF32("rtn", s); err != nil {
 		return nil, err
 	}
-	return Decode(s.Shape, s.Params, payload, dst)
+	return decodeTimed(stage.From(ctx), s.Shape, s.Params, payload, dst)
 }
 
 // Decode decodes an RTN payload of a tensor of the given shape to F32 bytes
 // (little endian) in dst.
 func Decode(shape []int64, params, payload, dst []byte) ([]byte, error) {
+	return decodeTimed(nil, shape, params, payload, dst)
+}
+
+// decodeTimed is Decode adding the bit unpacking to stage.Entropy and the
+// dequantization into dst to stage.Rescale of st (nil: not timed).
+func decodeTimed(st *stage.Times, shape []int64, params, payload, dst []byte) ([]byte, error) {
 	q, err := ParseParams(params)
 	if err != nil {
 		return nil, err
@@ -67,11 +74,7 @@ func Decode(shape []int64, params, payload, dst []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	f, err := q.decode(payload, rows, cols, nil)
-	if err != nil {
-		return nil, err
-	}
-	return tensor.F32Bytes(f, dst), nil
+	return q.decodeBytes(st, payload, rows, cols, dst)
 }
 
 // Encode codes in.Weights (codec.Encoder).
@@ -213,7 +216,60 @@ func getBits(b []byte, bit, n int) uint32 {
 	return v
 }
 
-// Decode reconstructs the [rows, cols] matrix.
+// decodeBytes reconstructs the [rows, cols] matrix as little-endian float32
+// bytes in dst (reused when large enough), in two passes: the codes are
+// unpacked to one byte each (stage.Entropy), then dequantized group by group
+// straight into dst (stage.Rescale). The values are exactly decode's.
+func (q Quantizer) decodeBytes(st *stage.Times, payload []byte, rows, cols int, dst []byte) ([]byte, error) {
+	if int64(len(payload)) != q.PayloadSize(rows, cols) {
+		return nil, fmt.Errorf("%w: rtn payload of %d bytes, want %d", codec.ErrCorrupt, len(payload), q.PayloadSize(rows, cols))
+	}
+	t0 := st.Start()
+	gs := q.groupSize(cols)
+	ng := q.numGroups(cols)
+	n := rows * cols
+	side := payload[:rows*ng*4]
+	codes := make([]uint8, n)
+	unpack(codes, payload[rows*ng*4:], q.Bits)
+	t0 = st.Since(stage.Entropy, t0, int64(n))
+	if cap(dst) < 4*n {
+		dst = make([]byte, 4*n)
+	}
+	dst = dst[:4*n]
+	for r := 0; r < rows; r++ {
+		for g := 0; g < ng; g++ {
+			o := (r*ng + g) * 4
+			scale := tensor.F16ToF32(binary.LittleEndian.Uint16(side[o:]))
+			zero := tensor.F16ToF32(binary.LittleEndian.Uint16(side[o+2:]))
+			for i := r*cols + g*gs; i < r*cols+min((g+1)*gs, cols); i++ {
+				binary.LittleEndian.PutUint32(dst[4*i:], math.Float32bits((float32(codes[i])-zero)*scale))
+			}
+		}
+	}
+	st.Since(stage.Rescale, t0, int64(n))
+	return dst, nil
+}
+
+// unpack reads len(codes) codes of bits bits each, LSB-first, from b (which
+// holds at least len(codes)*bits bits).
+func unpack(codes []uint8, b []byte, bits int) {
+	var acc uint64
+	var have int
+	mask := uint64(1)<<bits - 1
+	j := 0
+	for i := range codes {
+		for have < bits {
+			acc |= uint64(b[j]) << have
+			j++
+			have += 8
+		}
+		codes[i] = uint8(acc & mask)
+		acc >>= bits
+		have -= bits
+	}
+}
+
+// decode reconstructs the [rows, cols] matrix.
 func (q Quantizer) decode(payload []byte, rows, cols int, dst []float32) ([]float32, error) {
 	if int64(len(payload)) != q.PayloadSize(rows, cols) {
 		return nil, fmt.Errorf("%w: rtn payload of %d bytes, want %d", codec.ErrCorrupt, len(payload), q.PayloadSize(rows, cols))

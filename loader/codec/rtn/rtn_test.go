@@ -1,9 +1,15 @@
 package rtn
 
 import (
+	"bytes"
+	"context"
 	"math"
 	"math/rand"
 	"testing"
+
+	"github.com/nwc-project/nwc/loader/codec"
+	"github.com/nwc-project/nwc/loader/stage"
+	"github.com/nwc-project/nwc/loader/tensor"
 )
 
 func TestRTN(t *testing.T) {
@@ -80,4 +86,39 @@ func FuzzRTNDecode(f *testing.F) {
 		}
 		Decode([]int64{r, c}, params, payload, nil)
 	})
+}
+
+// TestDecodeStages: the decoder's two passes (unpack, dequantize into the
+// output) give exactly the values of the one-pass decode, and count every
+// weight in stage.Entropy and stage.Rescale.
+func TestDecodeStages(t *testing.T) {
+	rng := rand.New(rand.NewSource(5))
+	rows, cols := 5, 131
+	w := make([]float32, rows*cols)
+	for i := range w {
+		w[i] = float32(rng.NormFloat64())
+	}
+	shape := []int64{int64(rows), int64(cols)}
+	for bits := 1; bits <= 8; bits++ {
+		for _, g := range []int{0, 64, 128} {
+			q := Quantizer{Bits: bits, Group: g}
+			payload := q.EncodeMatrix(w, rows, cols)
+			f, err := q.decode(payload, rows, cols, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var st stage.Times
+			ctx := stage.With(context.Background(), &st)
+			got, err := decoder{}.Decode(ctx, codec.Section{DType: tensor.F32, Shape: shape, RawSize: int64(4 * rows * cols), Params: q.Params()}, payload, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, tensor.F32Bytes(f, nil)) {
+				t.Fatalf("bits %d group %d: two-pass decode differs", bits, g)
+			}
+			if st.Items(stage.Entropy) != int64(rows*cols) || st.Items(stage.Rescale) != int64(rows*cols) {
+				t.Errorf("bits %d group %d: stage items %d, %d", bits, g, st.Items(stage.Entropy), st.Items(stage.Rescale))
+			}
+		}
+	}
 }
