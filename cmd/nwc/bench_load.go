@@ -3,10 +3,11 @@ package main
 import (
 	"fmt"
 	"io"
+	"path/filepath"
 	"strings"
 )
 
-const benchLoadUsage = "usage: nwc bench load [--model NAME] [--nwc FILE.nwc | --codec NAME] [--st FILE.safetensors] [--threads N] [--repeat 3] [--out DIR] [--name STEM]"
+const benchLoadUsage = "usage: nwc bench load [--model NAME] [--nwc A.nwc,B.nwc | --codec C1,C2] [--st FILE.safetensors] [--threads N] [--repeat 3] [--out DIR] [--name STEM]"
 
 // The sources `nwc bench load` compares, in the order they are run.
 const (
@@ -128,10 +129,27 @@ func (r *loadReport) plot(path string) error {
 		if row.Error != "" {
 			continue
 		}
-		labels = append(labels, row.Kind)
+		label := row.Kind
+		if row.Kind == loadNWC {
+			label = benchLabel(row.File)
+		}
+		labels = append(labels, label)
 		for i, v := range []float64{row.OpenSeconds, row.InitSeconds, row.WeightsSeconds, row.SessionSeconds} {
 			vals[i] = append(vals[i], v)
 		}
 	}
 	return stackedBars(path, "time to a ready model: "+r.Model, "seconds", labels, series, vals)
+}
+
+// benchLabel names a cached bench file by its codec
+// (smollm2-135m-nwc-gain-l300-ab12cd34ef56.nwc -> nwc-gain-l300).
+func benchLabel(file string) string {
+	base := strings.TrimSuffix(filepath.Base(file), ".nwc")
+	if i := strings.LastIndexByte(base, '-'); i > 0 {
+		base = base[:i] // the hash
+	}
+	if i := strings.Index(base, "-nwc-"); i >= 0 {
+		return base[i+1:]
+	}
+	return base
 }

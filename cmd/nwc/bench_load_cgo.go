@@ -25,8 +25,8 @@ import (
 func runBenchLoad(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("bench load", flag.ContinueOnError)
 	model := fs.String("model", "smollm2-135m", "reference model (its GGUF is the baseline)")
-	nwcFile := fs.String("nwc", "", ".nwc file compressed from the model (default: --codec's, compressed and cached like bench decode)")
-	codecName := fs.String("codec", "", "codec of the default .nwc file (default: the trained codec `nwc compress --codec nwc --bits 4` picks)")
+	nwcFile := fs.String("nwc", "", ".nwc files compressed from the model, comma-separated (default: --codec's, compressed and cached like bench decode)")
+	codecName := fs.String("codec", "", "codecs of the .nwc files, comma-separated, one row each (default: the trained codec `nwc compress --codec nwc --bits 4` picks)")
 	stFile := fs.String("st", "", "safetensors file decoded from the .nwc (default: nwc decompress of it, cached)")
 	threads := fs.Int("threads", 0, "ONNX Runtime intra-op threads of the model session (0 = its default)")
 	repeat := fs.Int("repeat", 3, "runs per source (each in a fresh process, interleaved gguf, nwc, safetensors, ...); medians are reported")
@@ -54,7 +54,10 @@ func runBenchLoad(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if *nwcFile == "" {
+	var nwcFiles []string
+	if *nwcFile != "" {
+		nwcFiles = strings.Split(*nwcFile, ",")
+	} else {
 		if *codecName == "" {
 			c, err := ortcodec.ForBits(nil, 4)
 			if err != nil {
@@ -67,12 +70,16 @@ func runBenchLoad(ctx context.Context, args []string) error {
 			return err
 		}
 		co := compressCache{model: *model, calibTokens: calib.DefaultTokens, sinkWeight: calib.DefaultSinkWeight}
-		if *nwcFile, err = co.file(ctx, specs[0]); err != nil {
-			return err
+		for _, sp := range specs {
+			f, err := co.file(ctx, sp)
+			if err != nil {
+				return err
+			}
+			nwcFiles = append(nwcFiles, f)
 		}
 	}
 	if *stFile == "" {
-		if *stFile, err = decompressCached(ctx, *nwcFile); err != nil {
+		if *stFile, err = decompressCached(ctx, nwcFiles[0]); err != nil {
 			return err
 		}
 	}
@@ -83,7 +90,11 @@ func runBenchLoad(ctx context.Context, args []string) error {
 	if err := os.MkdirAll(*outDir, 0o755); err != nil {
 		return fmt.Errorf("bench load: %w", err)
 	}
-	sources := []struct{ kind, path string }{{loadGGUF, gguf}, {loadNWC, *nwcFile}, {loadST, *stFile}}
+	sources := []struct{ kind, path string }{{loadGGUF, gguf}}
+	for _, f := range nwcFiles {
+		sources = append(sources, struct{ kind, path string }{loadNWC, f})
+	}
+	sources = append(sources, struct{ kind, path string }{loadST, *stFile})
 	runs := make([][]loadRun, len(sources))
 	failed := make([]error, len(sources))
 	for r := 0; r < *repeat; r++ {
