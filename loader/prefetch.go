@@ -46,12 +46,20 @@ type Prefetcher struct {
 	next    int                // next index of order to start
 	pending map[string]*future // started, not taken
 	ahead   int
+	// free holds decoded buffers the consumer is done with (ReadFloat32
+	// converted them into its own slice): the next decodes write into them
+	// instead of fresh memory (at most ahead+1 kept).
+	free [][]byte
 }
 
 type future struct {
 	done chan struct{}
 	raw  []byte
 	err  error
+	// buf is the buffer the decode was given: raw may be recycled only
+	// when the source decoded into it (not when it returned memory of its
+	// own, which may be shared).
+	buf []byte
 }
 
 // Prefetch wraps src (closing src stays the caller's job unless own is
@@ -86,7 +94,8 @@ func (p *Prefetcher) fill() {
 		if _, ok := tensor.Find(p.infos, name); !ok {
 			continue // let the consumer's own read report it
 		}
-		f := &future{done: make(chan struct{})}
+		dst := p.reuse(name)
+		f := &future{done: make(chan struct{}), buf: dst}
 		p.pending[name] = f
 		p.wg.Add(1)
 		go func() {
@@ -96,30 +105,80 @@ func (p *Prefetcher) fill() {
 				f.err = err
 				return
 			}
-			f.raw, f.err = p.src.ReadRaw(name, nil)
+			f.raw, f.err = p.src.ReadRaw(name, dst)
 		}()
+	}
+}
+
+// reuse returns the smallest free buffer that holds the stored bytes of
+// name, or nil (p.mu held).
+func (p *Prefetcher) reuse(name string) []byte {
+	ti, _ := tensor.Find(p.infos, name)
+	need, err := ti.DType.StorageBytes(ti.NumElements())
+	if err != nil {
+		return nil
+	}
+	best := -1
+	for i, b := range p.free {
+		if int64(cap(b)) >= need && (best < 0 || cap(b) < cap(p.free[best])) {
+			best = i
+		}
+	}
+	if best < 0 {
+		return make([]byte, 0, need)
+	}
+	b := p.free[best]
+	p.free = append(p.free[:best], p.free[best+1:]...)
+	return b
+}
+
+// recycle keeps buf for a later decode (the largest ahead+1 buffers).
+func (p *Prefetcher) recycle(buf []byte) {
+	if cap(buf) == 0 {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.free) <= p.ahead {
+		p.free = append(p.free, buf[:0])
+		return
+	}
+	small := 0
+	for i, b := range p.free {
+		if cap(b) < cap(p.free[small]) {
+			small = i
+		}
+	}
+	if cap(p.free[small]) < cap(buf) {
+		p.free[small] = buf[:0]
 	}
 }
 
 // take returns the prefetched bytes of name, or ok false when name is not
 // being prefetched.
 func (p *Prefetcher) take(ctx context.Context, name string) (raw []byte, ok bool, err error) {
+	raw, _, ok, err = p.takeBuf(ctx, name)
+	return raw, ok, err
+}
+
+// takeBuf is take that also returns the buffer the decode was given.
+func (p *Prefetcher) takeBuf(ctx context.Context, name string) (raw, buf []byte, ok bool, err error) {
 	p.mu.Lock()
 	f, ok := p.pending[name]
 	delete(p.pending, name) // claimed: the bytes become the caller's
 	p.fill()
 	p.mu.Unlock()
 	if !ok {
-		return nil, false, nil
+		return nil, nil, false, nil
 	}
 	select {
 	case <-f.done:
 	case <-p.ctx.Done():
-		return nil, true, p.ctx.Err()
+		return nil, nil, true, p.ctx.Err()
 	case <-ctx.Done():
-		return nil, true, ctx.Err()
+		return nil, nil, true, ctx.Err()
 	}
-	return f.raw, true, f.err
+	return f.raw, f.buf, true, f.err
 }
 
 // Tensors lists the source's tensors.
@@ -160,7 +219,7 @@ func (p *Prefetcher) ReadTensor(ctx context.Context, name string, dst []byte) ([
 
 // ReadFloat32 returns the named tensor as float32.
 func (p *Prefetcher) ReadFloat32(name string, dst []float32) ([]float32, error) {
-	raw, ok, err := p.take(context.Background(), name)
+	raw, buf, ok, err := p.takeBuf(context.Background(), name)
 	if !ok {
 		return p.src.ReadFloat32(name, dst)
 	}
@@ -171,6 +230,9 @@ func (p *Prefetcher) ReadFloat32(name string, dst []float32) ([]float32, error) 
 	out, err := tensor.ToFloat32(ti.DType, raw, ti.NumElements(), dst)
 	if err != nil {
 		return nil, fmt.Errorf("prefetch: tensor %q: %w", name, err)
+	}
+	if cap(raw) > 0 && cap(buf) > 0 && &raw[:1][0] == &buf[:1][0] {
+		p.recycle(raw) // converted into out, and ours: the next decode may use it
 	}
 	return out, nil
 }
@@ -184,6 +246,7 @@ func (p *Prefetcher) Close() error {
 	p.wg.Wait()
 	p.mu.Lock()
 	p.pending = map[string]*future{}
+	p.free = nil
 	p.mu.Unlock()
 	if p.own {
 		return p.src.Close()

@@ -29,7 +29,7 @@ type Codec struct {
 	// latentModel: the per-level tables, their medians (the dequantization
 	// offsets) and, for a KindGain codec, its constants (Encode and Decode
 	// then run in Go, without ONNX Runtime sessions).
-	latentModel
+	*latentModel
 
 	mu     sync.RWMutex // held shared by Encode/Decode, exclusively by Close
 	closed bool
@@ -69,7 +69,7 @@ func Load(fsys fs.FS, name string, opts ...Option) (c *Codec, err error) {
 	if err != nil {
 		return nil, err
 	}
-	c.latentModel = *lm
+	c.latentModel = lm
 	if c.gain != nil && !o.forceORT {
 		return c, nil // no network: nothing for ONNX Runtime to run
 	}

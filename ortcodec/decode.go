@@ -23,6 +23,7 @@ func (c *Codec) DecodeMatrixInto(ctx context.Context, shape []int64, payload []b
 	if err != nil {
 		return nil, err
 	}
+	defer job.release()
 	if err := c.runJob(ctx, job); err != nil {
 		return nil, err
 	}

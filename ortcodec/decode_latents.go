@@ -58,6 +58,11 @@ func parseHeader(shape []int64, payload []byte) (header, error) {
 // latentModel is what decoding the latents of a codec needs: its per-level
 // entropy tables, their medians, and for a KindGain codec its constants.
 type latentModel struct {
+	// symPool recycles the integer-latent buffers of finished decodes
+	// (*[]int32), so loading a model does not fault in fresh memory for
+	// every tensor.
+	symPool sync.Pool
+
 	tables *entropy.Tables // all rows of entropy.json
 	levels [NumLevels]*entropy.Tables
 	med    [NumLevels][D]float32
@@ -87,9 +92,9 @@ func (lm *latentModel) newMatrixJob(st *stage.Times, shape []int64, payload []by
 	for _, l := range h.levels {
 		cnt[l] += kc
 	}
-	// Entropy decoding: level l's symbols at syms[base[l]:], in the order
+	// Entropy decoding (on error the buffer is simply dropped): level l's symbols at syms[base[l]:], in the order
 	// of its columns.
-	syms := make([]int32, m*n)
+	syms := lm.symbols(m * n)
 	var base [NumLevels + 1]int
 	body := h.body
 	for l := 0; l < NumLevels; l++ {
@@ -121,20 +126,21 @@ func (lm *latentModel) newMatrixJob(st *stage.Times, shape []int64, payload []by
 		dst = make([]float32, m*n)
 	}
 	st.Since(stage.Rescale, t0, 0)
-	return &matrixJob{lm: lm, st: st, m: m, n: n, kc: kc, levels: h.levels, syms: syms, colOff: colOff, r: r, w: dst[:m*n]}, nil
+	return &matrixJob{lm: lm, symsBuf: syms, st: st, m: m, n: n, kc: kc, levels: h.levels, syms: syms, colOff: colOff, r: r, w: dst[:m*n]}, nil
 }
 
 // matrixJob is one tensor's batches.
 type matrixJob struct {
-	lm     *latentModel
-	st     *stage.Times
-	m, n   int
-	kc     int // chunks per column
-	levels []uint8
-	syms   []int32
-	colOff []int
-	r      []float32
-	w      []float32
+	lm      *latentModel
+	symsBuf []int32 // syms' buffer, back to lm's pool on release
+	st      *stage.Times
+	m, n    int
+	kc      int // chunks per column
+	levels  []uint8
+	syms    []int32
+	colOff  []int
+	r       []float32
+	w       []float32
 }
 
 // A batch is a range [lo, hi) of chunks in the column-major chunk order of
@@ -358,4 +364,20 @@ func decodeF32Section(s codec.Section, dst []byte, decode func(v []float32) ([]f
 		return tensor.F32Bytes(w, dst), nil
 	}
 	return dst, nil
+}
+
+// symbols returns a buffer of n int32 (recycled when one is large enough).
+func (lm *latentModel) symbols(n int) []int32 {
+	if b, ok := lm.symPool.Get().(*[]int32); ok && cap(*b) >= n {
+		return (*b)[:n]
+	}
+	return make([]int32, n)
+}
+
+// release gives the job's latent buffer back for the next decode; the job
+// must not be used afterwards.
+func (j *matrixJob) release() {
+	b := j.symsBuf[:0]
+	j.syms, j.symsBuf = nil, nil
+	j.lm.symPool.Put(&b)
 }

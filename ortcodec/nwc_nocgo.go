@@ -44,6 +44,7 @@ func (d *gainDecoder) Decode(ctx context.Context, s codec.Section, payload, dst 
 		if err != nil {
 			return nil, err
 		}
+		defer job.release()
 		return job.w, job.decodeGain(ctx)
 	})
 }
