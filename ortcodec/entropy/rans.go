@@ -149,23 +149,59 @@ func DecodeSymbols(t *Tables, payload []byte, n int, dst []int32) ([]int32, erro
 	return dst, nil
 }
 
-// decodeInto decodes len(dst) symbols from one stream; the first symbol has
-// channel c0.
-func decodeInto(t *Tables, payload []byte, dst []int32, c0 int) error {
+// stream is the decoding state of one rANS stream.
+type stream struct {
+	x     uint32
+	pos   int
+	words []byte
+	c     int // channel of the next symbol
+}
+
+// open checks a stream's framing and reads its initial state.
+func open(payload []byte, c0 int) (stream, error) {
 	if len(payload) < stateBytes || (len(payload)-stateBytes)%wordBytes != 0 {
-		return fmt.Errorf("%w: stream length %d", ErrCorrupt, len(payload))
+		return stream{}, fmt.Errorf("%w: stream length %d", ErrCorrupt, len(payload))
 	}
 	x := binary.LittleEndian.Uint32(payload)
 	if x < ransL {
-		return fmt.Errorf("%w: initial state %#x below 2^16", ErrCorrupt, x)
+		return stream{}, fmt.Errorf("%w: initial state %#x below 2^16", ErrCorrupt, x)
 	}
-	words := payload[stateBytes:]
-	pos := 0
+	return stream{x: x, words: payload[stateBytes:], c: c0}, nil
+}
+
+// finish checks that the stream ended exactly: the encoder's initial
+// state, no trailing bytes.
+func (st *stream) finish() error {
+	if st.x != ransL {
+		return fmt.Errorf("%w: final state %#x, want %#x", ErrCorrupt, st.x, ransL)
+	}
+	if st.pos != len(st.words) {
+		return fmt.Errorf("%w: %d trailing bytes", ErrCorrupt, len(st.words)-st.pos)
+	}
+	return nil
+}
+
+// decodeInto decodes len(dst) symbols from one stream; the first symbol has
+// channel c0.
+func decodeInto(t *Tables, payload []byte, dst []int32, c0 int) error {
+	st, err := open(payload, c0)
+	if err != nil {
+		return err
+	}
+	if err := st.run(t, dst, 0); err != nil {
+		return err
+	}
+	return st.finish()
+}
+
+// run decodes len(dst) symbols of st (i0: the index of dst[0] in the
+// stream, for errors).
+func (st *stream) run(t *Tables, dst []int32, i0 int) error {
+	x, pos, words, c := st.x, st.pos, st.words, st.c
 	prec := t.Precision
 	mask := uint32(1)<<prec - 1
 	shift := prec - bucketBits(prec)
 	C := len(t.Channels)
-	c := c0
 	chs := t.Channels
 	for i := range dst {
 		ch := &chs[c]
@@ -176,7 +212,7 @@ func decodeInto(t *Tables, payload []byte, dst []int32, c0 int) error {
 		x = freq*(x>>prec) + slot - start
 		if x < ransL {
 			if pos+wordBytes > len(words) {
-				return fmt.Errorf("%w: truncated at symbol %d", ErrCorrupt, i)
+				return fmt.Errorf("%w: truncated at symbol %d", ErrCorrupt, i0+i)
 			}
 			x = x<<16 | uint32(binary.LittleEndian.Uint16(words[pos:]))
 			pos += wordBytes
@@ -186,7 +222,7 @@ func decodeInto(t *Tables, payload []byte, dst []int32, c0 int) error {
 			var err error
 			x, pos, v, err = getEscape(x, words, pos, ch)
 			if err != nil {
-				return fmt.Errorf("%w at symbol %d", err, i)
+				return fmt.Errorf("%w at symbol %d", err, i0+i)
 			}
 			dst[i] = v
 		} else {
@@ -197,13 +233,97 @@ func decodeInto(t *Tables, payload []byte, dst []int32, c0 int) error {
 			c = 0
 		}
 	}
-	if x != ransL {
-		return fmt.Errorf("%w: final state %#x, want %#x", ErrCorrupt, x, ransL)
-	}
-	if pos != len(words) {
-		return fmt.Errorf("%w: %d trailing bytes", ErrCorrupt, len(words)-pos)
-	}
+	st.x, st.pos, st.c = x, pos, c
 	return nil
+}
+
+// decodeInto2 decodes two streams (both starting at channel 0) with their
+// steps interleaved: the two state updates are independent, so the CPU
+// overlaps them (a single rANS stream is one long dependency chain). It
+// returns which stream failed (0 or 1) with the error. The result is
+// exactly that of two decodeInto calls.
+func decodeInto2(t *Tables, pa []byte, da []int32, pb []byte, db []int32) (int, error) {
+	a, err := open(pa, 0)
+	if err != nil {
+		return 0, err
+	}
+	b, err := open(pb, 0)
+	if err != nil {
+		return 1, err
+	}
+	prec := t.Precision
+	mask := uint32(1)<<prec - 1
+	shift := prec - bucketBits(prec)
+	C := len(t.Channels)
+	chs := t.Channels
+	n := min(len(da), len(db))
+	xa, posa, wa := a.x, a.pos, a.words
+	xb, posb, wb := b.x, b.pos, b.words
+	c := 0
+	i := 0
+	for ; i < n; i++ {
+		ch := &chs[c]
+		// stream a
+		slotA := xa & mask
+		sA := ch.symbolOf(slotA, shift)
+		// stream b
+		slotB := xb & mask
+		sB := ch.symbolOf(slotB, shift)
+		startA, startB := ch.CDF[sA], ch.CDF[sB]
+		xa = (ch.CDF[sA+1]-startA)*(xa>>prec) + slotA - startA
+		xb = (ch.CDF[sB+1]-startB)*(xb>>prec) + slotB - startB
+		if xa < ransL {
+			if posa+wordBytes > len(wa) {
+				return 0, fmt.Errorf("%w: truncated at symbol %d", ErrCorrupt, i)
+			}
+			xa = xa<<16 | uint32(binary.LittleEndian.Uint16(wa[posa:]))
+			posa += wordBytes
+		}
+		if xb < ransL {
+			if posb+wordBytes > len(wb) {
+				return 1, fmt.Errorf("%w: truncated at symbol %d", ErrCorrupt, i)
+			}
+			xb = xb<<16 | uint32(binary.LittleEndian.Uint16(wb[posb:]))
+			posb += wordBytes
+		}
+		if int32(sA) == ch.n {
+			var v int32
+			if xa, posa, v, err = getEscape(xa, wa, posa, ch); err != nil {
+				return 0, fmt.Errorf("%w at symbol %d", err, i)
+			}
+			da[i] = v
+		} else {
+			da[i] = ch.Offset + int32(sA)
+		}
+		if int32(sB) == ch.n {
+			var v int32
+			if xb, posb, v, err = getEscape(xb, wb, posb, ch); err != nil {
+				return 1, fmt.Errorf("%w at symbol %d", err, i)
+			}
+			db[i] = v
+		} else {
+			db[i] = ch.Offset + int32(sB)
+		}
+		c++
+		if c == C {
+			c = 0
+		}
+	}
+	a.x, a.pos, a.c = xa, posa, c
+	b.x, b.pos, b.c = xb, posb, c
+	if err := a.run(t, da[n:], n); err != nil {
+		return 0, err
+	}
+	if err := b.run(t, db[n:], n); err != nil {
+		return 1, err
+	}
+	if err := a.finish(); err != nil {
+		return 0, err
+	}
+	if err := b.finish(); err != nil {
+		return 1, err
+	}
+	return 0, nil
 }
 
 func getBits(x uint32, words []byte, pos int, nb uint) (uint32, int, uint32, error) {

@@ -106,10 +106,19 @@ func DecodeStreams(t *Tables, payload []byte, n int, dst []int32, workers int) (
 		dst = make([]int32, n)
 	}
 	dst = dst[:n]
-	err = parallel(want, workers, func(j int, _ *Encoder) error {
-		end := min((j+1)*per, n)
-		if err := decodeInto(t, p[offs[j]:offs[j+1]], dst[j*per:end], 0); err != nil {
-			return fmt.Errorf("stream %d: %w", j, err)
+	// Streams two at a time, interleaved (decodeInto2); a last odd one alone.
+	err = parallel((want+1)/2, workers, func(k int, _ *Encoder) error {
+		j := 2 * k
+		da := dst[j*per : min((j+1)*per, n)]
+		if j+1 == want {
+			if err := decodeInto(t, p[offs[j]:offs[j+1]], da, 0); err != nil {
+				return fmt.Errorf("stream %d: %w", j, err)
+			}
+			return nil
+		}
+		db := dst[(j+1)*per : min((j+2)*per, n)]
+		if which, err := decodeInto2(t, p[offs[j]:offs[j+1]], da, p[offs[j+1]:offs[j+2]], db); err != nil {
+			return fmt.Errorf("stream %d: %w", j+which, err)
 		}
 		return nil
 	})
