@@ -148,7 +148,7 @@ check-decode: build
 BENCH_MODEL       ?= smollm2-135m
 BENCH_REPEAT      ?= 3
 BENCH_CODECS      ?= shipped
-BENCH_SWEEP_CODEC ?= nwc-w128d2-l300
+BENCH_SWEEP_CODEC ?= nwc-w128d2-l300-dw32d1
 BENCH_SWEEP       ?= batch=4096,16384,65536 threads=1,2 sessions=1,2
 BENCH_ENV         := ONNXRUNTIME_SHARED_LIBRARY_PATH=$(ORT_LIB)
 

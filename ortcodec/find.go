@@ -226,8 +226,12 @@ func List(fsys fs.FS) []Info {
 }
 
 // DefaultFamily is the codec family `nwc compress --codec nwc --bits B`
-// picks from (the member closest to B); docs/LOADING.md and README say why.
-const DefaultFamily = "nwc-w128d2"
+// picks from (the member closest to B): the W=128 D=2 encoder and entropy
+// tables with a W=32 D=1 decoder distilled against them, which decodes
+// ~18x fewer multiply-adds per weight at the same bytes and within ~0.01
+// bit/weight of the W=128 D=2 decoder's KL (README, "Choosing the default
+// codec"; docs/results/pareto-smollm2-135m.md).
+const DefaultFamily = "nwc-w128d2-dw32d1"
 
 // lambdaPart matches the "-l<lambda>" part of a codec name.
 var lambdaPart = regexp.MustCompile(`-l[0-9]+(\.[0-9]+)?(-|$)`)
