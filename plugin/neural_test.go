@@ -32,7 +32,7 @@ func requireORT(t *testing.T) {
 func TestNeuralDecode(t *testing.T) {
 	requireORT(t)
 	ctx := context.Background()
-	m, err := plugin.Open(ctx, filepath.Join("testdata", "tiny-nwc.nwc"), plugin.WithThreads(1))
+	m, err := plugin.Open(ctx, filepath.Join("testdata", "tiny-nwc.nwc"), plugin.WithThreads(1), plugin.WithDecodeSessions(2))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -118,14 +118,29 @@ func WithProvider(p string) Option {
 	}
 }
 
-// WithThreads sets ONNX Runtime's intra-op threads per session (0: its
-// default, one per physical core).
+// WithThreads sets ONNX Runtime's intra-op threads per decoder session
+// (0: the default, 1 thread per session and one session per core; see
+// WithDecodeSessions).
 func WithThreads(n int) Option {
 	return func(o *options) error {
 		if n < 0 || n > 4096 {
 			return fmt.Errorf("nwc: threads %d outside [0, 4096]", n)
 		}
 		o.env.Threads = n
+		return nil
+	}
+}
+
+// WithDecodeSessions sets how many decoder network sessions of each trained
+// codec run batches at once (0: the default, one per core on the CPU
+// divided by WithThreads, 2 on CUDA). nwc bench decode --sweep measures the
+// choices.
+func WithDecodeSessions(n int) Option {
+	return func(o *options) error {
+		if n < 0 || n > 256 {
+			return fmt.Errorf("nwc: decode sessions %d outside [0, 256]", n)
+		}
+		o.env.Sessions = n
 		return nil
 	}
 }

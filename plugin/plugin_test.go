@@ -188,6 +188,7 @@ func TestOptionsValidated(t *testing.T) {
 	path := filepath.Join("testdata", "tiny-rtn.nwc")
 	for name, opt := range map[string]plugin.Option{
 		"threads":  plugin.WithThreads(-1),
+		"sessions": plugin.WithDecodeSessions(300),
 		"provider": plugin.WithProvider("tpu"),
 		"prefetch": plugin.WithPrefetch(-2),
 		"codecs":   plugin.WithCodecs(nil),
