@@ -147,10 +147,12 @@ type Result struct {
 	Tokens     []int32 // generated ids (a stop token excluded)
 	Text       string  // their text, cut before a stop string
 	StopReason string  // StopMaxTokens or StopToken
-	// PromptTokens, Prefill and Decode: prompt length, the prompt's forward
-	// pass and the one-token steps (tokens/s = len(Tokens)-1 over Decode).
+	// PromptTokens, Prefill, DecodeSteps and Decode: prompt length, the
+	// prompt's forward pass, and the one-token steps after it (decode
+	// tokens/s = DecodeSteps / Decode).
 	PromptTokens int
 	Prefill      time.Duration
+	DecodeSteps  int
 	Decode       time.Duration
 }
 
@@ -220,6 +222,7 @@ func (d *Decoder) Generate(ctx context.Context, prompt []int32, opts GenerateOpt
 		if last, err = cache.Forward(ctx, []int32{tok}); err != nil {
 			return finish(err)
 		}
+		res.DecodeSteps++
 	}
 	return finish(nil)
 }
