@@ -58,32 +58,18 @@ func OpenDecoderSource(src tensor.Source, opts Options) (*Decoder, error) {
 		ins = append(ins, PastKey(l), PastValue(l))
 		outs = append(outs, PresentKey(l), PresentValue(l))
 	}
-	so, used, note, logf, err := sessionOptions(opts.Provider, opts.Threads, opts.Logf)
+	sess, used, note, err := newSession(opts, ins, outs, func(provider string) ([]byte, error) {
+		bo := opts.Build
+		bo.KVCache = true
+		if bo.Attention == "" {
+			bo.Attention = DefaultAttention(cfg, provider)
+		}
+		data, err := Build(cfg, pf, bo)
+		debug.FreeOSMemory()
+		return data, err
+	})
 	if err != nil {
 		return nil, err
-	}
-	bo := opts.Build
-	bo.KVCache = true
-	if bo.Attention == "" {
-		bo.Attention = DefaultAttention(cfg, used)
-	}
-	data, err := Build(cfg, pf, bo)
-	debug.FreeOSMemory()
-	if err != nil {
-		so.Destroy()
-		return nil, err
-	}
-	sess, err := ort.NewDynamicAdvancedSessionWithONNXData(data, ins, outs, so)
-	so.Destroy()
-	if err != nil && used != "cpu" {
-		note = fmt.Sprintf("%s session failed (%v); falling back to the CPU", used, err)
-		logf("llama: %s", note)
-		return OpenDecoderSource(src, Options{Provider: "cpu", Threads: opts.Threads, Logf: opts.Logf, Build: opts.Build})
-	}
-	data = nil
-	debug.FreeOSMemory()
-	if err != nil {
-		return nil, fmt.Errorf("llama: onnx runtime session: %w", err)
 	}
 	return &Decoder{cfg: cfg, provider: used, note: note, ins: ins, outs: outs, sess: sess}, nil
 }

@@ -118,16 +118,27 @@ func sessionOptions(provider string, threads int, logf func(string, ...any)) (*o
 // newModel picks the provider (falling back to the CPU), gets the graph for
 // it from build, and creates the session.
 func newModel(cfg arch.Config, opts Options, build func(provider string) ([]byte, error)) (*Model, error) {
-	so, used, note, logf, err := sessionOptions(opts.Provider, opts.Threads, opts.Logf)
+	sess, used, note, err := newSession(opts, []string{InputIDs}, []string{OutputName}, build)
 	if err != nil {
 		return nil, err
+	}
+	return &Model{cfg: cfg, provider: used, note: note, sess: sess}, nil
+}
+
+// newSession picks the provider (falling back to the CPU), gets the graph
+// for it from build, and creates a session with inputs ins and outputs
+// outs; it returns the provider used and the fallback note.
+func newSession(opts Options, ins, outs []string, build func(provider string) ([]byte, error)) (*ort.DynamicAdvancedSession, string, string, error) {
+	so, used, note, logf, err := sessionOptions(opts.Provider, opts.Threads, opts.Logf)
+	if err != nil {
+		return nil, "", "", err
 	}
 	data, err := build(used)
 	if err != nil {
 		so.Destroy()
-		return nil, err
+		return nil, "", "", err
 	}
-	sess, err := ort.NewDynamicAdvancedSessionWithONNXData(data, []string{InputIDs}, []string{OutputName}, so)
+	sess, err := ort.NewDynamicAdvancedSessionWithONNXData(data, ins, outs, so)
 	so.Destroy()
 	if err != nil && used != ortenv.ProviderCPU {
 		// The provider was appended but the session could not use it.
@@ -135,10 +146,10 @@ func newModel(cfg arch.Config, opts Options, build func(provider string) ([]byte
 		logf("llama: %s", note)
 		so, err2 := ortenv.SessionOptions(ortenv.ProviderCPU, opts.Threads)
 		if err2 != nil {
-			return nil, err2
+			return nil, "", "", err2
 		}
 		used = ortenv.ProviderCPU
-		sess, err = ort.NewDynamicAdvancedSessionWithONNXData(data, []string{InputIDs}, []string{OutputName}, so)
+		sess, err = ort.NewDynamicAdvancedSessionWithONNXData(data, ins, outs, so)
 		so.Destroy()
 	}
 	// ONNX Runtime holds its own copy of the weights now: give the graph
@@ -146,9 +157,9 @@ func newModel(cfg arch.Config, opts Options, build func(provider string) ([]byte
 	data = nil
 	debug.FreeOSMemory()
 	if err != nil {
-		return nil, fmt.Errorf("llama: onnx runtime session: %w", err)
+		return nil, "", "", fmt.Errorf("llama: onnx runtime session: %w", err)
 	}
-	return &Model{cfg: cfg, provider: used, note: note, sess: sess}, nil
+	return sess, used, note, nil
 }
 
 // Config returns the model's hyper-parameters.
