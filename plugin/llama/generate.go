@@ -264,14 +264,16 @@ func (s *streamer) push(res *Result, tok int32) (bool, error) {
 		for strings.HasSuffix(text[:safe], "\uFFFD") {
 			safe -= len("\uFFFD")
 		}
+		hold := 0
 		for _, stop := range s.opts.StopStrings {
-			for k := min(len(stop)-1, safe); k > 0; k-- {
+			for k := min(len(stop)-1, safe); k > hold; k-- {
 				if strings.HasSuffix(text[:safe], stop[:k]) {
-					safe -= k
+					hold = k
 					break
 				}
 			}
 		}
+		safe -= hold
 	}
 	// Never split a character.
 	for safe > s.emitted && safe < len(text) && !utf8.RuneStart(text[safe]) {

@@ -362,3 +362,54 @@ func TestSmolLM2KVCache(t *testing.T) {
 		t.Fatalf("greedy after \"... six,\": %v, want [%d %d]", res.Tokens, sevenID, commaID)
 	}
 }
+
+// TestStreamer: text that could start a stop string and incomplete UTF-8
+// sequences are held back; what is streamed equals the final text.
+func TestStreamer(t *testing.T) {
+	for _, tc := range []struct {
+		pieces []string
+		stops  []string
+		want   string
+		stop   bool
+	}{
+		{[]string{"Hi", " \xe2\x82", "\xac", " <", "/s", ">", "x"}, []string{"</s>"}, "Hi € ", true},
+		{[]string{"x", "b", "c", "e"}, []string{"ab", "bcd"}, "xbce", false},
+		{[]string{"a", "b"}, []string{"bcd", "ab"}, "", true},
+		{[]string{"\xe2", "\x82", "\xac"}, nil, "€", false},
+	} {
+		detok := func(ids []int32) (string, error) {
+			var b strings.Builder
+			for _, id := range ids {
+				b.WriteString(tc.pieces[id])
+			}
+			return strings.ToValidUTF8(b.String(), "\uFFFD"), nil
+		}
+		var streamed strings.Builder
+		st := streamer{opts: GenerateOptions{Detokenize: detok, StopStrings: tc.stops, OnToken: func(tk Token) error {
+			if strings.Contains(tk.Text, "\uFFFD") {
+				t.Errorf("%q: streamed an incomplete character: %q", tc.pieces, tk.Text)
+			}
+			streamed.WriteString(tk.Text)
+			return nil
+		}}}
+		res := &Result{}
+		stopped := false
+		for i := range tc.pieces {
+			res.Tokens = append(res.Tokens, int32(i))
+			s, err := st.push(res, int32(i))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s {
+				stopped = true
+				break
+			}
+		}
+		if err := st.flush(res); err != nil {
+			t.Fatal(err)
+		}
+		if res.Text != tc.want || streamed.String() != tc.want || stopped != tc.stop {
+			t.Errorf("%q stops %q: text %q, streamed %q, stopped %v; want %q, %v", tc.pieces, tc.stops, res.Text, streamed.String(), stopped, tc.want, tc.stop)
+		}
+	}
+}
