@@ -24,9 +24,9 @@ func maxAbsDiff(a, b []float32) (d, m float64) {
 }
 
 // checkKVAgainstScoring feeds toks through a Cache in chunks (a prefill of
-// prefill tokens, then one token at a time) and compares every position's
+// prefill tokens, then step tokens at a time) and compares every position's
 // logits with the scoring graph's logits of the whole window.
-func checkKVAgainstScoring(t *testing.T, ctx context.Context, m *Model, d *Decoder, toks []int32, prefill int, rel float64) {
+func checkKVAgainstScoring(t *testing.T, ctx context.Context, m *Model, d *Decoder, toks []int32, prefill, step int, rel float64) {
 	t.Helper()
 	want, err := m.Logits(ctx, toks)
 	if err != nil {
@@ -37,7 +37,7 @@ func checkKVAgainstScoring(t *testing.T, ctx context.Context, m *Model, d *Decod
 	defer c.Close()
 	var got []float32
 	for i := 0; i < len(toks); {
-		n := 1
+		n := min(step, len(toks)-i)
 		if i == 0 {
 			n = prefill
 		}
@@ -56,7 +56,7 @@ func checkKVAgainstScoring(t *testing.T, ctx context.Context, m *Model, d *Decod
 		dd, mm := maxAbsDiff(got[p*V:(p+1)*V], want[p*V:(p+1)*V])
 		worst, top = max(worst, dd), max(top, mm)
 	}
-	t.Logf("%d tokens (prefill %d): max|diff| %.3g over all positions, max|logit| %.3g", len(toks), prefill, worst, top)
+	t.Logf("%d tokens (prefill %d, steps of %d): max|diff| %.3g over all positions, max|logit| %.3g", len(toks), prefill, step, worst, top)
 	if worst > rel*top {
 		t.Fatalf("KV-cache logits differ from the scoring graph's by %g > %g * %g", worst, rel, top)
 	}
@@ -91,8 +91,10 @@ func TestTinyKVCacheMatchesScoring(t *testing.T) {
 			defer d.Close()
 			toks := tinyTokens(23, cfg.Vocab, 3)
 			for _, prefill := range []int{1, 6, 23} {
-				checkKVAgainstScoring(t, ctx, m, d, toks, prefill, 1e-5)
+				checkKVAgainstScoring(t, ctx, m, d, toks, prefill, 1, 1e-5)
 			}
+			// Chunked prefill: several tokens on top of a past.
+			checkKVAgainstScoring(t, ctx, m, d, toks, 4, 5, 1e-5)
 			// The reference forward pass agrees too (last position).
 			c := d.NewCache()
 			defer c.Close()
@@ -353,7 +355,7 @@ func TestSmolLM2KVCache(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer d.Close()
-	checkKVAgainstScoring(t, ctx, m, d, sentenceIDs, 8, 1e-5)
+	checkKVAgainstScoring(t, ctx, m, d, sentenceIDs, 8, 1, 1e-5)
 	res, err := d.Generate(ctx, sentenceIDs[:len(sentenceIDs)-1], GenerateOptions{MaxTokens: 2})
 	if err != nil {
 		t.Fatal(err)
