@@ -6,7 +6,6 @@ import (
 	"context"
 	"fmt"
 	"runtime/debug"
-	"sync"
 
 	ort "github.com/yalue/onnxruntime_go"
 
@@ -22,14 +21,7 @@ import (
 // after it; a Cache holds one sequence's keys and values between calls.
 // A Decoder may be shared by goroutines, each with its own Cache.
 type Decoder struct {
-	cfg      arch.Config
-	provider string
-	note     string
-	ins      []string // input_ids, then past key/value per layer
-	outs     []string // logits, then present key/value per layer
-
-	mu   sync.RWMutex // guards sess against Close
-	sess *ort.DynamicAdvancedSession
+	session
 }
 
 // OpenDecoder opens the model nameOrPath (see loader.Open) for generation.
@@ -71,32 +63,7 @@ func OpenDecoderSource(src tensor.Source, opts Options) (*Decoder, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Decoder{cfg: cfg, provider: used, note: note, ins: ins, outs: outs, sess: sess}, nil
-}
-
-// Config returns the model's hyper-parameters.
-func (d *Decoder) Config() arch.Config { return d.cfg }
-
-// Vocab returns the vocabulary size (the logits' last dimension).
-func (d *Decoder) Vocab() int { return d.cfg.Vocab }
-
-// Provider returns the execution provider in use ("cpu" or "cuda").
-func (d *Decoder) Provider() string { return d.provider }
-
-// FallbackNote returns the message logged when the requested provider was
-// unavailable ("" when none).
-func (d *Decoder) FallbackNote() string { return d.note }
-
-// Close releases the session. It waits for runs in progress.
-func (d *Decoder) Close() error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.sess == nil {
-		return nil
-	}
-	err := d.sess.Destroy()
-	d.sess = nil
-	return err
+	return &Decoder{session{cfg: cfg, provider: used, note: note, sess: sess}}, nil
 }
 
 // Cache is one sequence's key-value cache: the tokens fed so far through

@@ -40,6 +40,12 @@ type Options struct {
 // Model is a Llama decoder loaded into one ONNX Runtime session. Logits may
 // be called from several goroutines.
 type Model struct {
+	session
+}
+
+// session is what Model and Decoder share: the config, the provider and one
+// ONNX Runtime session, with the accessors and Close.
+type session struct {
 	cfg      arch.Config
 	provider string
 	note     string
@@ -122,7 +128,7 @@ func newModel(cfg arch.Config, opts Options, build func(provider string) ([]byte
 	if err != nil {
 		return nil, err
 	}
-	return &Model{cfg: cfg, provider: used, note: note, sess: sess}, nil
+	return &Model{session{cfg: cfg, provider: used, note: note, sess: sess}}, nil
 }
 
 // newSession picks the provider (falling back to the CPU), gets the graph
@@ -163,19 +169,19 @@ func newSession(opts Options, ins, outs []string, build func(provider string) ([
 }
 
 // Config returns the model's hyper-parameters.
-func (m *Model) Config() arch.Config { return m.cfg }
+func (m *session) Config() arch.Config { return m.cfg }
 
 // Vocab returns the vocabulary size (the logits' last dimension).
-func (m *Model) Vocab() int { return m.cfg.Vocab }
+func (m *session) Vocab() int { return m.cfg.Vocab }
 
 // Provider returns the execution provider in use ("cpu" or "cuda").
-func (m *Model) Provider() string { return m.provider }
+func (m *session) Provider() string { return m.provider }
 
 // FallbackNote returns the message logged when the requested provider was
 // unavailable ("" when none).
-func (m *Model) FallbackNote() string { return m.note }
+func (m *session) FallbackNote() string { return m.note }
 
-// ErrClosed is returned by Logits after Close.
+// ErrClosed is returned by Logits and Cache.Forward after Close.
 var ErrClosed = errors.New("llama: model closed")
 
 // Logits runs the model on one sequence (positions 0..len(tokens)-1) and
@@ -249,7 +255,7 @@ func runCancellable(ctx context.Context, sess *ort.DynamicAdvancedSession, ins, 
 }
 
 // Close releases the session. It waits for runs in progress.
-func (m *Model) Close() error {
+func (m *session) Close() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.sess == nil {
