@@ -42,6 +42,7 @@ import (
 	"github.com/nwc-project/nwc/loader/container"
 	"github.com/nwc-project/nwc/loader/tensor"
 	"github.com/nwc-project/nwc/loader/tokjson"
+	"github.com/nwc-project/nwc/plugin/chat"
 )
 
 // Types re-exported so that a host needs no other nwc import.
@@ -52,6 +53,10 @@ type (
 	DType = tensor.DType
 	// Config holds a decoder-only transformer's hyper-parameters.
 	Config = arch.Config
+	// ChatMessage is one turn of a conversation (role, content).
+	ChatMessage = chat.Message
+	// ChatTemplate is a model's compiled chat template (Render).
+	ChatTemplate = chat.Template
 )
 
 // Output dtypes of ReadTensor.
@@ -80,6 +85,8 @@ var (
 	ErrNotFound = tensor.ErrNotFound
 	// ErrNoTokenizer: the model carries no tokenizer.
 	ErrNoTokenizer = tokjson.ErrNoTokenizer
+	// ErrNoChatTemplate: the model carries no chat template.
+	ErrNoChatTemplate = chat.ErrNoTemplate
 )
 
 // Option configures Open. Options are checked when Open runs; an invalid
@@ -354,6 +361,18 @@ func (m *Model) TokenizerJSON() ([]byte, error) {
 	b, _, err := tokjson.JSONForSource(m.src)
 	return b, err
 }
+
+// ChatTemplate returns the model's chat template (GGUF
+// tokenizer.chat_template, or tokenizer_config.json's chat_template),
+// rendered in Go (package plugin/chat). Generation itself runs in
+// plugin/llama: llama.OpenDecoderSource(m.Source(), ...) and
+// Decoder.Generate (docs/RUNTIME.md, "Generation").
+func (m *Model) ChatTemplate() (*ChatTemplate, error) { return chat.FromSource(m.src) }
+
+// StopTokens returns the model's end-of-sequence token ids (GGUF
+// tokenizer.ggml.eos_token_id, or eos_token_id of generation_config.json /
+// config.json): where generation stops.
+func (m *Model) StopTokens() ([]int32, error) { return chat.StopTokens(m.src) }
 
 // Source returns the model as a tensor.Source (for nwc's own runtime and
 // writers). Reads through it bypass the prefetcher.

@@ -34,6 +34,7 @@ var commands = []command{
 	{"compress", "--model PATH|NAME [--codec " + strings.Join(codec.Names(), "|") + "|nwc:NAME] [--bits B] -o OUT.nwc [--json] [-j N]", runCompress},
 	{"decompress", "IN.nwc|PATH|NAME -o OUT.safetensors", runDecompress},
 	{"eval", "--model NAME|PATH [--reference NAME|PATH] [--text PATH] [--seq-len N] [--max-windows K] [--json]", runEval},
+	{"generate", "--model NAME|PATH [--prompt TEXT] [--chat] [--max-tokens N] [--temperature T --top-k K --top-p P --seed S] [--stop STR]", runGenerate},
 	{"bench", "rd|decode|load|pareto [flags]         rate-distortion, decode speed by stage, time to a ready model, KL against decode speed", runBench},
 	{"models", "                                  list the reference models and where they are cached", runModels},
 	{"codecs", "[--json]                          list the codecs (registry) and the trained nwc codecs with their rates", runCodecs},

@@ -22,6 +22,10 @@ func runEval(ctx context.Context, args []string) error {
 	return fmt.Errorf("eval: %w", ortenv.ErrNoCGO)
 }
 
+func runGenerate(ctx context.Context, args []string) error {
+	return fmt.Errorf("generate: %w", ortenv.ErrNoCGO)
+}
+
 func runBenchRD(ctx context.Context, args []string) error {
 	return fmt.Errorf("bench rd: %w", ortenv.ErrNoCGO)
 }

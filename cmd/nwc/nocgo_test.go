@@ -21,6 +21,7 @@ func TestNoCGO(t *testing.T) {
 	writeModel(t, in)
 	for name, run := range map[string]func() error{
 		"eval":       func() error { return runEval(ctx, []string{"--model", in}) },
+		"generate":   func() error { return runGenerate(ctx, []string{"--model", in, "--prompt", "hi"}) },
 		"bench":      func() error { return runBench(ctx, []string{"rd"}) },
 		"bench load": func() error { return runBench(ctx, []string{"load"}) },
 		"calibration": func() error {

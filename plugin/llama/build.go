@@ -18,6 +18,15 @@ const (
 	OutputName = "logits"    // float32 [batch, seq, vocab]
 )
 
+// The KV-cache graph's names (BuildOptions.KVCache): per layer l, the
+// inputs past_key_values.l.key / .value, float32 [batch, kv_heads, past,
+// head_dim], and the outputs present.l.key / .value [batch, kv_heads,
+// past+seq, head_dim] (the names Hugging Face optimum uses).
+func PastKey(l int) string      { return fmt.Sprintf("past_key_values.%d.key", l) }
+func PastValue(l int) string    { return fmt.Sprintf("past_key_values.%d.value", l) }
+func PresentKey(l int) string   { return fmt.Sprintf("present.%d.key", l) }
+func PresentValue(l int) string { return fmt.Sprintf("present.%d.value", l) }
+
 // Attention implementations Build can emit.
 const (
 	// AttentionStandard: standard ONNX operators only (MatMul, Where,
@@ -40,6 +49,10 @@ type BuildOptions struct {
 	// runtime computes with, e.g. to check it against a decompressed file.
 	// v is only valid during the call.
 	Weight func(name string, v []float32)
+	// KVCache adds the key-value cache inputs and outputs (PastKey,
+	// PastValue, PresentKey, PresentValue per layer): positions start at the
+	// past length, so one graph does prefill and one-token decode steps.
+	KVCache bool
 }
 
 // Build constructs the ONNX model of a Llama decoder with cfg's
@@ -74,7 +87,7 @@ func Build(cfg arch.Config, src tensor.Source, opts BuildOptions) ([]byte, error
 	if opts.Attention == AttentionGQA && cfg.HeadDim%16 != 0 {
 		return nil, fmt.Errorf("llama: GroupQueryAttention with rotary needs head_dim %% 16 == 0, have %d (use %q attention)", cfg.HeadDim, AttentionStandard)
 	}
-	b := &builder{cfg: cfg, src: src, infos: src.Tensors(), n: names(cfg.Naming), gqa: opts.Attention == AttentionGQA, weight: opts.Weight}
+	b := &builder{cfg: cfg, src: src, infos: src.Tensors(), n: names(cfg.Naming), gqa: opts.Attention == AttentionGQA, weight: opts.Weight, kv: opts.KVCache}
 	g := onnx.NewGraph("llama")
 	if opts.Opset > 0 {
 		g.Opset = opts.Opset
@@ -86,6 +99,22 @@ func Build(cfg arch.Config, src tensor.Source, opts BuildOptions) ([]byte, error
 	return g.Marshal()
 }
 
+// gqaNode adds layer l's GroupQueryAttention node; with a KV cache its
+// present key and value become the graph outputs PresentKey(l) and
+// PresentValue(l).
+func (b *builder) gqaNode(l int, inputs []string, attrs ...onnx.Attr) []string {
+	g := b.g
+	outs := g.NodeDomain(onnx.MicrosoftDomain, 1, "GroupQueryAttention", inputs, 3, attrs...)
+	if b.kv {
+		c := b.cfg
+		for i, name := range []string{PresentKey(l), PresentValue(l)} {
+			g.NodeOut("Identity", []string{outs[1+i]}, []string{name})
+			g.Output(name, onnx.Float, onnx.P("batch"), onnx.D(int64(c.KVHeads)), onnx.P("total"), onnx.D(int64(c.HeadDim)))
+		}
+	}
+	return outs
+}
+
 type builder struct {
 	cfg    arch.Config
 	src    tensor.Source
@@ -94,6 +123,7 @@ type builder struct {
 	g      *onnx.Graph
 	buf    []float32
 	gqa    bool
+	kv     bool
 	weight func(string, []float32)
 }
 
@@ -198,7 +228,21 @@ func (b *builder) build() error {
 	// Hugging Face computes them: inv_freq = theta^(-2j/hd), angle = pos*inv_freq.
 	idsShape := g.Op("Shape", ids)
 	seqLen := g.Node("Gather", []string{idsShape, g.ScalarInt64(1)}, onnx.AttrInt("axis", 0))
-	pos := g.Op("Range", g.ScalarInt64(0), seqLen, g.ScalarInt64(1)) // [seq] int64
+	// With a KV cache the queries sit at positions past..total-1 and the
+	// keys at 0..total-1 (past: the cache's length, the same for every
+	// sequence of the batch); without, both are 0..seq-1.
+	var pastLen, totalLen, pos, kpos string
+	if b.kv {
+		past0 := g.Input(PastKey(0), onnx.Float, onnx.P("batch"), onnx.D(int64(KV)), onnx.P("past"), onnx.D(int64(hd)))
+		pastLen = g.Node("Gather", []string{g.Op("Shape", past0), g.ScalarInt64(2)}, onnx.AttrInt("axis", 0))
+		totalLen = g.Op("Add", pastLen, seqLen)
+		pos = g.Op("Range", pastLen, totalLen, g.ScalarInt64(1))
+		kpos = g.Op("Range", g.ScalarInt64(0), totalLen, g.ScalarInt64(1))
+	} else {
+		totalLen = seqLen
+		pos = g.Op("Range", g.ScalarInt64(0), seqLen, g.ScalarInt64(1)) // [seq] int64
+		kpos = pos
+	}
 	posF := g.Node("Cast", []string{pos}, onnx.AttrInt("to", int64(onnx.Float)))
 	invFreq := make([]float32, hd)
 	for j := 0; j < hd/2; j++ {
@@ -228,11 +272,17 @@ func (b *builder) build() error {
 	// length (int32 scalar).
 	var gqaIn []string
 	if b.gqa {
-		anglesHalf := g.Node("Slice", []string{angles, g.ConstInt64(0), g.ConstInt64(int64(hd / 2)), g.ConstInt64(1)})
+		// The caches cover every position up to the total length.
+		cacheAngles := angles
+		if b.kv {
+			kposF := g.Node("Cast", []string{kpos}, onnx.AttrInt("to", int64(onnx.Float)))
+			cacheAngles = g.Op("Mul", g.Node("Unsqueeze", []string{kposF, g.ConstInt64(1)}), invF)
+		}
+		anglesHalf := g.Node("Slice", []string{cacheAngles, g.ConstInt64(0), g.ConstInt64(int64(hd / 2)), g.ConstInt64(1)})
 		batch := g.Node("Slice", []string{idsShape, g.ConstInt64(0), g.ConstInt64(1)})
-		seqM1 := g.Op("Sub", seqLen, g.ScalarInt64(1))
+		seqM1 := g.Op("Sub", totalLen, g.ScalarInt64(1))
 		seqlensK := g.Node("Cast", []string{g.Op("Expand", seqM1, batch)}, onnx.AttrInt("to", int64(onnx.Int32)))
-		total := g.Node("Cast", []string{seqLen}, onnx.AttrInt("to", int64(onnx.Int32)))
+		total := g.Node("Cast", []string{totalLen}, onnx.AttrInt("to", int64(onnx.Int32)))
 		gqaIn = []string{seqlensK, total, g.Op("Cos", anglesHalf), g.Op("Sin", anglesHalf)}
 	}
 
@@ -245,7 +295,7 @@ func (b *builder) build() error {
 		angles3 := g.Op("Unsqueeze", angles, g.ConstInt64(1)) // [seq, 1, hd]
 		cos, sin = g.Op("Cos", angles3), g.Op("Sin", angles3)
 		// Causal mask [seq, seq]: key position <= query position.
-		keep = g.Op("LessOrEqual", g.Op("Unsqueeze", pos, g.ConstInt64(0)), g.Op("Unsqueeze", pos, g.ConstInt64(1)))
+		keep = g.Op("LessOrEqual", g.Op("Unsqueeze", kpos, g.ConstInt64(0)), g.Op("Unsqueeze", pos, g.ConstInt64(1)))
 		negInf = g.ScalarFloat32(float32(math.Inf(-1)))
 		scale = g.ScalarFloat32(float32(1 / math.Sqrt(float64(hd))))
 		shape4q = g.ConstInt64(0, 0, int64(H), int64(hd))
@@ -267,17 +317,37 @@ func (b *builder) build() error {
 		return g.Node("Transpose", []string{x}, onnx.AttrInts("perm", perm...))
 	}
 	// attention in standard ONNX operators; returns Wo·Attn(...) [b, s, d].
-	attention := func(n, wq, wk, wv, wo string) string {
+	attention := func(l int, n, wq, wk, wv, wo string) string {
 		setup()
 		q := rope(g.Op("Reshape", g.Op("MatMul", n, wq), shape4q))  // [b, s, H, hd]
 		k := rope(g.Op("Reshape", g.Op("MatMul", n, wk), shape4kv)) // [b, s, KV, hd]
 		v := g.Op("MatMul", n, wv)
 		// Grouped-query attention without copying kv heads: query head
 		// h = kv*G + g attends with kv head kv (as HF's repeat_kv).
-		q5 := transpose(g.Op("Reshape", q, shape5q), 0, 2, 3, 1, 4)  // [b, KV, G, s, hd]
-		kT := transpose(g.Op("Reshape", k, shape5kv), 0, 2, 3, 4, 1) // [b, KV, 1, hd, s]
-		v5 := transpose(g.Op("Reshape", v, shape5kv), 0, 2, 3, 1, 4) // [b, KV, 1, s, hd]
-		scores := g.Op("Mul", g.Op("MatMul", q5, kT), scale)         // [b, KV, G, s, s]
+		q5 := transpose(g.Op("Reshape", q, shape5q), 0, 2, 3, 1, 4) // [b, KV, G, s, hd]
+		var kT, v5 string
+		if b.kv {
+			// present = past ++ new along the sequence, [b, KV, total, hd].
+			k4 := transpose(k, 0, 2, 1, 3)
+			v4 := transpose(g.Op("Reshape", v, shape4kv), 0, 2, 1, 3)
+			pk, pv := PastKey(l), PastValue(l)
+			if l > 0 {
+				g.Input(pk, onnx.Float, onnx.P("batch"), onnx.D(int64(KV)), onnx.P("past"), onnx.D(int64(hd)))
+			}
+			g.Input(pv, onnx.Float, onnx.P("batch"), onnx.D(int64(KV)), onnx.P("past"), onnx.D(int64(hd)))
+			presK, presV := PresentKey(l), PresentValue(l)
+			g.NodeOut("Concat", []string{pk, k4}, []string{presK}, onnx.AttrInt("axis", 2))
+			g.NodeOut("Concat", []string{pv, v4}, []string{presV}, onnx.AttrInt("axis", 2))
+			g.Output(presK, onnx.Float, onnx.P("batch"), onnx.D(int64(KV)), onnx.P("total"), onnx.D(int64(hd)))
+			g.Output(presV, onnx.Float, onnx.P("batch"), onnx.D(int64(KV)), onnx.P("total"), onnx.D(int64(hd)))
+			one := g.ConstInt64(2)
+			kT = g.Op("Unsqueeze", transpose(presK, 0, 1, 3, 2), one) // [b, KV, 1, hd, total]
+			v5 = g.Op("Unsqueeze", presV, one)                        // [b, KV, 1, total, hd]
+		} else {
+			kT = transpose(g.Op("Reshape", k, shape5kv), 0, 2, 3, 4, 1) // [b, KV, 1, hd, s]
+			v5 = transpose(g.Op("Reshape", v, shape5kv), 0, 2, 3, 1, 4) // [b, KV, 1, s, hd]
+		}
+		scores := g.Op("Mul", g.Op("MatMul", q5, kT), scale) // [b, KV, G, s, total]
 		scores = g.Op("Where", keep, scores, negInf)
 		probs := g.Node("Softmax", []string{scores}, onnx.AttrInt("axis", -1))
 		ctx := g.Op("MatMul", probs, v5)                             // [b, KV, G, s, hd]
@@ -309,14 +379,22 @@ func (b *builder) build() error {
 		}
 		n := rmsnorm(x, attnNorm)
 		if b.gqa {
-			outs := g.NodeDomain(onnx.MicrosoftDomain, 1, "GroupQueryAttention",
-				append([]string{g.Op("MatMul", n, wq), g.Op("MatMul", n, wk), g.Op("MatMul", n, wv), "", ""}, gqaIn...), 3,
+			past := []string{"", ""}
+			if b.kv {
+				past = []string{PastKey(l), PastValue(l)}
+				if l > 0 {
+					g.Input(past[0], onnx.Float, onnx.P("batch"), onnx.D(int64(KV)), onnx.P("past"), onnx.D(int64(hd)))
+				}
+				g.Input(past[1], onnx.Float, onnx.P("batch"), onnx.D(int64(KV)), onnx.P("past"), onnx.D(int64(hd)))
+			}
+			in := append([]string{g.Op("MatMul", n, wq), g.Op("MatMul", n, wk), g.Op("MatMul", n, wv)}, past...)
+			outs := b.gqaNode(l, append(in, gqaIn...),
 				onnx.AttrInt("num_heads", int64(H)), onnx.AttrInt("kv_num_heads", int64(KV)),
 				onnx.AttrInt("do_rotary", 1), onnx.AttrInt("rotary_interleaved", 0),
 				onnx.AttrFloat("scale", float32(1/math.Sqrt(float64(hd)))))
 			x = g.Op("Add", x, g.Op("MatMul", outs[0], wo))
 		} else {
-			x = g.Op("Add", x, attention(n, wq, wk, wv, wo))
+			x = g.Op("Add", x, attention(l, n, wq, wk, wv, wo))
 		}
 
 		ffnNorm, err := b.vector(ln(partFFNNorm), D)

@@ -40,6 +40,12 @@ type Options struct {
 // Model is a Llama decoder loaded into one ONNX Runtime session. Logits may
 // be called from several goroutines.
 type Model struct {
+	session
+}
+
+// session is what Model and Decoder share: the config, the provider and one
+// ONNX Runtime session, with the accessors and Close.
+type session struct {
 	cfg      arch.Config
 	provider string
 	note     string
@@ -118,16 +124,27 @@ func sessionOptions(provider string, threads int, logf func(string, ...any)) (*o
 // newModel picks the provider (falling back to the CPU), gets the graph for
 // it from build, and creates the session.
 func newModel(cfg arch.Config, opts Options, build func(provider string) ([]byte, error)) (*Model, error) {
-	so, used, note, logf, err := sessionOptions(opts.Provider, opts.Threads, opts.Logf)
+	sess, used, note, err := newSession(opts, []string{InputIDs}, []string{OutputName}, build)
 	if err != nil {
 		return nil, err
+	}
+	return &Model{session{cfg: cfg, provider: used, note: note, sess: sess}}, nil
+}
+
+// newSession picks the provider (falling back to the CPU), gets the graph
+// for it from build, and creates a session with inputs ins and outputs
+// outs; it returns the provider used and the fallback note.
+func newSession(opts Options, ins, outs []string, build func(provider string) ([]byte, error)) (*ort.DynamicAdvancedSession, string, string, error) {
+	so, used, note, logf, err := sessionOptions(opts.Provider, opts.Threads, opts.Logf)
+	if err != nil {
+		return nil, "", "", err
 	}
 	data, err := build(used)
 	if err != nil {
 		so.Destroy()
-		return nil, err
+		return nil, "", "", err
 	}
-	sess, err := ort.NewDynamicAdvancedSessionWithONNXData(data, []string{InputIDs}, []string{OutputName}, so)
+	sess, err := ort.NewDynamicAdvancedSessionWithONNXData(data, ins, outs, so)
 	so.Destroy()
 	if err != nil && used != ortenv.ProviderCPU {
 		// The provider was appended but the session could not use it.
@@ -135,10 +152,10 @@ func newModel(cfg arch.Config, opts Options, build func(provider string) ([]byte
 		logf("llama: %s", note)
 		so, err2 := ortenv.SessionOptions(ortenv.ProviderCPU, opts.Threads)
 		if err2 != nil {
-			return nil, err2
+			return nil, "", "", err2
 		}
 		used = ortenv.ProviderCPU
-		sess, err = ort.NewDynamicAdvancedSessionWithONNXData(data, []string{InputIDs}, []string{OutputName}, so)
+		sess, err = ort.NewDynamicAdvancedSessionWithONNXData(data, ins, outs, so)
 		so.Destroy()
 	}
 	// ONNX Runtime holds its own copy of the weights now: give the graph
@@ -146,25 +163,25 @@ func newModel(cfg arch.Config, opts Options, build func(provider string) ([]byte
 	data = nil
 	debug.FreeOSMemory()
 	if err != nil {
-		return nil, fmt.Errorf("llama: onnx runtime session: %w", err)
+		return nil, "", "", fmt.Errorf("llama: onnx runtime session: %w", err)
 	}
-	return &Model{cfg: cfg, provider: used, note: note, sess: sess}, nil
+	return sess, used, note, nil
 }
 
 // Config returns the model's hyper-parameters.
-func (m *Model) Config() arch.Config { return m.cfg }
+func (m *session) Config() arch.Config { return m.cfg }
 
 // Vocab returns the vocabulary size (the logits' last dimension).
-func (m *Model) Vocab() int { return m.cfg.Vocab }
+func (m *session) Vocab() int { return m.cfg.Vocab }
 
 // Provider returns the execution provider in use ("cpu" or "cuda").
-func (m *Model) Provider() string { return m.provider }
+func (m *session) Provider() string { return m.provider }
 
 // FallbackNote returns the message logged when the requested provider was
 // unavailable ("" when none).
-func (m *Model) FallbackNote() string { return m.note }
+func (m *session) FallbackNote() string { return m.note }
 
-// ErrClosed is returned by Logits after Close.
+// ErrClosed is returned by Logits and Cache.Forward after Close.
 var ErrClosed = errors.New("llama: model closed")
 
 // Logits runs the model on one sequence (positions 0..len(tokens)-1) and
@@ -238,7 +255,7 @@ func runCancellable(ctx context.Context, sess *ort.DynamicAdvancedSession, ins, 
 }
 
 // Close releases the session. It waits for runs in progress.
-func (m *Model) Close() error {
+func (m *session) Close() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.sess == nil {
