@@ -61,7 +61,8 @@ func benchPoints(runs []string, codecs, bitsList string) ([]benchPoint, error) {
 			}
 			for _, n := range names {
 				n = strings.TrimSpace(n)
-				pts = append(pts, benchPoint{codec: "nwc:" + n, method: "nwc", setting: n})
+				// one series per codec family (nwc-w128d2, nwc-gain, ...)
+				pts = append(pts, benchPoint{codec: "nwc:" + n, method: ortcodec.Family(n), setting: n})
 			}
 			continue
 		}

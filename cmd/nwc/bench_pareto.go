@@ -74,7 +74,7 @@ var sameSections = map[string]string{"gptq-g128": "rtn-g128"}
 // rdKey gives an rd point's decode label and family: the trained codec's
 // name for nwc points, METHOD@BITS otherwise.
 func rdKey(p report.Point) (label, family string) {
-	if p.Method == "nwc" {
+	if strings.HasPrefix(p.Method, "nwc") { // trained codecs: one series per family
 		return p.Setting, p.Setting
 	}
 	bits := strings.TrimSuffix(strings.TrimSpace(p.Setting), " bits")

@@ -8,7 +8,7 @@ import (
 )
 
 func TestBenchPoints(t *testing.T) {
-	pts, err := benchPoints([]string{"rtn-g128=3,4", "ecsq=2.5", "nwc=a,b"}, "", "")
+	pts, err := benchPoints([]string{"rtn-g128=3,4", "ecsq=2.5", "nwc=nwc-gain-l300,nwc-w128d2-l300-dw32d1"}, "", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -16,7 +16,7 @@ func TestBenchPoints(t *testing.T) {
 	for _, p := range pts {
 		got = append(got, p.codec+"|"+p.method+"|"+p.setting)
 	}
-	want := "rtn-g128|rtn-g128|3 bits rtn-g128|rtn-g128|4 bits ecsq|ecsq|2.5 bits nwc:a|nwc|a nwc:b|nwc|b"
+	want := "rtn-g128|rtn-g128|3 bits rtn-g128|rtn-g128|4 bits ecsq|ecsq|2.5 bits nwc:nwc-gain-l300|nwc-gain|nwc-gain-l300 nwc:nwc-w128d2-l300-dw32d1|nwc-w128d2-dw32d1|nwc-w128d2-l300-dw32d1"
 	if strings.Join(got, " ") != want {
 		t.Fatalf("got %q", strings.Join(got, " "))
 	}
