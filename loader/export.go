@@ -273,7 +273,7 @@ func streamTensors(ctx context.Context, src tensor.Source, ts []exportTensor, op
 				return fmt.Errorf("export: tensor %q: %w", t.src.Name, err)
 			}
 			if t.heads > 0 {
-				f32 = permuteQK(f32, int(t.shape[0]), int(n/t.shape[0]), t.heads, t.toHF)
+				f32 = arch.PermuteQK(f32, int(t.shape[0]), int(n/t.shape[0]), t.heads, t.toHF)
 			}
 			out, err = encodeFloat32(f32, t.dtype, out)
 			if err != nil {
@@ -316,31 +316,6 @@ func encodeFloat32(f []float32, dt tensor.DType, dst []byte) ([]byte, error) {
 		return gguf.QuantizeQ8_0(f, dst)
 	}
 	return nil, fmt.Errorf("%w: cannot write %s", tensor.ErrUnsupportedDType, dt)
-}
-
-// permuteQK re-orders the rows of an attn_q / attn_k weight [out, in] per
-// head between llama.cpp's order (GGUF row 2j+i, for ggml's adjacent-pair
-// rotary embedding) and Hugging Face's (row i*head_dim/2 + j, rotate-half).
-// toHF un-permutes (GGUF -> HF); otherwise it permutes (HF -> GGUF). It
-// returns a new slice.
-func permuteQK(w []float32, out, in, heads int, toHF bool) []float32 {
-	hd := out / heads
-	half := hd / 2
-	res := make([]float32, len(w))
-	for h := 0; h < heads; h++ {
-		for i := 0; i < 2; i++ {
-			for j := 0; j < half; j++ {
-				hf := h*hd + i*half + j
-				gg := h*hd + 2*j + i
-				dst, src := gg, hf
-				if toHF {
-					dst, src = hf, gg
-				}
-				copy(res[dst*in:(dst+1)*in], w[src*in:(src+1)*in])
-			}
-		}
-	}
-	return res
 }
 
 // layerParts are the llama.cpp names of a block's weights.

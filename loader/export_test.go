@@ -462,7 +462,7 @@ func TestHFNamesRoundTrip(t *testing.T) {
 	for i := range w {
 		w[i] = float32(i)
 	}
-	if got := permuteQK(permuteQK(w, 32, 3, 4, true), 32, 3, 4, false); !reflect.DeepEqual(got, w) {
+	if got := arch.PermuteQK(arch.PermuteQK(w, 32, 3, 4, true), 32, 3, 4, false); !reflect.DeepEqual(got, w) {
 		t.Error("permute(unpermute(w)) != w")
 	}
 }
