@@ -210,6 +210,10 @@ func (e *GGUFExport) Write(ctx context.Context, w io.Writer) (int64, error) {
 	return cw.n, err
 }
 
+// WriteTo implements io.WriterTo: it streams the file to w; it is
+// Write without cancellation.
+func (e *GGUFExport) WriteTo(w io.Writer) (int64, error) { return e.Write(context.Background(), w) }
+
 // WriteGGUF streams src as a GGUF file to w (see NewGGUFExport); memory is
 // bounded by a few tensors.
 func WriteGGUF(ctx context.Context, src tensor.Source, w io.Writer, opts ExportOptions) (int64, error) {
