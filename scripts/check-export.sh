@@ -51,7 +51,7 @@ if ! "$lvenv/bin/python" -c 'import llama_cpp' 2>/dev/null; then
 			CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) nice -n 19 "$lldir/pipvenv/bin/pip" wheel -q --no-deps "$sdist" -w "$lldir/wheels"
 	fi
 	python3 -m venv "$lvenv"
-	"$lvenv/bin/pip" install -q "$lldir"/wheels/llama_cpp_python-"$llver"-*.whl numpy typing-extensions diskcache jinja2 tokenizers
+	"$lvenv/bin/pip" install -q "$lldir"/wheels/llama_cpp_python-"$llver"-*.whl numpy typing-extensions diskcache jinja2
 fi
 # --- transformers in the training venv (torch is there).
 if ! "$tvenv/bin/python" -c 'import transformers, torch' 2>/dev/null; then
