@@ -15,7 +15,7 @@
 # (cached as $NWC_CACHE/export-check/smollm2-135m-4.nwc).
 # Environment: NWC_CACHE, LLAMA_CPP_PYTHON (default 0.3.16), TRANSFORMERS (4.57.1),
 # NWC_TRANSFORMERS_VENV (default $NWC_CACHE/venv-train: torch; transformers is
-# installed into it when missing), THREADS (2).
+# installed into it when missing; it has gguf too), THREADS (2), KEEP=1 (keep the work folder).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
@@ -79,7 +79,7 @@ else
 fi
 out=${OUT:-docs/results/export-$model.md}
 w=$(mktemp -d)
-trap 'rm -rf "$w"' EXIT
+[ -n "${KEEP:-}" ] && log "work folder kept: $w" || trap 'rm -rf "$w"' EXIT
 
 t0=$(date +%s)
 for dt in f32 f16 q8_0; do
@@ -97,6 +97,7 @@ nwc_ppl1=$("$nwc" eval -q --model "$f" --max-windows 1 --seq-len 2048 --json | p
 "$lvenv/bin/python" scripts/check_export.py llamacpp --work "$w" --threads "$threads" \
 	--gguf "$w/$model-f32.gguf,$w/$model-f16.gguf,$w/$model-q8_0.gguf"
 "$tvenv/bin/python" scripts/check_export.py hf --hf "$w/hf" --work "$w" --threads "$threads"
+"$tvenv/bin/python" scripts/check_export.py q8 --gguf "$w/$model-f32.gguf,$w/$model-q8_0.gguf" --work "$w"
 python3 - "$w/meta.json" <<PY
 import json, sys
 json.dump({"model": "$model", "nwc": "$(basename "$f")", "nwc_bytes": $(stat -c %s "$f"),

@@ -15,6 +15,8 @@ Parts (each run in the virtual environment that has what it needs):
   hf        --hf DIR --work W
             transformers' from_pretrained loads the folder: logits of the
             prompt (W/hf.npy), and W/hf.json.
+  q8        --gguf F32.gguf,Q8_0.gguf --work W
+            our Q8_0 blocks against gguf-py's quantizer (W/q8.json).
   report    --work W --out FILE.md
             compares everything with our runtime (W/ours.npy from llamadump,
             W/eval.json from nwc eval, W/ours_nll.txt from llamadump -nll) and
@@ -159,6 +161,26 @@ def part_hf(a):
     print(f"transformers {transformers.__version__}: {type(model).__name__} loaded in {load_s:.1f}s; tokenizer ids match: {same_ids}")
 
 
+def part_q8(a):
+    """Our Q8_0 blocks vs gguf-py's quants.quantize (a port of ggml's quantize_row_q8_0) on the F32 export."""
+    import gguf
+    from gguf import quants
+
+    f32, q8 = a.gguf.split(",")
+    ref = {t.name: t for t in gguf.GGUFReader(f32).tensors}
+    n = same = 0
+    for t in gguf.GGUFReader(q8).tensors:
+        if t.tensor_type != gguf.GGMLQuantizationType.Q8_0:
+            continue
+        x = np.array(ref[t.name].data, dtype=np.float32)
+        q = quants.quantize(x.reshape(-1, x.shape[-1]), gguf.GGMLQuantizationType.Q8_0)
+        n += 1
+        same += int(np.array_equal(q.view(np.uint8).ravel(), np.array(t.data).view(np.uint8).ravel()))
+    ft = int(gguf.GGUFReader(q8).fields["general.file_type"].contents())
+    json.dump({"q8_tensors": n, "q8_identical": same, "file_type": ft}, open(os.path.join(a.work, "q8.json"), "w"))
+    print(f"Q8_0: {same}/{n} tensors byte-identical to gguf-py quants.quantize; general.file_type {ft}")
+
+
 def rel_diff(ours, peer):
     if ours.shape != peer.shape:
         return float("inf"), float("inf")
@@ -196,7 +218,7 @@ def part_report(a):
     f32 = [r for n, r in lc["files"].items() if "ppl" in r][0]
     ppl_ours = ev["perplexity"]
     rel = abs(f32["ppl"] - ppl_ours) / ppl_ours
-    add(f"llama.cpp perplexity, {ids['windows']} WikiText-2 windows of {ids['seq_len']}", f"{f32['ppl']:.4f} vs nwc eval {ppl_ours:.4f} ({100*rel:.3f} %)", "<= 0.5 %", rel <= PPL_TOL)
+    add(f"llama.cpp perplexity, {ids['windows']} WikiText-2 windows of {ids['seq_len']}", f"{f32['ppl']:.4f} vs nwc eval {ppl_ours:.4f} ({100*rel:.4f} %)", "<= 0.5 %", rel <= PPL_TOL)
     add("WikiText-2 token count: our tokenizer.json in Python vs nwc eval", f"{ids['wiki_tokens_total']} vs {ev['text_tokens']}", "equal", ids["wiki_tokens_total"] == ev["text_tokens"])
     if ours_nll is not None:
         r2 = abs(ours_nll - ppl_ours) / ppl_ours
@@ -207,6 +229,9 @@ def part_report(a):
         arg = float((ours.argmax(1) == peer.argmax(1)).mean()) if ours.shape == peer.shape else 0.0
         add(f"transformers logits, HF folder ({hf['class']})", f"{rd:.2e} (max abs {ad:.2e}; argmax agree {arg:.3f})", "<= 1e-3", rd <= LOGITS_TOL)
         add("transformers tokenizer (AutoTokenizer on the folder) gives our ids", str(hf["tokenizer_ids_match"]), "True", bool(hf["tokenizer_ids_match"]))
+    if os.path.exists(os.path.join(W, "q8.json")):
+        q8 = json.load(open(os.path.join(W, "q8.json")))
+        add("Q8_0 export: tensors byte-identical to gguf-py quants.quantize (ggml's rounding)", f"{q8['q8_identical']}/{q8['q8_tensors']} (general.file_type {q8['file_type']})", "all", q8["q8_identical"] == q8["q8_tensors"] > 0)
     if "hf_eval" in meta:
         r3 = abs(meta["hf_eval"] - meta["nwc_eval_1"]) / meta["nwc_eval_1"]
         add("nwc eval on the exported HF folder vs on the .nwc (1 window)", f"{meta['hf_eval']:.4f} vs {meta['nwc_eval_1']:.4f}", "equal within 1e-6", r3 <= 1e-6)
@@ -239,7 +264,7 @@ def part_report(a):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("part", choices=["ids", "llamacpp", "hf", "report"])
+    p.add_argument("part", choices=["ids", "llamacpp", "hf", "q8", "report"])
     p.add_argument("--work", required=True)
     p.add_argument("--hf")
     p.add_argument("--gguf")
@@ -248,7 +273,7 @@ def main():
     p.add_argument("--seq-len", type=int, default=2048)
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args()
-    {"ids": part_ids, "llamacpp": part_llamacpp, "hf": part_hf, "report": part_report}[a.part](a)
+    {"ids": part_ids, "llamacpp": part_llamacpp, "hf": part_hf, "q8": part_q8, "report": part_report}[a.part](a)
 
 
 if __name__ == "__main__":
