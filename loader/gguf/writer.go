@@ -97,7 +97,7 @@ func Plan(kvs []KV, tensors []WriteTensor) (Layout, []byte, error) {
 		}
 		n := int64(1)
 		for _, d := range t.Shape {
-			if d <= 0 || d > tensor.MaxElements || n > tensor.MaxElements/d {
+			if d < 0 || d > tensor.MaxElements || (d > 0 && n > tensor.MaxElements/d) {
 				return Layout{}, nil, fmt.Errorf("%w: tensor %q: bad shape %v", ErrWriter, t.Name, t.Shape)
 			}
 			n *= d
@@ -233,53 +233,38 @@ func writeValue(b *bytes.Buffer, v Value) {
 	case []uint8:
 		b.Write(a)
 	case []int8:
-		for _, x := range a {
-			b.WriteByte(byte(x))
-		}
+		writeAll(b, a)
 	case []uint16:
-		for _, x := range a {
-			writeScalar(b, x)
-		}
+		writeAll(b, a)
 	case []int16:
-		for _, x := range a {
-			writeScalar(b, x)
-		}
+		writeAll(b, a)
 	case []uint32:
-		for _, x := range a {
-			putU32(b, x)
-		}
+		writeAll(b, a)
 	case []int32:
-		for _, x := range a {
-			putU32(b, uint32(x))
-		}
+		writeAll(b, a)
 	case []float32:
-		for _, x := range a {
-			putU32(b, math.Float32bits(x))
-		}
+		writeAll(b, a)
 	case []bool:
-		for _, x := range a {
-			writeScalar(b, x)
-		}
+		writeAll(b, a)
 	case []string:
-		for _, x := range a {
-			putString(b, x)
-		}
+		writeAll(b, a)
 	case []uint64:
-		for _, x := range a {
-			putU64(b, x)
-		}
+		writeAll(b, a)
 	case []int64:
-		for _, x := range a {
-			putU64(b, uint64(x))
-		}
+		writeAll(b, a)
 	case []float64:
-		for _, x := range a {
-			putU64(b, math.Float64bits(x))
-		}
+		writeAll(b, a)
 	case []Value:
 		for _, x := range a {
 			writeValue(b, x)
 		}
+	}
+}
+
+// writeAll encodes the elements of an array value.
+func writeAll[T any](b *bytes.Buffer, a []T) {
+	for _, x := range a {
+		writeScalar(b, x)
 	}
 }
 
