@@ -14,6 +14,7 @@ import (
 	"github.com/nwc-project/nwc/loader/arch"
 	"github.com/nwc-project/nwc/loader/gguf"
 	"github.com/nwc-project/nwc/loader/tensor"
+	"github.com/nwc-project/nwc/loader/tokjson"
 )
 
 // ExportOptions configures the exporters (WriteGGUF, WriteHF).
@@ -100,27 +101,25 @@ func NewGGUFExport(src tensor.Source, opts ExportOptions) (*GGUFExport, error) {
 	default:
 		return nil, fmt.Errorf("export gguf: %w: dtype %s (F32, F16, BF16 or Q8_0)", tensor.ErrUnsupportedDType, want)
 	}
-	var meta []byte
+	has := map[string]bool{}
 	for _, a := range src.Assets() {
-		if a.Name == gguf.MetadataAsset {
-			meta = a.Data
-		}
+		has[a.Name] = true
 	}
-	if meta == nil {
-		return nil, tensor.Kind(fmt.Sprintf("export gguf: the model carries no %s asset (it was not made from a GGUF file); "+
-			"GGUF export needs its metadata and tokenizer", gguf.MetadataAsset), tensor.ErrUnsupported)
-	}
-	kvs, err := gguf.ParseMetadataJSON(meta)
-	if err != nil {
-		return nil, fmt.Errorf("export gguf: %s: %w", gguf.MetadataAsset, err)
-	}
-	kvs = setKV(kvs, "general.file_type", gguf.Value{Type: gguf.ValueUint32, V: ftype})
-	if want == tensor.Q8_0 {
-		kvs = setKV(kvs, "general.quantization_version", gguf.Value{Type: gguf.ValueUint32, V: uint32(2)})
+	if !has[gguf.MetadataAsset] && !has[tokjson.TokenizerAsset] {
+		return nil, tensor.Kind(fmt.Sprintf("export gguf: the model carries neither a %s asset (it was not made from a GGUF file) nor a %s; "+
+			"GGUF export needs the tokenizer", gguf.MetadataAsset, tokjson.TokenizerAsset), tensor.ErrUnsupported)
 	}
 	cfg, err := arch.ConfigFromSource(src)
 	if err != nil {
 		return nil, fmt.Errorf("export gguf: %w", err)
+	}
+	kvs, err := ggufMetadataOf(src, cfg)
+	if err != nil {
+		return nil, err
+	}
+	kvs = setKV(kvs, "general.file_type", gguf.Value{Type: gguf.ValueUint32, V: ftype})
+	if want == tensor.Q8_0 {
+		kvs = setKV(kvs, "general.quantization_version", gguf.Value{Type: gguf.ValueUint32, V: uint32(2)})
 	}
 	e := &GGUFExport{src: src, opts: opts, kvs: kvs}
 	for _, ti := range src.Tensors() {
@@ -148,6 +147,53 @@ func NewGGUFExport(src tensor.Source, opts ExportOptions) (*GGUFExport, error) {
 		return nil, fmt.Errorf("export gguf: %w", err)
 	}
 	return e, nil
+}
+
+// ggufMetadataOf returns the GGUF metadata of src: its gguf-metadata.json
+// asset, entire; or, for a model that came from a Hugging Face checkpoint,
+// llama.* keys made from its config and tokenizer.* keys converted from its
+// tokenizer.json and tokenizer_config.json (byte-level BPE whose
+// pre-tokenizer llama.cpp knows by name; anything else is refused).
+func ggufMetadataOf(src tensor.Source, cfg arch.Config) ([]gguf.KV, error) {
+	assets := map[string][]byte{}
+	for _, a := range src.Assets() {
+		assets[a.Name] = a.Data
+	}
+	if meta, ok := assets[gguf.MetadataAsset]; ok {
+		kvs, err := gguf.ParseMetadataJSON(meta)
+		if err != nil {
+			return nil, fmt.Errorf("export gguf: %s: %w", gguf.MetadataAsset, err)
+		}
+		return kvs, nil
+	}
+	tkv, err := tokjson.ToGGUFMetadata(assets[tokjson.TokenizerAsset], assets[HFTokenizerConfigFile])
+	if err != nil {
+		return nil, fmt.Errorf("export gguf: %w", err)
+	}
+	u32 := func(x int) gguf.Value { return gguf.Value{Type: gguf.ValueUint32, V: uint32(x)} }
+	f32 := func(x float64) gguf.Value { return gguf.Value{Type: gguf.ValueFloat32, V: float32(x)} }
+	ctxLen := cfg.ContextLen
+	if ctxLen <= 0 {
+		ctxLen = 2048
+	}
+	kvs := []gguf.KV{
+		{Key: "general.architecture", Value: gguf.Value{Type: gguf.ValueString, V: "llama"}},
+		{Key: "llama.block_count", Value: u32(cfg.Layers)},
+		{Key: "llama.context_length", Value: u32(ctxLen)},
+		{Key: "llama.embedding_length", Value: u32(cfg.Hidden)},
+		{Key: "llama.feed_forward_length", Value: u32(cfg.FFN)},
+		{Key: "llama.attention.head_count", Value: u32(cfg.Heads)},
+		{Key: "llama.attention.head_count_kv", Value: u32(cfg.KVHeads)},
+		{Key: "llama.rope.freq_base", Value: f32(cfg.RopeTheta)},
+		{Key: "llama.attention.layer_norm_rms_epsilon", Value: f32(cfg.RMSEps)},
+		{Key: "llama.vocab_size", Value: u32(cfg.Vocab)},
+		{Key: "llama.rope.dimension_count", Value: u32(cfg.HeadDim)},
+	}
+	if cfg.HeadDim*cfg.Heads != cfg.Hidden {
+		kvs = append(kvs, gguf.KV{Key: "llama.attention.key_length", Value: u32(cfg.HeadDim)},
+			gguf.KV{Key: "llama.attention.value_length", Value: u32(cfg.HeadDim)})
+	}
+	return append(kvs, tkv...), nil
 }
 
 // ggufOutDType is the type tensor ti takes in a GGUF export at dtype want.

@@ -430,9 +430,47 @@ func TestExportHF(t *testing.T) {
 			t.Error(err)
 		}
 	}
-	// An HF folder carries no GGUF metadata (tokenizer): GGUF export says so.
-	if _, err := WriteGGUF(context.Background(), m, io.Discard, ExportOptions{}); !errors.Is(err, tensor.ErrUnsupported) {
-		t.Errorf("GGUF from HF folder: %v", err)
+	// HF folder -> GGUF: llama.cpp names, q/k rows permuted back, the
+	// tokenizer converted back to tokenizer.ggml.* (it rebuilds the same
+	// tokenizer.json), metadata from config.json.
+	var direct, round bytes.Buffer
+	if _, err := WriteGGUF(context.Background(), src, &direct, ExportOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := WriteGGUF(context.Background(), m, &round, ExportOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	g1, err := gguf.NewReader(bytes.NewReader(direct.Bytes()), int64(direct.Len()), "direct.gguf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g2, err := gguf.NewReader(bytes.NewReader(round.Bytes()), int64(round.Len()), "round.gguf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ti := range g1.Tensors() {
+		a, _ := g1.ReadRaw(ti.Name, nil)
+		b, err := g2.ReadRaw(ti.Name, nil)
+		if err != nil || !bytes.Equal(a, b) {
+			t.Errorf("%s: differs after GGUF -> HF -> GGUF (%v)", ti.Name, err)
+		}
+	}
+	c1, _ := arch.ConfigFromGGUF(g1.Metadata())
+	c2, err := arch.ConfigFromGGUF(g2.Metadata())
+	c1.Vocab, c2.Vocab = 0, 0 // the source's metadata has no llama.vocab_size
+	if err != nil || c1 != c2 {
+		t.Errorf("config after the round trip %+v (%v), want %+v", c2, err, c1)
+	}
+	t1, err1 := tokjson.FromGGUFMetadata(g2.Metadata())
+	if err1 != nil || !bytes.Equal(t1, tok) {
+		t.Errorf("tokenizer.json rebuilt from the round-tripped GGUF differs (%v)", err1)
+	}
+	for _, k := range []string{"tokenizer.chat_template", "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id", "tokenizer.ggml.add_bos_token"} {
+		v1, ok1 := g1.Get(k)
+		v2, ok2 := g2.Get(k)
+		if !ok1 || !ok2 || !reflect.DeepEqual(v1, v2) {
+			t.Errorf("%s: %v, want %v", k, v2, v1)
+		}
 	}
 	// Exporting again into the non-empty folder is refused, untouched.
 	if err := WriteHF(context.Background(), src, dir, ExportOptions{}); err == nil || !strings.Contains(err.Error(), "not empty") {
