@@ -6,7 +6,8 @@
 #     cached under $NWC_CACHE/llamacpp) loads the exported F32 GGUF: its logits on
 #     a fixed prompt match our runtime on the .nwc (max relative difference <= 1e-3)
 #     and its perplexity on 4 WikiText-2 windows of 2048 agrees with `nwc eval`
-#     within 0.5 %. The F16 and Q8_0 exports are loaded too (figures informational).
+#     within 0.5 %. The F16 and Q8_0 exports are loaded too (figures informational), and
+#     the GGUF made back from the exported Hugging Face folder (gated like F32).
 #  2. transformers' from_pretrained loads the exported Hugging Face folder; its
 #     logits match ours (<= 1e-3); `nwc eval` reads the folder back.
 # The table goes to stdout and to docs/results/export-<model>.md (OUT=... to change).
@@ -86,6 +87,7 @@ for dt in f32 f16 q8_0; do
 	"$nwc" decompress -q "$f" --format gguf --dtype $dt -o "$w/$model-$dt.gguf"
 done
 "$nwc" decompress -q "$f" --format safetensors -o "$w/hf"
+"$nwc" decompress -q "$w/hf" --format gguf -o "$w/$model-fromhf.gguf"
 log "exported in $(($(date +%s) - t0)) s: $(ls "$w" | tr '\n' ' ')"
 
 "$tvenv/bin/python" scripts/check_export.py ids --hf "$w/hf" --work "$w"
@@ -95,7 +97,7 @@ bin/llamadump -model "$f" -tokens "$w/wiki_ids.txt" -nll -window 2048 -max-windo
 hf_ppl=$("$nwc" eval -q --model "$w/hf" --max-windows 1 --seq-len 2048 --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["perplexity"])')
 nwc_ppl1=$("$nwc" eval -q --model "$f" --max-windows 1 --seq-len 2048 --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["perplexity"])')
 "$lvenv/bin/python" scripts/check_export.py llamacpp --work "$w" --threads "$threads" \
-	--gguf "$w/$model-f32.gguf,$w/$model-f16.gguf,$w/$model-q8_0.gguf"
+	--gguf "$w/$model-f32.gguf,$w/$model-fromhf.gguf,$w/$model-f16.gguf,$w/$model-q8_0.gguf"
 "$tvenv/bin/python" scripts/check_export.py hf --hf "$w/hf" --work "$w" --threads "$threads"
 "$tvenv/bin/python" scripts/check_export.py q8 --gguf "$w/$model-f32.gguf,$w/$model-q8_0.gguf" --work "$w"
 python3 - "$w/meta.json" <<PY

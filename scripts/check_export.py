@@ -115,7 +115,8 @@ def part_llamacpp(a):
         llm.eval(prompt)
         logits = np.array(llm.scores[: len(prompt)], dtype=np.float32)
         np.save(os.path.join(a.work, f"llamacpp-{name}.npy"), logits)
-        r = {"path": path, "load_s": round(load_s, 2), "n_vocab": llm.n_vocab()}
+        r = {"path": path, "load_s": round(load_s, 2), "n_vocab": llm.n_vocab(),
+             "tokenizer_ids_match": llm.tokenize(PROMPT.encode(), add_bos=False, special=False) == prompt}
         if k == 0:
             nlls = []
             t1 = time.time()
@@ -211,10 +212,12 @@ def part_report(a):
         peer = np.load(os.path.join(W, f"llamacpp-{name}.npy"))
         rd, ad = rel_diff(ours, peer)
         arg = float((ours.argmax(1) == peer.argmax(1)).mean()) if ours.shape == peer.shape else 0.0
-        if name.endswith("-f32"):
+        if name.endswith("-f32") or name.endswith("-fromhf"):
             add(f"llama.cpp logits, {name}.gguf ({ours.shape[0]} tokens)", f"{rd:.2e} (max abs {ad:.2e}; argmax agree {arg:.3f})", "<= 1e-3", rd <= LOGITS_TOL)
         else:
             rows.append(f"| llama.cpp logits, {name}.gguf (informational) | {rd:.2e} (max abs {ad:.2e}; argmax agree {arg:.3f}) | - | - |")
+    for name, r in lc["files"].items():
+        add(f"llama.cpp tokenizer on {name}.gguf gives our prompt ids", str(r["tokenizer_ids_match"]), "True", bool(r["tokenizer_ids_match"]))
     f32 = [r for n, r in lc["files"].items() if "ppl" in r][0]
     ppl_ours = ev["perplexity"]
     rel = abs(f32["ppl"] - ppl_ours) / ppl_ours
@@ -240,7 +243,8 @@ def part_report(a):
         "",
         f"`scripts/check-export.sh` on {meta['date']} (commit {meta['commit']}), {meta['host']}.",
         f"Source: `{meta['nwc']}` ({meta['nwc_bytes']} bytes). The .nwc was exported with "
-        "`nwc decompress --format gguf --dtype f32|f16|q8_0` and `--format safetensors`; our figures come from "
+        "`nwc decompress --format gguf --dtype f32|f16|q8_0` and `--format safetensors`, and the Hugging Face "
+        "folder back to GGUF (`-fromhf`: names, q/k rows, llama.* keys and the tokenizer converted back); our figures come from "
         "the runtime (plugin/llama through ONNX Runtime, `llamadump`, `nwc eval`) on the .nwc itself.",
         f"Peers: llama-cpp-python {lc['llama_cpp_python']} (llama.cpp built from its sdist, CPU, F32 KV cache)"
         + (f"; transformers {hf['transformers']} with torch {hf['torch']} (float32)." if hf else "."),
