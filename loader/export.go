@@ -52,7 +52,7 @@ const (
 	ftypeAllF32    = 0
 	ftypeMostlyF16 = 1
 	ftypeMostlyQ80 = 7
-	ftypeMostlyBF6 = 32
+	ftypeMostlyBF16 = 32
 )
 
 // exportTensor is one tensor of an export: where it comes from, what it
@@ -81,11 +81,13 @@ type GGUFExport struct {
 	layout  gguf.Layout
 }
 
-// NewGGUFExport plans the GGUF export of src. src must carry GGUF metadata
-// (a GGUF file, or a .nwc made from one): it is copied entire, tokenizer
-// included, with general.file_type set to match opts.DType. Tensors named
-// the Hugging Face way are renamed to llama.cpp's names and their attn_q /
-// attn_k rows permuted as llama.cpp's converter does.
+// NewGGUFExport plans the GGUF export of src. The metadata is src's GGUF
+// metadata (a GGUF file, or a .nwc made from one), copied entire, tokenizer
+// included; or, for a Hugging Face-origin model, made from its config.json,
+// tokenizer.json and tokenizer_config.json (see ggufMetadataOf).
+// general.file_type is set to match opts.DType. Tensors named the Hugging
+// Face way are renamed to llama.cpp's names and their attn_q / attn_k rows
+// permuted as llama.cpp's converter does.
 func NewGGUFExport(src tensor.Source, opts ExportOptions) (*GGUFExport, error) {
 	want := opts.dtype()
 	var ftype uint32
@@ -95,7 +97,7 @@ func NewGGUFExport(src tensor.Source, opts ExportOptions) (*GGUFExport, error) {
 	case tensor.F16:
 		ftype = ftypeMostlyF16
 	case tensor.BF16:
-		ftype = ftypeMostlyBF6
+		ftype = ftypeMostlyBF16
 	case tensor.Q8_0:
 		ftype = ftypeMostlyQ80
 	default:
