@@ -49,9 +49,9 @@ func (o ExportOptions) ahead() int {
 
 // GGML file types (llama_ftype) for general.file_type.
 const (
-	ftypeAllF32    = 0
-	ftypeMostlyF16 = 1
-	ftypeMostlyQ80 = 7
+	ftypeAllF32     = 0
+	ftypeMostlyF16  = 1
+	ftypeMostlyQ80  = 7
 	ftypeMostlyBF16 = 32
 )
 
