@@ -17,15 +17,8 @@ import (
 func TestExportsRunLikeTheSource(t *testing.T) {
 	orttest.Require(t)
 	dir := t.TempDir()
-	in := filepath.Join(dir, "m.gguf")
-	writeTinyGGUF(t, in)
 	ctx := context.Background()
-	nwc := filepath.Join(dir, "m.nwc")
-	if _, err := capture(t, func() error {
-		return runCompress(ctx, []string{"--model", in, "--codec", "rtn-g128", "--bits", "4", "-o", nwc, "-q"})
-	}); err != nil {
-		t.Fatal(err)
-	}
+	nwc := tinyNWC(t, dir, "--codec", "rtn-g128", "--bits", "4")
 	outs := []string{filepath.Join(dir, "x.gguf"), filepath.Join(dir, "hf")}
 	for _, out := range outs {
 		if _, err := capture(t, func() error { return runDecompress(ctx, []string{nwc, "-q", "-o", out}) }); err != nil {

@@ -65,17 +65,24 @@ func writeTinyGGUF(t *testing.T, path string) {
 	}
 }
 
-func TestCLIDecompressFormats(t *testing.T) {
-	dir := t.TempDir()
+// tinyNWC writes the tiny GGUF into dir and compresses it with the given
+// codec arguments into dir/m.nwc.
+func tinyNWC(t *testing.T, dir string, codecArgs ...string) string {
+	t.Helper()
 	in := filepath.Join(dir, "m.gguf")
 	writeTinyGGUF(t, in)
-	ctx := context.Background()
 	nwc := filepath.Join(dir, "m.nwc")
-	if _, err := capture(t, func() error {
-		return runCompress(ctx, []string{"--model", in, "--codec", "lossless", "-o", nwc, "-q"})
-	}); err != nil {
+	args := append([]string{"--model", in, "-o", nwc, "-q"}, codecArgs...)
+	if _, err := capture(t, func() error { return runCompress(context.Background(), args) }); err != nil {
 		t.Fatal(err)
 	}
+	return nwc
+}
+
+func TestCLIDecompressFormats(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	nwc := tinyNWC(t, dir, "--codec", "lossless")
 	for _, c := range []struct {
 		args  []string
 		out   string
