@@ -32,7 +32,7 @@ type command struct {
 var commands = []command{
 	{"inspect", "PATH|NAME [--json] [--verify]    list tensors, dtypes, shapes, bytes and bits/weight", runInspect},
 	{"compress", "--model PATH|NAME [--codec " + strings.Join(codec.Names(), "|") + "|nwc:NAME] [--bits B] -o OUT.nwc [--json] [-j N]", runCompress},
-	{"decompress", "IN.nwc|PATH|NAME -o OUT.safetensors", runDecompress},
+	{"decompress", "IN.nwc|PATH|NAME -o OUT.gguf|DIR|OUT.safetensors [--format gguf|safetensors|tensors] [--dtype f32|f16|bf16|q8_0]", runDecompress},
 	{"eval", "--model NAME|PATH [--reference NAME|PATH] [--text PATH] [--seq-len N] [--max-windows K] [--json]", runEval},
 	{"generate", "--model NAME|PATH [--prompt TEXT] [--chat] [--max-tokens N] [--temperature T --top-k K --top-p P --seed S] [--stop STR]", runGenerate},
 	{"bench", "rd|decode|load|pareto [flags]         rate-distortion, decode speed by stage, time to a ready model, KL against decode speed", runBench},
