@@ -27,7 +27,7 @@ func runBenchLoad(ctx context.Context, args []string) error {
 	model := fs.String("model", "smollm2-135m", "reference model (its GGUF is the baseline)")
 	nwcFile := fs.String("nwc", "", ".nwc files compressed from the model, comma-separated (default: --codec's, compressed and cached like bench decode)")
 	codecName := fs.String("codec", "", "codecs of the .nwc files, comma-separated, one row each (default: the trained codec `nwc compress --codec nwc --bits 4` picks)")
-	stFile := fs.String("st", "", "safetensors file decoded from the .nwc (default: nwc decompress of it, cached)")
+	stFile := fs.String("st", "", "safetensors file or Hugging Face folder decoded from the .nwc (default: `nwc decompress --format safetensors` of it, cached)")
 	threads := fs.Int("threads", 0, "ONNX Runtime intra-op threads of the model session (0 = its default)")
 	repeat := fs.Int("repeat", 3, "runs per source (each in a fresh process, interleaved gguf, nwc, safetensors, ...); medians are reported")
 	outDir := fs.String("out", "docs/results", "directory for the report")
@@ -137,7 +137,7 @@ func runBenchLoad(ctx context.Context, args []string) error {
 	rep.Notes = []string{
 		"Every run is a fresh process (`bench load --child KIND:PATH`) doing what `nwc eval` does before scoring: loader.Open, then plugin/llama builds the ONNX graph from the weights (read through the prefetcher, so decoding overlaps laying out the graph) and creates the ONNX Runtime session. Sources are run interleaved (gguf, nwc, safetensors, gguf, ...), medians over the runs; the phases are those of the run with the median ready time.",
 		"open: loader.Open (header, index, assets); init: architecture config and ONNX Runtime initialization up to the first weight; weights: first to last weight handed to the graph builder; session: last weight to ready (graph serialization, session creation).",
-		"safetensors: `nwc decompress` of the .nwc file (float32; GGML block types dequantized), cached next to it.",
+		"safetensors: the Hugging Face folder `nwc decompress --format safetensors` writes from the .nwc file (float32 model.safetensors, config.json, tokenizer files), cached.",
 		"peak RSS: the child process's own high-water mark (VmHWM on Linux, else ru_maxrss).",
 	}
 	for i, s := range sources {
@@ -203,20 +203,18 @@ func loadOnce(kind, path string, threads int) (*loadRun, error) {
 	return run, nil
 }
 
-// decompressCached writes the safetensors file decoded from a .nwc file
-// into $NWC_CACHE/bench (once) and returns its path.
+// decompressCached writes the Hugging Face folder (model.safetensors,
+// config.json, tokenizer files) decoded from a .nwc file into
+// $NWC_CACHE/bench (once) and returns its path.
 func decompressCached(ctx context.Context, nwcPath string) (string, error) {
 	st, err := os.Stat(nwcPath)
 	if err != nil {
 		return "", fmt.Errorf("bench load: %w", err)
 	}
 	base := strings.TrimSuffix(filepath.Base(nwcPath), ".nwc")
-	out := filepath.Join(refmodel.CacheDir(), "bench", fmt.Sprintf("%s-%d-%d.safetensors", base, st.Size(), st.ModTime().Unix()))
-	if _, err := os.Stat(out); err == nil {
+	out := filepath.Join(refmodel.CacheDir(), "bench", fmt.Sprintf("%s-%d-%d-hf", base, st.Size(), st.ModTime().Unix()))
+	if _, err := os.Stat(filepath.Join(out, "config.json")); err == nil {
 		return out, nil
-	}
-	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
-		return "", fmt.Errorf("bench load: %w", err)
 	}
 	src, _, err := loader.Open(nwcPath, codec.Env{})
 	if err != nil {
@@ -224,13 +222,8 @@ func decompressCached(ctx context.Context, nwcPath string) (string, error) {
 	}
 	defer src.Close()
 	fmt.Fprintf(os.Stderr, "bench: decompressing %s into %s\n", nwcPath, out)
-	tmp := out + ".tmp"
-	if err := loader.Decompress(ctx, src, tmp, loader.DecompressOptions{}); err != nil {
-		os.Remove(tmp)
+	if err := loader.WriteHF(ctx, src, out, loader.ExportOptions{}); err != nil {
 		return "", fmt.Errorf("bench load: decompress %s: %w", nwcPath, err)
-	}
-	if err := os.Rename(tmp, out); err != nil {
-		return "", fmt.Errorf("bench load: %w", err)
 	}
 	return out, nil
 }
