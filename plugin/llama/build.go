@@ -59,6 +59,8 @@ type BuildOptions struct {
 	// weights. ONNX Runtime must be told the sink's folder (OpenSource does
 	// this with a temporary file). nil: everything embedded.
 	External onnx.ExternalSink
+	// ExternalMin overrides ExternalMinBytes (0: ExternalMinBytes).
+	ExternalMin int
 	// Float16 stores the matrices (projections, MLP, embedding, head) as
 	// float16 initializers, for GPU providers: activations are cast to
 	// float16 around each matrix product (float16 MatMul/Gemm) and back to
@@ -110,7 +112,11 @@ func Build(cfg arch.Config, src tensor.Source, opts BuildOptions) ([]byte, error
 		g.Opset = opts.Opset
 	}
 	if opts.External != nil {
-		g.SetExternal(opts.External, ExternalMinBytes)
+		min := ExternalMinBytes
+		if opts.ExternalMin > 0 {
+			min = opts.ExternalMin
+		}
+		g.SetExternal(opts.External, min)
 	}
 	b.g = g
 	if err := b.build(); err != nil {

@@ -156,8 +156,7 @@ func (g *Graph) addData(name string, elem int32, shape []int64, raw []byte) stri
 			{Key: proto.String("length"), Value: proto.String(strconv.Itoa(len(raw)))},
 		}
 	} else {
-		t.RawData = append([]byte(nil), raw...)
-		g.embedded += int64(len(raw))
+		t.RawData = append([]byte(nil), raw...) // counted by Initializer
 	}
 	return g.Initializer(t)
 }
