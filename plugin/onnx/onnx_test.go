@@ -34,13 +34,21 @@ func tinyModel(t *testing.T, w, b []float32) []byte {
 	return data
 }
 
-func run(t *testing.T, model []byte, x []float32) []float32 {
+func run(t *testing.T, model []byte, x []float32) []float32 { return runIn(t, model, x, "") }
+
+// runIn is run with external data read from dir ("": none).
+func runIn(t *testing.T, model []byte, x []float32, dir string) []float32 {
 	t.Helper()
 	opts, err := ortenv.SessionOptions("cpu", 1)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer opts.Destroy()
+	if dir != "" {
+		if err := ortenv.SetExternalDataFolder(opts, dir); err != nil {
+			t.Fatal(err)
+		}
+	}
 	s, err := ort.NewDynamicAdvancedSessionWithONNXData(model, []string{"x"}, []string{"y"}, opts)
 	if err != nil {
 		t.Fatal(err)
@@ -198,31 +206,8 @@ func TestExternalSession(t *testing.T) {
 	if err := f.Close(); err != nil {
 		t.Fatal(err)
 	}
-	opts, err := ortenv.SessionOptions("cpu", 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer opts.Destroy()
-	if err := ortenv.SetExternalDataFolder(opts, dir); err != nil {
-		t.Fatal(err)
-	}
-	s, err := ort.NewDynamicAdvancedSessionWithONNXData(model, []string{"x"}, []string{"y"}, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Destroy()
 	xs := []float32{1, 2, 3, -1, 0, 1}
-	in, err := ort.NewTensor(ort.NewShape(2, 3), xs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer in.Destroy()
-	outs := []ort.Value{nil}
-	if err := s.Run([]ort.Value{in}, outs); err != nil {
-		t.Fatal(err)
-	}
-	defer outs[0].Destroy()
-	got := outs[0].(*ort.Tensor[float32]).GetData()
+	got := runIn(t, model, xs, dir)
 	want := run(t, tinyModel(t, w, b), xs)
 	if !slices.Equal(got, want) {
 		t.Fatalf("external %v, embedded %v", got, want)
