@@ -76,7 +76,8 @@ const ExternalMinBytes = 64 << 10
 
 // Build constructs the ONNX model of a Llama decoder with cfg's
 // hyper-parameters and src's weights (dequantized to float32, stored as
-// initializers) and returns the serialised model.
+// initializers: inside the protobuf, or as ONNX external data written to
+// opts.External) and returns the serialised model.
 //
 // Graph: input_ids int64 [batch, seq] (both dynamic); positions 0..seq-1;
 // output logits float32 [batch, seq, vocab]. Everything is computed in
