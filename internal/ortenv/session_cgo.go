@@ -117,3 +117,17 @@ func SessionOptionsFallback(provider string, threads int) (o *ort.SessionOptions
 	}
 	return o, ProviderCPU, fmt.Sprintf("%v; falling back to the CPU", err), nil
 }
+
+// ExternalDataFolderKey is ONNX Runtime's session config key for the folder
+// that a model created from bytes reads its external data files from
+// (relative locations resolve against it).
+const ExternalDataFolderKey = "session.model_external_initializers_file_folder_path"
+
+// SetExternalDataFolder tells a session created from model bytes where the
+// files of its external initializers are.
+func SetExternalDataFolder(o *ort.SessionOptions, dir string) error {
+	if err := o.AddSessionConfigEntry(ExternalDataFolderKey, dir); err != nil {
+		return fmt.Errorf("onnx runtime: external data folder %s: %w", dir, err)
+	}
+	return nil
+}

@@ -53,11 +53,31 @@ type BuildOptions struct {
 	// PastValue, PresentKey, PresentValue per layer): positions start at the
 	// past length, so one graph does prefill and one-token decode steps.
 	KVCache bool
+	// External, when set, receives the data of every weight of at least
+	// ExternalMinBytes (ONNX external data): the returned protobuf then
+	// holds only the graph and small tensors, with no 2 GB limit on the
+	// weights. ONNX Runtime must be told the sink's folder (OpenSource does
+	// this with a temporary file). nil: everything embedded.
+	External onnx.ExternalSink
+	// ExternalMin overrides ExternalMinBytes (0: ExternalMinBytes).
+	ExternalMin int
+	// Float16 stores the matrices (projections, MLP, embedding, head) as
+	// float16 initializers, for GPU providers: activations are cast to
+	// float16 around each matrix product (float16 MatMul/Gemm) and back to
+	// float32; norms, rotary, attention and residuals stay float32. Half
+	// the weight memory; ONNX Runtime's CPU provider has no float16 matrix
+	// product on most CPUs, so Open uses it only off the CPU.
+	Float16 bool
 }
+
+// ExternalMinBytes is the size from which Build puts a weight in
+// BuildOptions.External (smaller ones, the norms, stay in the protobuf).
+const ExternalMinBytes = 64 << 10
 
 // Build constructs the ONNX model of a Llama decoder with cfg's
 // hyper-parameters and src's weights (dequantized to float32, stored as
-// initializers) and returns the serialised model.
+// initializers: inside the protobuf, or as ONNX external data written to
+// opts.External) and returns the serialised model.
 //
 // Graph: input_ids int64 [batch, seq] (both dynamic); positions 0..seq-1;
 // output logits float32 [batch, seq, vocab]. Everything is computed in
@@ -87,10 +107,17 @@ func Build(cfg arch.Config, src tensor.Source, opts BuildOptions) ([]byte, error
 	if opts.Attention == AttentionGQA && cfg.HeadDim%16 != 0 {
 		return nil, fmt.Errorf("llama: GroupQueryAttention with rotary needs head_dim %% 16 == 0, have %d (use %q attention)", cfg.HeadDim, AttentionStandard)
 	}
-	b := &builder{cfg: cfg, src: src, infos: src.Tensors(), n: names(cfg.Naming), gqa: opts.Attention == AttentionGQA, weight: opts.Weight, kv: opts.KVCache}
+	b := &builder{cfg: cfg, src: src, infos: src.Tensors(), n: names(cfg.Naming), gqa: opts.Attention == AttentionGQA, weight: opts.Weight, kv: opts.KVCache, f16: opts.Float16}
 	g := onnx.NewGraph("llama")
 	if opts.Opset > 0 {
 		g.Opset = opts.Opset
+	}
+	if opts.External != nil {
+		min := ExternalMinBytes
+		if opts.ExternalMin > 0 {
+			min = opts.ExternalMin
+		}
+		g.SetExternal(opts.External, min)
 	}
 	b.g = g
 	if err := b.build(); err != nil {
@@ -124,7 +151,39 @@ type builder struct {
 	buf    []float32
 	gqa    bool
 	kv     bool
+	f16    bool
 	weight func(string, []float32)
+}
+
+// matrix adds a weight matrix initializer: float16 with BuildOptions.Float16,
+// else float32.
+func (b *builder) matrix(name string, shape []int64, data []float32) string {
+	if b.f16 {
+		return b.g.InitFloat16(name, shape, data)
+	}
+	return b.g.InitFloat32(name, shape, data)
+}
+
+// toF16 and toF32 cast activations around float16 weights (identity
+// without BuildOptions.Float16).
+func (b *builder) toF16(x string) string {
+	if !b.f16 {
+		return x
+	}
+	return b.g.Node("Cast", []string{x}, onnx.AttrInt("to", int64(onnx.Float16)))
+}
+
+func (b *builder) toF32(x string) string {
+	if !b.f16 {
+		return x
+	}
+	return b.g.Node("Cast", []string{x}, onnx.AttrInt("to", int64(onnx.Float)))
+}
+
+// mm is x·w for a weight w added by linear: a float32 MatMul, or with
+// float16 weights Cast(MatMul(Cast(x, f16), w), f32).
+func (b *builder) mm(x, w string) string {
+	return b.toF32(b.g.Op("MatMul", b.toF16(x), w))
 }
 
 // read reads the named tensor as float32 and checks its shape.
@@ -167,7 +226,7 @@ func (b *builder) linear(name string, out, in int, heads int) (string, error) {
 	if heads > 0 && b.cfg.Naming == arch.NamingGGUF {
 		w = unpermuteRows(w, out, in, heads)
 	}
-	return b.g.InitFloat32(name+".T", []int64{int64(in), int64(out)}, transpose(w, out, in)), nil
+	return b.matrix(name+".T", []int64{int64(in), int64(out)}, transpose(w, out, in)), nil
 }
 
 // transpose returns the [cols, rows] transpose of the row-major [rows, cols]
@@ -221,8 +280,8 @@ func (b *builder) build() error {
 	if err != nil {
 		return err
 	}
-	embName := g.InitFloat32(b.n.embed, []int64{int64(c.Vocab), int64(D)}, emb)
-	x := g.Node("Gather", []string{embName, ids}, onnx.AttrInt("axis", 0))
+	embName := b.matrix(b.n.embed, []int64{int64(c.Vocab), int64(D)}, emb)
+	x := b.toF32(g.Node("Gather", []string{embName, ids}, onnx.AttrInt("axis", 0)))
 
 	// Positions and the rotary tables cos/sin [seq, 1, hd], in float32 as
 	// Hugging Face computes them: inv_freq = theta^(-2j/hd), angle = pos*inv_freq.
@@ -319,9 +378,9 @@ func (b *builder) build() error {
 	// attention in standard ONNX operators; returns Wo·Attn(...) [b, s, d].
 	attention := func(l int, n, wq, wk, wv, wo string) string {
 		setup()
-		q := rope(g.Op("Reshape", g.Op("MatMul", n, wq), shape4q))  // [b, s, H, hd]
-		k := rope(g.Op("Reshape", g.Op("MatMul", n, wk), shape4kv)) // [b, s, KV, hd]
-		v := g.Op("MatMul", n, wv)
+		q := rope(g.Op("Reshape", b.mm(n, wq), shape4q))  // [b, s, H, hd]
+		k := rope(g.Op("Reshape", b.mm(n, wk), shape4kv)) // [b, s, KV, hd]
+		v := b.mm(n, wv)
 		// Grouped-query attention without copying kv heads: query head
 		// h = kv*G + g attends with kv head kv (as HF's repeat_kv).
 		q5 := transpose(g.Op("Reshape", q, shape5q), 0, 2, 3, 1, 4) // [b, KV, G, s, hd]
@@ -352,7 +411,7 @@ func (b *builder) build() error {
 		probs := g.Node("Softmax", []string{scores}, onnx.AttrInt("axis", -1))
 		ctx := g.Op("MatMul", probs, v5)                             // [b, KV, G, s, hd]
 		ctx = g.Op("Reshape", transpose(ctx, 0, 3, 1, 2, 4), shape3) // [b, s, H*hd]
-		return g.Op("MatMul", ctx, wo)
+		return b.mm(ctx, wo)
 	}
 
 	for l := 0; l < c.Layers; l++ {
@@ -387,12 +446,12 @@ func (b *builder) build() error {
 				}
 				g.Input(past[1], onnx.Float, onnx.P("batch"), onnx.D(int64(KV)), onnx.P("past"), onnx.D(int64(hd)))
 			}
-			in := append([]string{g.Op("MatMul", n, wq), g.Op("MatMul", n, wk), g.Op("MatMul", n, wv)}, past...)
+			in := append([]string{b.mm(n, wq), b.mm(n, wk), b.mm(n, wv)}, past...)
 			outs := b.gqaNode(l, append(in, gqaIn...),
 				onnx.AttrInt("num_heads", int64(H)), onnx.AttrInt("kv_num_heads", int64(KV)),
 				onnx.AttrInt("do_rotary", 1), onnx.AttrInt("rotary_interleaved", 0),
 				onnx.AttrFloat("scale", float32(1/math.Sqrt(float64(hd)))))
-			x = g.Op("Add", x, g.Op("MatMul", outs[0], wo))
+			x = g.Op("Add", x, b.mm(outs[0], wo))
 		} else {
 			x = g.Op("Add", x, attention(l, n, wq, wk, wv, wo))
 		}
@@ -414,9 +473,9 @@ func (b *builder) build() error {
 			return err
 		}
 		m := rmsnorm(x, ffnNorm)
-		gate := g.Op("MatMul", m, wg)
-		act := g.Op("Mul", g.Op("Mul", gate, g.Op("Sigmoid", gate)), g.Op("MatMul", m, wu))
-		x = g.Op("Add", x, g.Op("MatMul", act, wd))
+		gate := b.mm(m, wg)
+		act := g.Op("Mul", g.Op("Mul", gate, g.Op("Sigmoid", gate)), b.mm(m, wu))
+		x = g.Op("Add", x, b.mm(act, wd))
 	}
 
 	normW, err := b.vector(b.n.norm, D)
@@ -430,12 +489,12 @@ func (b *builder) build() error {
 		if err != nil {
 			return err
 		}
-		head = g.InitFloat32(b.n.head, []int64{int64(c.Vocab), int64(D)}, w)
+		head = b.matrix(b.n.head, []int64{int64(c.Vocab), int64(D)}, w)
 	}
 	// logits = x · headᵀ as one Gemm over [batch*seq, d] (transB: the
 	// [vocab, d] weight is used as stored, shared with the embedding).
 	flat := g.Op("Reshape", x, g.ConstInt64(-1, int64(D)))
-	logits2 := g.Node("Gemm", []string{flat, head}, onnx.AttrInt("transB", 1))
+	logits2 := b.toF32(g.Node("Gemm", []string{b.toF16(flat), head}, onnx.AttrInt("transB", 1)))
 	outShape := g.Node("Concat", []string{
 		g.Node("Slice", []string{idsShape, g.ConstInt64(0), g.ConstInt64(2)}),
 		g.ConstInt64(int64(c.Vocab)),

@@ -13,6 +13,7 @@ import (
 	"github.com/nwc-project/nwc/loader/arch"
 	"github.com/nwc-project/nwc/loader/codec"
 	"github.com/nwc-project/nwc/loader/tensor"
+	"github.com/nwc-project/nwc/plugin/onnx"
 )
 
 // Decoder is a Llama decoder with a key-value cache, for generation: one
@@ -50,12 +51,10 @@ func OpenDecoderSource(src tensor.Source, opts Options) (*Decoder, error) {
 		ins = append(ins, PastKey(l), PastValue(l))
 		outs = append(outs, PresentKey(l), PresentValue(l))
 	}
-	sess, used, note, err := newSession(opts, ins, outs, func(provider string) ([]byte, error) {
-		bo := opts.Build
+	d := &Decoder{session{cfg: cfg}}
+	err = d.open(opts, weightBytes(src), ins, outs, func(provider string, sink onnx.ExternalSink) ([]byte, error) {
+		bo := buildOptions(cfg, opts, provider, sink)
 		bo.KVCache = true
-		if bo.Attention == "" {
-			bo.Attention = DefaultAttention(cfg, provider)
-		}
 		data, err := Build(cfg, pf, bo)
 		debug.FreeOSMemory()
 		return data, err
@@ -63,7 +62,7 @@ func OpenDecoderSource(src tensor.Source, opts Options) (*Decoder, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Decoder{session{cfg: cfg, provider: used, note: note, sess: sess}}, nil
+	return d, nil
 }
 
 // Cache is one sequence's key-value cache: the tokens fed so far through

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log"
+	"os"
 	"runtime/debug"
 	"sync"
 
@@ -22,6 +23,7 @@ import (
 	"github.com/nwc-project/nwc/loader/arch"
 	"github.com/nwc-project/nwc/loader/codec"
 	"github.com/nwc-project/nwc/loader/tensor"
+	"github.com/nwc-project/nwc/plugin/onnx"
 )
 
 // Options configure Open.
@@ -33,9 +35,34 @@ type Options struct {
 	Threads int
 	// Logf receives notes such as a CUDA fallback (nil: log.Printf).
 	Logf func(format string, args ...any)
-	// Build passes options to Build.
+	// Build passes options to Build (its External is set by Open from
+	// Weights; Float16 is honoured off the CPU only).
 	Build BuildOptions
+	// Weights is how the weights reach ONNX Runtime: WeightsAuto ("",
+	// the default), WeightsEmbedded or WeightsExternal.
+	Weights string
+	// TempDir is where the external weights file is written ("":
+	// os.TempDir()). It is removed once the session is created (or, where
+	// the OS refuses, on Close).
+	TempDir string
 }
+
+// How the weights reach ONNX Runtime (Options.Weights).
+const (
+	// WeightsAuto: external above AutoExternalBytes of float32 weights,
+	// embedded below.
+	WeightsAuto = ""
+	// WeightsEmbedded: float32 initializers inside the ONNX protobuf (one
+	// message, under 2 GB: models up to about 500M parameters).
+	WeightsEmbedded = "embedded"
+	// WeightsExternal: ONNX external data, written to one temporary file
+	// that ONNX Runtime reads (no size limit).
+	WeightsExternal = "external"
+)
+
+// AutoExternalBytes is the weight size from which WeightsAuto stores the
+// weights externally.
+const AutoExternalBytes = 64 << 20
 
 // Model is a Llama decoder loaded into one ONNX Runtime session. Logits may
 // be called from several goroutines.
@@ -49,6 +76,11 @@ type session struct {
 	cfg      arch.Config
 	provider string
 	note     string
+
+	// external: the weights reached ONNX Runtime as external data;
+	// tmpDir: their folder, when it could not be removed at creation.
+	external bool
+	tmpDir   string
 
 	mu   sync.RWMutex // guards sess against Close
 	sess *ort.DynamicAdvancedSession
@@ -76,16 +108,40 @@ func OpenSource(src tensor.Source, opts Options) (*Model, error) {
 	// while Build lays out the current one.
 	pf := loader.Prefetch(context.Background(), src, false, loader.PrefetchOptions{Order: names(cfg.Naming).readOrder(cfg.Layers)})
 	defer pf.Close()
-	return newModel(cfg, opts, func(provider string) ([]byte, error) {
-		bo := opts.Build
-		if bo.Attention == "" {
-			bo.Attention = DefaultAttention(cfg, provider)
-		}
+	return newModel(cfg, opts, weightBytes(src), func(provider string, sink onnx.ExternalSink) ([]byte, error) {
+		bo := buildOptions(cfg, opts, provider, sink)
 		data, err := Build(cfg, pf, bo)
 		// Drop Build's intermediate copies before ONNX Runtime makes its own.
 		debug.FreeOSMemory()
 		return data, err
 	})
+}
+
+// buildOptions are opts.Build completed for provider: the default
+// attention, the external sink, float16 only off the CPU.
+func buildOptions(cfg arch.Config, opts Options, provider string, sink onnx.ExternalSink) BuildOptions {
+	bo := opts.Build
+	if bo.Attention == "" {
+		bo.Attention = DefaultAttention(cfg, provider)
+	}
+	bo.External = sink
+	if provider == ortenv.ProviderCPU {
+		bo.Float16 = false
+	}
+	return bo
+}
+
+// weightBytes is the size of src's tensors as float32.
+func weightBytes(src tensor.Source) int64 {
+	var n int64
+	for _, info := range src.Tensors() {
+		e := int64(4)
+		for _, d := range info.Shape {
+			e *= d
+		}
+		n += e
+	}
+	return n
 }
 
 // DefaultAttention is the attention implementation Open uses for provider
@@ -123,39 +179,107 @@ func sessionOptions(provider string, threads int, logf func(string, ...any)) (*o
 
 // newModel picks the provider (falling back to the CPU), gets the graph for
 // it from build, and creates the session.
-func newModel(cfg arch.Config, opts Options, build func(provider string) ([]byte, error)) (*Model, error) {
-	sess, used, note, err := newSession(opts, []string{InputIDs}, []string{OutputName}, build)
-	if err != nil {
+func newModel(cfg arch.Config, opts Options, size int64, build buildFunc) (*Model, error) {
+	m := &Model{session{cfg: cfg}}
+	if err := m.open(opts, size, []string{InputIDs}, []string{OutputName}, build); err != nil {
 		return nil, err
 	}
-	return &Model{session{cfg: cfg, provider: used, note: note, sess: sess}}, nil
+	return m, nil
 }
 
-// newSession picks the provider (falling back to the CPU), gets the graph
-// for it from build, and creates a session with inputs ins and outputs
-// outs; it returns the provider used and the fallback note.
-func newSession(opts Options, ins, outs []string, build func(provider string) ([]byte, error)) (*ort.DynamicAdvancedSession, string, string, error) {
+// buildFunc returns the graph for provider; with a non-nil sink the large
+// weights go there (BuildOptions.External).
+type buildFunc func(provider string, sink onnx.ExternalSink) ([]byte, error)
+
+// externalFile is the name of the external weights file in its temporary
+// folder.
+const externalFile = "weights.bin"
+
+// useExternal says whether opts store weights of size bytes externally.
+func useExternal(opts Options, size int64) (bool, error) {
+	switch opts.Weights {
+	case WeightsAuto:
+		return size >= AutoExternalBytes, nil
+	case WeightsEmbedded:
+		return false, nil
+	case WeightsExternal:
+		return true, nil
+	}
+	return false, fmt.Errorf("llama: unknown weights mode %q (want %q, %q or %q)", opts.Weights, WeightsAuto, WeightsEmbedded, WeightsExternal)
+}
+
+// open picks the provider (falling back to the CPU), gets the graph for it
+// from build, and creates the session with inputs ins and outputs outs
+// (size: the weights' float32 bytes, for WeightsAuto); it sets the provider
+// used and the fallback note.
+func (s *session) open(opts Options, size int64, ins, outs []string, build buildFunc) (err error) {
+	external, err := useExternal(opts, size)
+	if err != nil {
+		return err
+	}
 	so, used, note, logf, err := sessionOptions(opts.Provider, opts.Threads, opts.Logf)
 	if err != nil {
-		return nil, "", "", err
+		return err
 	}
-	data, err := build(used)
+	var sink *onnx.ExternalFile
+	var dir string
+	if external {
+		// The weights go to a temporary folder that ONNX Runtime reads
+		// through the session's external-initializers folder; it goes away
+		// once the session exists (ONNX Runtime has read or mapped it),
+		// and on any failure.
+		dir, err = os.MkdirTemp(opts.TempDir, "nwc-weights-")
+		if err != nil {
+			so.Destroy()
+			return fmt.Errorf("llama: external weights: %w", err)
+		}
+		defer func() {
+			if sink != nil {
+				sink.Close()
+			}
+			if err := os.RemoveAll(dir); err != nil && s.sess != nil {
+				s.tmpDir = dir // removed by Close
+			}
+		}()
+		if sink, err = onnx.CreateExternalFile(dir, externalFile); err != nil {
+			so.Destroy()
+			return err
+		}
+	}
+	var data []byte
+	if sink != nil {
+		data, err = build(used, sink)
+		if err == nil {
+			err = sink.Close()
+		}
+	} else {
+		data, err = build(used, nil)
+	}
 	if err != nil {
 		so.Destroy()
-		return nil, "", "", err
+		return err
 	}
-	sess, err := ort.NewDynamicAdvancedSessionWithONNXData(data, ins, outs, so)
+	create := func(so *ort.SessionOptions) (*ort.DynamicAdvancedSession, error) {
+		if external {
+			if err := ortenv.SetExternalDataFolder(so, dir); err != nil {
+				return nil, err
+			}
+		}
+		return ort.NewDynamicAdvancedSessionWithONNXData(data, ins, outs, so)
+	}
+	sess, err := create(so)
 	so.Destroy()
 	if err != nil && used != ortenv.ProviderCPU {
 		// The provider was appended but the session could not use it.
+		// (The graph was built for it: float16 weights stay float16.)
 		note = fmt.Sprintf("%s session failed (%v); falling back to the CPU", used, err)
 		logf("llama: %s", note)
 		so, err2 := ortenv.SessionOptions(ortenv.ProviderCPU, opts.Threads)
 		if err2 != nil {
-			return nil, "", "", err2
+			return err2
 		}
 		used = ortenv.ProviderCPU
-		sess, err = ort.NewDynamicAdvancedSessionWithONNXData(data, ins, outs, so)
+		sess, err = create(so)
 		so.Destroy()
 	}
 	// ONNX Runtime holds its own copy of the weights now: give the graph
@@ -163,9 +287,10 @@ func newSession(opts Options, ins, outs []string, build func(provider string) ([
 	data = nil
 	debug.FreeOSMemory()
 	if err != nil {
-		return nil, "", "", fmt.Errorf("llama: onnx runtime session: %w", err)
+		return fmt.Errorf("llama: onnx runtime session: %w", err)
 	}
-	return sess, used, note, nil
+	s.provider, s.note, s.sess, s.external = used, note, sess, external
+	return nil
 }
 
 // Config returns the model's hyper-parameters.
@@ -263,5 +388,15 @@ func (m *session) Close() error {
 	}
 	err := m.sess.Destroy()
 	m.sess = nil
+	if m.tmpDir != "" {
+		if err2 := os.RemoveAll(m.tmpDir); err2 != nil && err == nil {
+			err = fmt.Errorf("llama: remove external weights: %w", err2)
+		}
+		m.tmpDir = ""
+	}
 	return err
 }
+
+// ExternalWeights says whether the weights reached ONNX Runtime as external
+// data (Options.Weights) rather than inside the ONNX protobuf.
+func (m *session) ExternalWeights() bool { return m.external }

@@ -20,6 +20,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/nwc-project/nwc/loader/tensor"
 	"github.com/nwc-project/nwc/plugin/onnx/onnxpb"
 )
 
@@ -110,6 +111,14 @@ type Graph struct {
 	Producer string
 	// domains are the non-default operator domains used (domain -> opset).
 	domains map[string]int64
+
+	// External data (SetExternal): the sink, the size from which an
+	// initializer goes there, the sink's first error, and the bytes of
+	// initializer data embedded and external.
+	ext                ExternalSink
+	extMin             int
+	err                error
+	embedded, external int64
 }
 
 // MicrosoftDomain is ONNX Runtime's contrib-op domain.
@@ -238,21 +247,34 @@ func checkCount(name string, shape []int64, n int) {
 // Initializer adds a prepared TensorProto as an initializer and returns its name.
 func (g *Graph) Initializer(t *onnxpb.TensorProto) string {
 	g.claim(t.GetName())
-	g.g.Initializer = append(g.g.Initializer, t)
-	return t.GetName()
+	return g.freshInit(t)
 }
 
 // freshInit adds t, whose name came from Fresh (already claimed).
 func (g *Graph) freshInit(t *onnxpb.TensorProto) string {
+	g.embedded += int64(len(t.RawData))
 	g.g.Initializer = append(g.g.Initializer, t)
 	return t.GetName()
 }
 
 // InitFloat32 adds a FLOAT initializer; it panics when len(data) does not
-// match shape (a programming error).
+// match shape (a programming error). With SetExternal, data of at least the
+// sink's threshold is written to the sink (and not kept); otherwise it is
+// copied into the protobuf.
 func (g *Graph) InitFloat32(name string, shape []int64, data []float32) string {
 	checkCount(name, shape, len(data))
-	return g.Initializer(TensorFloat32(name, shape, data))
+	return g.addData(name, Float, shape, bytesView(data))
+}
+
+// InitFloat16 adds a FLOAT16 initializer holding data rounded to IEEE
+// half precision (see InitFloat32 for external data).
+func (g *Graph) InitFloat16(name string, shape []int64, data []float32) string {
+	checkCount(name, shape, len(data))
+	h := make([]uint16, len(data))
+	for i, v := range data {
+		h[i] = tensor.F32ToF16(v)
+	}
+	return g.addData(name, Float16, shape, bytesView(h))
 }
 
 // InitInt64 adds an INT64 initializer.
@@ -337,14 +359,20 @@ func (g *Graph) Model() *onnxpb.ModelProto {
 	}
 }
 
-// Marshal serialises the model; it fails when the result would exceed
-// protobuf's 2 GB limit.
-func (g *Graph) Marshal() ([]byte, error) { return MarshalModel(g.Model()) }
+// Marshal serialises the model; it fails when an external sink failed or
+// the result would exceed protobuf's 2 GB limit (error wrapping
+// ErrTooLarge; initializers in an external sink do not count).
+func (g *Graph) Marshal() ([]byte, error) {
+	if g.err != nil {
+		return nil, g.err
+	}
+	return MarshalModel(g.Model())
+}
 
 // MarshalModel serialises m, checking protobuf's 2 GB limit first.
 func MarshalModel(m *onnxpb.ModelProto) ([]byte, error) {
 	if n := proto.Size(m); n > MaxModelBytes {
-		return nil, fmt.Errorf("onnx: model is %d bytes, over protobuf's 2 GB limit (weights would need external data)", n)
+		return nil, fmt.Errorf("%w: model is %d bytes (store the weights as external data: Graph.SetExternal)", ErrTooLarge, n)
 	}
 	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
 	if err != nil {

@@ -34,13 +34,21 @@ func tinyModel(t *testing.T, w, b []float32) []byte {
 	return data
 }
 
-func run(t *testing.T, model []byte, x []float32) []float32 {
+func run(t *testing.T, model []byte, x []float32) []float32 { return runIn(t, model, x, "") }
+
+// runIn is run with external data read from dir ("": none).
+func runIn(t *testing.T, model []byte, x []float32, dir string) []float32 {
 	t.Helper()
 	opts, err := ortenv.SessionOptions("cpu", 1)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer opts.Destroy()
+	if dir != "" {
+		if err := ortenv.SetExternalDataFolder(opts, dir); err != nil {
+			t.Fatal(err)
+		}
+	}
 	s, err := ort.NewDynamicAdvancedSessionWithONNXData(model, []string{"x"}, []string{"y"}, opts)
 	if err != nil {
 		t.Fatal(err)
@@ -171,4 +179,37 @@ func TestDuplicateNamePanics(t *testing.T) {
 	g := NewGraph("dup")
 	g.Input("x", Float, D(1))
 	g.InitFloat32("x", []int64{1}, []float32{1})
+}
+
+// TestExternalSession: the tiny model with its initializers in an external
+// file runs in ONNX Runtime (created from bytes, told the folder) and gives
+// the embedded model's outputs.
+func TestExternalSession(t *testing.T) {
+	orttest.Require(t)
+	w := []float32{1, -2, 3, 4, 5, -6}
+	b := []float32{0.5, -0.5}
+	dir := t.TempDir()
+	f, err := CreateExternalFile(dir, "weights.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := NewGraph("tiny")
+	g.SetExternal(f, 1)
+	x := g.Input("x", Float, P("batch"), D(3))
+	h := g.Op("Add", g.Op("MatMul", x, g.InitFloat32("W", []int64{3, 2}, w)), g.InitFloat32("b", []int64{2}, b))
+	g.NodeOut("Relu", []string{h}, []string{"y"})
+	g.Output("y", Float, P("batch"), D(2))
+	model, err := g.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	xs := []float32{1, 2, 3, -1, 0, 1}
+	got := runIn(t, model, xs, dir)
+	want := run(t, tinyModel(t, w, b), xs)
+	if !slices.Equal(got, want) {
+		t.Fatalf("external %v, embedded %v", got, want)
+	}
 }

@@ -35,8 +35,9 @@ func main() {
 	provider := flag.String("provider", "cpu", "cpu or cuda")
 	threads := flag.Int("threads", 0, "intra-op threads (0: ONNX Runtime default)")
 	attn := flag.String("attention", "", "attention implementation: standard or gqa (default: the runtime's)")
+	weights := flag.String("weights", "", "how weights reach ONNX Runtime: embedded or external (default: by size)")
 	flag.Parse()
-	opts := llama.Options{Provider: *provider, Threads: *threads, Build: llama.BuildOptions{Attention: *attn}}
+	opts := llama.Options{Provider: *provider, Threads: *threads, Build: llama.BuildOptions{Attention: *attn}, Weights: *weights}
 	if err := run(*model, *tokPath, *out, *nll, *window, *maxWin, opts); err != nil {
 		fmt.Fprintln(os.Stderr, "llamadump:", err)
 		os.Exit(1)
