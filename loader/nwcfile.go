@@ -109,6 +109,45 @@ func (f *NWCFile) ReadTensor(ctx context.Context, name string, dst []byte) ([]by
 	return f.decode(ctx, e, dst)
 }
 
+// ReadFloat32T returns the named 2-D tensor W [m, n] as its float32
+// transpose W^T [n, m] (tensor.TransposedReader): decoded straight into
+// that layout when the section's codec can (nwc), else decoded and
+// transposed.
+func (f *NWCFile) ReadFloat32T(name string, dst []float32) ([]float32, error) {
+	return f.ReadFloat32TContext(context.Background(), name, dst)
+}
+
+// ReadFloat32TContext is ReadFloat32T with a context (cancellation, stage
+// timers).
+func (f *NWCFile) ReadFloat32TContext(ctx context.Context, name string, dst []float32) ([]float32, error) {
+	e, err := f.r.Lookup(container.KindTensor, name)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", tensor.ErrNotFound, err)
+	}
+	if len(e.Shape) == 2 && e.DType == tensor.F32 {
+		payload, err := f.r.ReadPayloadTimed(e, stage.From(ctx))
+		if err != nil {
+			return nil, err
+		}
+		s := codec.Section{Name: e.Name, DType: e.DType, Shape: e.Shape, RawSize: e.RawSize, Params: e.Params}
+		v, ok, err := f.dec.DecodeTransposed(ctx, e.Codec, s, payload, dst)
+		if err != nil {
+			return nil, fmt.Errorf("nwc: %s: %s %q: %w", f.r.Name(), e.Kind, e.Name, err)
+		}
+		if ok {
+			return v, nil
+		}
+	}
+	if len(e.Shape) != 2 {
+		return nil, fmt.Errorf("nwc: %s: tensor %q has shape %v, not a matrix: %w", f.r.Name(), name, e.Shape, tensor.ErrShape)
+	}
+	w, err := f.ReadFloat32(name, nil)
+	if err != nil {
+		return nil, err
+	}
+	return tensor.Transpose(w, int(e.Shape[0]), int(e.Shape[1]), dst), nil
+}
+
 // ReadRaw decodes the named tensor to its stored bytes.
 func (f *NWCFile) ReadRaw(name string, dst []byte) ([]byte, error) {
 	return f.ReadTensor(context.Background(), name, dst)

@@ -20,6 +20,10 @@ type PrefetchOptions struct {
 	// (nil: the source's storage order). A read out of that order is
 	// decoded on the spot; nothing is lost but overlap.
 	Order []string
+	// Transposed, when set, names the 2-D tensors the consumer reads with
+	// ReadFloat32T: they are prefetched as their float32 transpose
+	// (decoded straight into that layout when the source can).
+	Transposed func(name string) bool
 }
 
 // Prefetcher is a tensor.Source that decodes the tensors of another source
@@ -44,8 +48,9 @@ type Prefetcher struct {
 	mu      sync.Mutex
 	order   []string
 	next    int                // next index of order to start
-	pending map[string]*future // started, not taken
-	ahead   int
+	pending    map[string]*future // started, not taken
+	ahead      int
+	transposed func(name string) bool
 	// free holds decoded buffers the consumer is done with (ReadFloat32
 	// converted them into its own slice): the next decodes write into them
 	// instead of fresh memory (at most ahead+1 kept).
@@ -60,6 +65,10 @@ type future struct {
 	// when the source decoded into it (not when it returned memory of its
 	// own, which may be shared).
 	buf []byte
+	// isT: the future decodes the float32 transpose into t, not raw
+	// (PrefetchOptions.Transposed).
+	isT bool
+	t   []float32
 }
 
 // Prefetch wraps src (closing src stays the caller's job unless own is
@@ -76,7 +85,7 @@ func Prefetch(ctx context.Context, src tensor.Source, own bool, opts PrefetchOpt
 	}
 	c, cancel := context.WithCancel(ctx)
 	p := &Prefetcher{src: src, infos: src.Tensors(), own: own, ctx: c, cancel: cancel,
-		order: order, pending: map[string]*future{}, ahead: opts.Ahead}
+		order: order, pending: map[string]*future{}, ahead: opts.Ahead, transposed: opts.Transposed}
 	p.mu.Lock()
 	p.fill()
 	p.mu.Unlock()
@@ -93,6 +102,21 @@ func (p *Prefetcher) fill() {
 		}
 		if _, ok := tensor.Find(p.infos, name); !ok {
 			continue // let the consumer's own read report it
+		}
+		if p.transposed != nil && p.transposed(name) {
+			f := &future{done: make(chan struct{}), isT: true}
+			p.pending[name] = f
+			p.wg.Add(1)
+			go func() {
+				defer p.wg.Done()
+				defer close(f.done)
+				if err := p.ctx.Err(); err != nil {
+					f.err = err
+					return
+				}
+				f.t, f.err = p.readT(p.ctx, name, nil)
+			}()
+			continue
 		}
 		dst := p.reuse(name)
 		f := &future{done: make(chan struct{}), buf: dst}
@@ -161,6 +185,41 @@ func (p *Prefetcher) take(ctx context.Context, name string) (raw []byte, ok bool
 	return raw, ok, err
 }
 
+// readT reads name's float32 transpose from the source (its own
+// ReadFloat32TContext / ReadFloat32T when it has one).
+func (p *Prefetcher) readT(ctx context.Context, name string, dst []float32) ([]float32, error) {
+	if tc, ok := p.src.(interface {
+		ReadFloat32TContext(context.Context, string, []float32) ([]float32, error)
+	}); ok {
+		return tc.ReadFloat32TContext(ctx, name, dst)
+	}
+	return tensor.ReadFloat32T(p.src, name, dst)
+}
+
+// ReadFloat32T returns the named 2-D tensor as its float32 transpose
+// (tensor.TransposedReader): the prefetched one when it was named by
+// PrefetchOptions.Transposed, else read (and transposed) now.
+func (p *Prefetcher) ReadFloat32T(name string, dst []float32) ([]float32, error) {
+	p.mu.Lock()
+	f, ok := p.pending[name]
+	if ok && f.isT {
+		delete(p.pending, name)
+		p.fill()
+	} else {
+		ok = false
+	}
+	p.mu.Unlock()
+	if !ok {
+		return p.readT(p.ctx, name, dst)
+	}
+	select {
+	case <-f.done:
+	case <-p.ctx.Done():
+		return nil, p.ctx.Err()
+	}
+	return f.t, f.err
+}
+
 // takeBuf is take that also returns the buffer the decode was given.
 func (p *Prefetcher) takeBuf(ctx context.Context, name string) (raw, buf []byte, ok bool, err error) {
 	p.mu.Lock()
@@ -168,7 +227,9 @@ func (p *Prefetcher) takeBuf(ctx context.Context, name string) (raw, buf []byte,
 	delete(p.pending, name) // claimed: the bytes become the caller's
 	p.fill()
 	p.mu.Unlock()
-	if !ok {
+	if !ok || f.isT {
+		// Not prefetched, or prefetched transposed and read as stored: a
+		// direct read (the transpose is dropped).
 		return nil, nil, false, nil
 	}
 	select {

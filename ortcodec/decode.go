@@ -19,7 +19,19 @@ func (c *Codec) DecodeMatrix(ctx context.Context, shape []int64, payload []byte)
 // (reused when it holds m*n values) and returns it. Stage times go to
 // stage.From(ctx).
 func (c *Codec) DecodeMatrixInto(ctx context.Context, shape []int64, payload []byte, dst []float32) ([]float32, error) {
-	job, err := c.latentModel.newMatrixJob(stage.From(ctx), shape, payload, dst)
+	return c.decodeMatrix(ctx, shape, payload, dst, false)
+}
+
+// DecodeMatrixTransposed decodes an nwc payload of a [m, n] tensor W into
+// its transpose W^T [n, m] (reusing dst when it holds m*n values): the
+// layout of the payload's chunks, so the output is written contiguously and
+// a consumer that wants W^T (a MatMul's right operand) skips a transpose.
+func (c *Codec) DecodeMatrixTransposed(ctx context.Context, shape []int64, payload []byte, dst []float32) ([]float32, error) {
+	return c.decodeMatrix(ctx, shape, payload, dst, true)
+}
+
+func (c *Codec) decodeMatrix(ctx context.Context, shape []int64, payload []byte, dst []float32, transposed bool) ([]float32, error) {
+	job, err := c.latentModel.newMatrixJob(stage.From(ctx), shape, payload, dst, transposed)
 	if err != nil {
 		return nil, err
 	}

@@ -81,7 +81,7 @@ func (lm *latentModel) setMedians() {
 // newMatrixJob parses an nwc payload of a [m, n] tensor, entropy-decodes
 // its latents (every stream in parallel) and prepares the output dst
 // (reused when it holds m*n values).
-func (lm *latentModel) newMatrixJob(st *stage.Times, shape []int64, payload []byte, dst []float32) (*matrixJob, error) {
+func (lm *latentModel) newMatrixJob(st *stage.Times, shape []int64, payload []byte, dst []float32, transposed bool) (*matrixJob, error) {
 	t0 := st.Start()
 	h, err := parseHeader(shape, payload)
 	if err != nil {
@@ -126,12 +126,13 @@ func (lm *latentModel) newMatrixJob(st *stage.Times, shape []int64, payload []by
 		dst = make([]float32, m*n)
 	}
 	st.Since(stage.Rescale, t0, 0)
-	return &matrixJob{lm: lm, symsBuf: syms, st: st, m: m, n: n, kc: kc, levels: h.levels, syms: syms, colOff: colOff, r: r, w: dst[:m*n]}, nil
+	return &matrixJob{lm: lm, transposed: transposed, symsBuf: syms, st: st, m: m, n: n, kc: kc, levels: h.levels, syms: syms, colOff: colOff, r: r, w: dst[:m*n]}, nil
 }
 
 // matrixJob is one tensor's batches.
 type matrixJob struct {
-	lm      *latentModel
+	lm         *latentModel
+	transposed bool // w is W^T [n, m] (row j = column j of W), not W [m, n]
 	symsBuf []int32 // syms' buffer, back to lm's pool on release
 	st      *stage.Times
 	m, n    int
@@ -166,8 +167,22 @@ func (j *matrixJob) fill(lo, hi int, in []float32, q []int64) {
 }
 
 // store writes the decoded chunks [lo, hi) (x in chunk order) times the
-// row scales into w, row block by row block.
+// row scales into w, row block by row block (transposed: chunk by chunk, a
+// contiguous run of column col of W, which is row col of the transpose).
 func (j *matrixJob) store(lo, hi int, x []float32) {
+	if j.transposed {
+		m, kc := j.m, j.kc
+		for i := lo; i < hi; i++ {
+			col, k := i/kc, i%kc
+			xs := x[(i-lo)*D:][:D]
+			rs := j.r[k*D:][:D]
+			w := j.w[col*m+k*D:][:D]
+			for t := range D {
+				w[t] = xs[t] * rs[t]
+			}
+		}
+		return
+	}
 	n, kc := j.n, j.kc
 	for k := 0; k < kc; k++ {
 		rs := j.r[k*D:][:D]
@@ -189,6 +204,23 @@ func (j *matrixJob) store(lo, hi int, x []float32) {
 // latent -> y_hat -> gains -> row scale, row block by row block.
 func (j *matrixJob) gainBatch(lo, hi int) {
 	g, med, n, kc := j.lm.gain, &j.lm.med, j.n, j.kc
+	if j.transposed {
+		m := j.m
+		for i := lo; i < hi; i++ {
+			col, k := i/kc, i%kc
+			l := j.levels[col]
+			s := j.syms[j.colOff[col]+k*D:][:D]
+			md, dg := &med[l], &g.dec[l]
+			rs := j.r[k*D:][:D]
+			w := j.w[col*m+k*D:][:D]
+			for t := range D {
+				y := float32(s[t]) + md[t]
+				x := float32(float32(y*dg[t])*g.std) + g.mean
+				w[t] = x * rs[t]
+			}
+		}
+		return
+	}
 	for k := 0; k < kc; k++ {
 		rs := j.r[k*D:][:D]
 		w := j.w[k*D*n:]

@@ -114,6 +114,23 @@ func checkDecodeMatrix(t *testing.T, root, name string) {
 				t.Fatalf("%+v: value %d (row %d, col %d) = %v, reference %v", cfg, i, i/n, i%n, got[i], want[i])
 			}
 		}
+		// The transposed layout holds the same values.
+		c2, err := loadDir(dir, WithSessions(cfg.sessions), WithBatch(cfg.batch), WithDecoderOnly())
+		if err != nil {
+			t.Fatal(err)
+		}
+		gotT, err := c2.DecodeMatrixTransposed(ctx, []int64{m, n}, payload, nil)
+		c2.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < m; i++ {
+			for j := 0; j < n; j++ {
+				if math.Float32bits(gotT[j*m+i]) != math.Float32bits(want[i*n+j]) {
+					t.Fatalf("%+v: transposed value (%d, %d) = %v, reference %v", cfg, j, i, gotT[j*m+i], want[i*n+j])
+				}
+			}
+		}
 		if st.Items(stage.Entropy) != m*n || st.Items(stage.Network) != m*n || st.Duration(stage.Network) <= 0 {
 			t.Fatalf("%+v: stages entropy %d network %d (%v) weights, want %d", cfg, st.Items(stage.Entropy), st.Items(stage.Network), st.Duration(stage.Network), m*n)
 		}

@@ -40,13 +40,31 @@ func (d *gainDecoder) Decode(ctx context.Context, s codec.Section, payload, dst 
 		return nil, err
 	}
 	return decodeF32Section(s, dst, func(v []float32) ([]float32, error) {
-		job, err := lm.newMatrixJob(stage.From(ctx), s.Shape, payload, v)
+		job, err := lm.newMatrixJob(stage.From(ctx), s.Shape, payload, v, false)
 		if err != nil {
 			return nil, err
 		}
 		defer job.release()
 		return job.w, job.decodeGain(ctx)
 	})
+}
+
+// DecodeTransposed decodes a gain-coded section into the transpose of its
+// matrix (codec.TransposedDecoder).
+func (d *gainDecoder) DecodeTransposed(ctx context.Context, s codec.Section, payload []byte, dst []float32) ([]float32, error) {
+	if err := codec.CheckF32("nwc", s); err != nil {
+		return nil, err
+	}
+	lm, err := d.get(s.Params)
+	if err != nil {
+		return nil, err
+	}
+	job, err := lm.newMatrixJob(stage.From(ctx), s.Shape, payload, dst, true)
+	if err != nil {
+		return nil, err
+	}
+	defer job.release()
+	return job.w, job.decodeGain(ctx)
 }
 
 func (d *gainDecoder) get(params []byte) (*latentModel, error) {

@@ -208,6 +208,19 @@ func (d *decoder) Decode(ctx context.Context, s codec.Section, payload, dst []by
 	})
 }
 
+// DecodeTransposed decodes a section into the transpose of its matrix
+// (codec.TransposedDecoder).
+func (d *decoder) DecodeTransposed(ctx context.Context, s codec.Section, payload []byte, dst []float32) ([]float32, error) {
+	if err := codec.CheckF32("nwc", s); err != nil {
+		return nil, err
+	}
+	c, err := d.get(s.Params)
+	if err != nil {
+		return nil, err
+	}
+	return c.DecodeMatrixTransposed(ctx, s.Shape, payload, dst)
+}
+
 func (d *decoder) get(params []byte) (*Codec, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()

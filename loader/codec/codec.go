@@ -252,6 +252,30 @@ func (d *Decoders) Decode(ctx context.Context, id uint8, s Section, payload, dst
 	return dec.Decode(ctx, s, payload, dst)
 }
 
+// TransposedDecoder is implemented by decoders that can write the transpose
+// W^T [n, m] of a 2-D F32 section W [m, n] directly, more cheaply than
+// decoding W and transposing it (the nwc decoder: its chunks are runs of
+// W's columns). dst is reused when it holds m*n values.
+type TransposedDecoder interface {
+	DecodeTransposed(ctx context.Context, s Section, payload []byte, dst []float32) ([]float32, error)
+}
+
+// DecodeTransposed decodes a 2-D section into its transpose when the
+// decoder of id implements TransposedDecoder; ok is false (and nothing is
+// decoded) when it does not.
+func (d *Decoders) DecodeTransposed(ctx context.Context, id uint8, s Section, payload []byte, dst []float32) (v []float32, ok bool, err error) {
+	dec, err := d.get(id)
+	if err != nil {
+		return nil, false, err
+	}
+	td, ok := dec.(TransposedDecoder)
+	if !ok || len(s.Shape) != 2 {
+		return nil, false, nil
+	}
+	v, err = td.DecodeTransposed(ctx, s, payload, dst)
+	return v, true, err
+}
+
 func (d *Decoders) get(id uint8) (Decoder, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()

@@ -108,6 +108,11 @@ func Build(cfg arch.Config, src tensor.Source, opts BuildOptions) ([]byte, error
 		return nil, fmt.Errorf("llama: GroupQueryAttention with rotary needs head_dim %% 16 == 0, have %d (use %q attention)", cfg.HeadDim, AttentionStandard)
 	}
 	b := &builder{cfg: cfg, src: src, infos: src.Tensors(), n: names(cfg.Naming), gqa: opts.Attention == AttentionGQA, weight: opts.Weight, kv: opts.KVCache, f16: opts.Float16}
+	if _, ok := src.(tensor.TransposedReader); ok {
+		// The source hands out Wᵀ itself (a .nwc file, the prefetcher): no
+		// transposing pass here.
+		b.readT = b.n.transposedReads(cfg.Layers, cfg.Naming)
+	}
 	g := onnx.NewGraph("llama")
 	if opts.Opset > 0 {
 		g.Opset = opts.Opset
@@ -153,6 +158,8 @@ type builder struct {
 	kv     bool
 	f16    bool
 	weight func(string, []float32)
+	// readT: the weights read as their transpose (transposedReads).
+	readT func(string) bool
 }
 
 // matrix adds a weight matrix initializer: float16 with BuildOptions.Float16,
@@ -206,6 +213,30 @@ func (b *builder) read(name string, shape ...int64) ([]float32, error) {
 	return v, nil
 }
 
+// readTransposed reads the weight W [out, in] as Wᵀ [in, out]
+// (tensor.ReadFloat32T) and checks its shape; BuildOptions.Weight still
+// sees W.
+func (b *builder) readTransposed(name string, out, in int) ([]float32, error) {
+	info, ok := tensor.Find(b.infos, name)
+	if !ok {
+		return nil, fmt.Errorf("llama: weight %s: %w", name, tensor.ErrNotFound)
+	}
+	if want := []int64{int64(out), int64(in)}; !slices.Equal(info.Shape, want) {
+		return nil, fmt.Errorf("llama: weight %s has shape %v, want %v: %w", name, info.Shape, want, tensor.ErrShape)
+	}
+	wt, err := tensor.ReadFloat32T(b.src, name, nil)
+	if err != nil {
+		return nil, fmt.Errorf("llama: read %s: %w", name, err)
+	}
+	if len(wt) != out*in {
+		return nil, fmt.Errorf("llama: read %s: %d values for shape [%d %d]: %w", name, len(wt), out, in, tensor.ErrShape)
+	}
+	if b.weight != nil {
+		b.weight(name, tensor.Transpose(wt, in, out, nil))
+	}
+	return wt, nil
+}
+
 // vector adds a 1-D weight as an initializer under its own name.
 func (b *builder) vector(name string, n int) (string, error) {
 	v, err := b.read(name, int64(n))
@@ -219,6 +250,13 @@ func (b *builder) vector(name string, n int) (string, error) {
 // "<name>.T" of shape [in, out], after un-permuting rotary rows when
 // heads > 0 (GGUF attn_q / attn_k).
 func (b *builder) linear(name string, out, in int, heads int) (string, error) {
+	if b.readT != nil && b.readT(name) && !(heads > 0 && b.cfg.Naming == arch.NamingGGUF) {
+		wt, err := b.readTransposed(name, out, in)
+		if err != nil {
+			return "", err
+		}
+		return b.matrix(name+".T", []int64{int64(in), int64(out)}, wt), nil
+	}
 	w, err := b.read(name, int64(out), int64(in))
 	if err != nil {
 		return "", err
@@ -226,27 +264,7 @@ func (b *builder) linear(name string, out, in int, heads int) (string, error) {
 	if heads > 0 && b.cfg.Naming == arch.NamingGGUF {
 		w = unpermuteRows(w, out, in, heads)
 	}
-	return b.matrix(name+".T", []int64{int64(in), int64(out)}, transpose(w, out, in)), nil
-}
-
-// transpose returns the [cols, rows] transpose of the row-major [rows, cols]
-// matrix w, in cache-friendly blocks.
-func transpose(w []float32, rows, cols int) []float32 {
-	const bs = 32
-	t := make([]float32, len(w))
-	for r0 := 0; r0 < rows; r0 += bs {
-		r1 := min(r0+bs, rows)
-		for c0 := 0; c0 < cols; c0 += bs {
-			c1 := min(c0+bs, cols)
-			for r := r0; r < r1; r++ {
-				row := w[r*cols : (r+1)*cols]
-				for c := c0; c < c1; c++ {
-					t[c*rows+r] = row[c]
-				}
-			}
-		}
-	}
-	return t
+	return b.matrix(name+".T", []int64{int64(in), int64(out)}, tensor.Transpose(w, out, in, nil)), nil
 }
 
 // unpermuteRows undoes llama.cpp's permutation of attn_q/attn_k rows: per

@@ -43,7 +43,9 @@ func OpenDecoderSource(src tensor.Source, opts Options) (*Decoder, error) {
 	if err != nil {
 		return nil, err
 	}
-	pf := loader.Prefetch(context.Background(), src, false, loader.PrefetchOptions{Order: names(cfg.Naming).readOrder(cfg.Layers)})
+	n := names(cfg.Naming)
+	pf := loader.Prefetch(context.Background(), src, false, loader.PrefetchOptions{
+		Order: n.readOrder(cfg.Layers), Transposed: n.transposedReads(cfg.Layers, cfg.Naming)})
 	defer pf.Close()
 	ins := []string{InputIDs}
 	outs := []string{OutputName}

@@ -106,7 +106,9 @@ func OpenSource(src tensor.Source, opts Options) (*Model, error) {
 	}
 	// Decode the next weights (entropy decoding, neural decoder, dequantizing)
 	// while Build lays out the current one.
-	pf := loader.Prefetch(context.Background(), src, false, loader.PrefetchOptions{Order: names(cfg.Naming).readOrder(cfg.Layers)})
+	n := names(cfg.Naming)
+	pf := loader.Prefetch(context.Background(), src, false, loader.PrefetchOptions{
+		Order: n.readOrder(cfg.Layers), Transposed: n.transposedReads(cfg.Layers, cfg.Naming)})
 	defer pf.Close()
 	return newModel(cfg, opts, weightBytes(src), func(provider string, sink onnx.ExternalSink) ([]byte, error) {
 		bo := buildOptions(cfg, opts, provider, sink)

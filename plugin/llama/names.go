@@ -42,3 +42,20 @@ func names(n arch.Naming) tensorNames {
 		layer: n.LayerTensor,
 	}
 }
+
+// transposedReads is the set of weights Build reads as their float32
+// transpose (tensor.ReadFloat32T: the graph wants Wᵀ, and the nwc decoder
+// writes it directly): every block linear except GGUF's attn_q/attn_k,
+// whose rows are un-permuted first.
+func (n tensorNames) transposedReads(layers int, naming arch.Naming) func(string) bool {
+	set := map[string]bool{}
+	for l := 0; l < layers; l++ {
+		for _, p := range []string{partQ, partK, partV, partO, partGate, partUp, partDown} {
+			if naming == arch.NamingGGUF && (p == partQ || p == partK) {
+				continue
+			}
+			set[n.layer(l, p)] = true
+		}
+	}
+	return func(name string) bool { return set[name] }
+}

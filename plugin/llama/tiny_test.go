@@ -463,7 +463,7 @@ func TestTranspose(t *testing.T) {
 		for i := range w {
 			w[i] = float32(i)
 		}
-		tr := transpose(w, r, c)
+		tr := tensor.Transpose(w, r, c, nil)
 		for i := 0; i < r; i++ {
 			for j := 0; j < c; j++ {
 				if tr[j*r+i] != w[i*c+j] {
