@@ -45,9 +45,9 @@ type Prefetcher struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu      sync.Mutex
-	order   []string
-	next    int                // next index of order to start
+	mu         sync.Mutex
+	order      []string
+	next       int                // next index of order to start
 	pending    map[string]*future // started, not taken
 	ahead      int
 	transposed func(name string) bool
@@ -103,23 +103,10 @@ func (p *Prefetcher) fill() {
 		if _, ok := tensor.Find(p.infos, name); !ok {
 			continue // let the consumer's own read report it
 		}
-		if p.transposed != nil && p.transposed(name) {
-			f := &future{done: make(chan struct{}), isT: true}
-			p.pending[name] = f
-			p.wg.Add(1)
-			go func() {
-				defer p.wg.Done()
-				defer close(f.done)
-				if err := p.ctx.Err(); err != nil {
-					f.err = err
-					return
-				}
-				f.t, f.err = p.readT(p.ctx, name, nil)
-			}()
-			continue
+		f := &future{done: make(chan struct{}), isT: p.transposed != nil && p.transposed(name)}
+		if !f.isT {
+			f.buf = p.reuse(name)
 		}
-		dst := p.reuse(name)
-		f := &future{done: make(chan struct{}), buf: dst}
 		p.pending[name] = f
 		p.wg.Add(1)
 		go func() {
@@ -129,7 +116,11 @@ func (p *Prefetcher) fill() {
 				f.err = err
 				return
 			}
-			f.raw, f.err = p.src.ReadRaw(name, dst)
+			if f.isT {
+				f.t, f.err = p.readT(p.ctx, name, nil)
+			} else {
+				f.raw, f.err = p.src.ReadRaw(name, f.buf)
+			}
 		}()
 	}
 }

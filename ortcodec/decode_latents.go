@@ -132,16 +132,16 @@ func (lm *latentModel) newMatrixJob(st *stage.Times, shape []int64, payload []by
 // matrixJob is one tensor's batches.
 type matrixJob struct {
 	lm         *latentModel
-	transposed bool // w is W^T [n, m] (row j = column j of W), not W [m, n]
-	symsBuf []int32 // syms' buffer, back to lm's pool on release
-	st      *stage.Times
-	m, n    int
-	kc      int // chunks per column
-	levels  []uint8
-	syms    []int32
-	colOff  []int
-	r       []float32
-	w       []float32
+	transposed bool    // w is W^T [n, m] (row j = column j of W), not W [m, n]
+	symsBuf    []int32 // syms' buffer, back to lm's pool on release
+	st         *stage.Times
+	m, n       int
+	kc         int // chunks per column
+	levels     []uint8
+	syms       []int32
+	colOff     []int
+	r          []float32
+	w          []float32
 }
 
 // A batch is a range [lo, hi) of chunks in the column-major chunk order of
