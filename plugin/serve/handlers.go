@@ -160,6 +160,14 @@ func (s *Server) handleGenerate(w http.ResponseWriter, r *http.Request, isChat b
 	case err != nil && (ctx.Err() != nil || g.gone):
 		s.cancelled.Add(1)
 		s.opts.Logf("serve: %s cancelled after %d tokens (%v): %v", g.id, out.CompletionTokens, time.Since(start).Round(time.Millisecond), err)
+		// The client is gone, or the server is shutting down: then it hears why.
+		e := &apiError{Status: http.StatusServiceUnavailable, Type: typeServer, Code: strp("cancelled"),
+			Message: "The request was cancelled (the server is shutting down, or the client went away)."}
+		if !req.Stream {
+			writeError(w, e)
+		} else if !g.gone {
+			g.event(map[string]*apiError{"error": e})
+		}
 		return
 	case err != nil:
 		s.failed.Add(1)

@@ -143,6 +143,13 @@ func New(eng Engine, opts Options) *Server {
 	s.mux.HandleFunc("GET /v1/models/{id}", s.handleModel)
 	s.mux.HandleFunc("POST /v1/completions", func(w http.ResponseWriter, r *http.Request) { s.handleGenerate(w, r, false) })
 	s.mux.HandleFunc("POST /v1/chat/completions", func(w http.ResponseWriter, r *http.Request) { s.handleGenerate(w, r, true) })
+	for path, allow := range map[string]string{"/health": "GET", "/v1/models": "GET", "/v1/completions": "POST", "/v1/chat/completions": "POST"} {
+		s.mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Allow", allow)
+			writeError(w, &apiError{Status: http.StatusMethodNotAllowed, Type: typeInvalid, Code: strp("method_not_allowed"),
+				Message: fmt.Sprintf("%s %s: use %s.", r.Method, r.URL.Path, allow)})
+		})
+	}
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &apiError{Status: http.StatusNotFound, Message: fmt.Sprintf("Unknown request URL: %s %s.", r.Method, r.URL.Path),
 			Type: typeInvalid, Code: strp("unknown_url")})
