@@ -35,6 +35,7 @@ var commands = []command{
 	{"decompress", "IN.nwc|PATH|NAME -o OUT.gguf|DIR|OUT.safetensors [--format gguf|safetensors|tensors] [--dtype f32|f16|bf16|q8_0]", runDecompress},
 	{"eval", "--model NAME|PATH [--reference NAME|PATH] [--text PATH] [--seq-len N] [--max-windows K] [--json]", runEval},
 	{"generate", "--model NAME|PATH [--prompt TEXT] [--chat] [--max-tokens N] [--temperature T --top-k K --top-p P --seed S] [--stop STR]", runGenerate},
+	{"serve", "--model NAME|PATH [--addr 127.0.0.1:8080] [--parallel N] [--max-queue N]   OpenAI-compatible HTTP server (docs/SERVE.md)", runServe},
 	{"bench", "rd|decode|load|pareto [flags]         rate-distortion, decode speed by stage, time to a ready model, KL against decode speed", runBench},
 	{"models", "                                  list the reference models and where they are cached", runModels},
 	{"codecs", "[--json]                          list the codecs (registry) and the trained nwc codecs with their rates", runCodecs},

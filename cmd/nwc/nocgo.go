@@ -26,6 +26,10 @@ func runGenerate(ctx context.Context, args []string) error {
 	return fmt.Errorf("generate: %w", ortenv.ErrNoCGO)
 }
 
+func runServe(ctx context.Context, args []string) error {
+	return fmt.Errorf("serve: %w", ortenv.ErrNoCGO)
+}
+
 func runBenchRD(ctx context.Context, args []string) error {
 	return fmt.Errorf("bench rd: %w", ortenv.ErrNoCGO)
 }

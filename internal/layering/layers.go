@@ -28,6 +28,6 @@ var Layers = []Layer{
 	{"loading", []string{"loader"}},
 	{"runtime", []string{"plugin/onnx", "plugin/tokenizer", "plugin/chat", "plugin/llama"}},
 	{"measurement", []string{"eval", "eval/calib"}},
-	{"public API", []string{"plugin"}},
+	{"public API", []string{"plugin", "plugin/serve"}},
 	{"commands", []string{"cmd/nwc", "plugin/llama/cmd/llamadump"}},
 }
