@@ -262,28 +262,9 @@ func (b *builder) linear(name string, out, in int, heads int) (string, error) {
 		return "", err
 	}
 	if heads > 0 && b.cfg.Naming == arch.NamingGGUF {
-		w = unpermuteRows(w, out, in, heads)
+		w = arch.PermuteQK(w, out, in, heads, true)
 	}
 	return b.matrix(name+".T", []int64{int64(in), int64(out)}, tensor.Transpose(w, out, in, nil)), nil
-}
-
-// unpermuteRows undoes llama.cpp's permutation of attn_q/attn_k rows: per
-// head, GGUF row 2j+i (i in {0,1}, j < head_dim/2) is Hugging Face row
-// i*head_dim/2 + j. It returns a new slice.
-func unpermuteRows(w []float32, out, in, heads int) []float32 {
-	hd := out / heads
-	half := hd / 2
-	res := make([]float32, len(w))
-	for h := 0; h < heads; h++ {
-		for i := 0; i < 2; i++ {
-			for j := 0; j < half; j++ {
-				dst := h*hd + i*half + j
-				src := h*hd + 2*j + i
-				copy(res[dst*in:(dst+1)*in], w[src*in:(src+1)*in])
-			}
-		}
-	}
-	return res
 }
 
 func (b *builder) build() error {

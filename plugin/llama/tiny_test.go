@@ -344,9 +344,9 @@ func TestTinyHFNaming(t *testing.T) {
 			hn = arch.NamingHF.LayerTensor(l, part)
 			switch part {
 			case partQ:
-				v = unpermuteRows(v, int(shape[0]), int(shape[1]), c.Heads)
+				v = arch.PermuteQK(v, int(shape[0]), int(shape[1]), c.Heads, true)
 			case partK:
-				v = unpermuteRows(v, int(shape[0]), int(shape[1]), c.KVHeads)
+				v = arch.PermuteQK(v, int(shape[0]), int(shape[1]), c.KVHeads, true)
 			}
 		}
 		src.Add(hn, v, shape...)
