@@ -34,6 +34,7 @@ import (
 	"io"
 	"io/fs"
 	"path"
+	"sync"
 
 	"github.com/nwc-project/nwc/internal/ortenv"
 	"github.com/nwc-project/nwc/loader"
@@ -87,6 +88,8 @@ var (
 	ErrNoTokenizer = tokjson.ErrNoTokenizer
 	// ErrNoChatTemplate: the model carries no chat template.
 	ErrNoChatTemplate = chat.ErrNoTemplate
+	// ErrClosed: the Model was closed.
+	ErrClosed = errors.New("nwc: model is closed")
 )
 
 // Option configures Open. Options are checked when Open runs; an invalid
@@ -185,11 +188,28 @@ func WithName(name string) Option {
 
 // Model is an open model. Its methods are safe for concurrent use.
 type Model struct {
+	// mu is held shared by every read and exclusively by Close, so Close
+	// waits for reads in flight and no read runs on a closed source.
+	mu     sync.RWMutex
+	closed bool
+	infos  []tensor.Info
+
 	src    tensor.Source
 	nwc    *loader.NWCFile
 	pf     *loader.Prefetcher
 	format string
 	closer io.Closer
+}
+
+// open takes m.mu shared; it fails with ErrClosed once Close ran. The
+// caller releases with m.mu.RUnlock.
+func (m *Model) open() error {
+	m.mu.RLock()
+	if m.closed {
+		m.mu.RUnlock()
+		return ErrClosed
+	}
+	return nil
 }
 
 func build(opts []Option) (options, error) {
@@ -286,7 +306,7 @@ func OpenFS(ctx context.Context, fsys fs.FS, name string, opts ...Option) (*Mode
 }
 
 func newModel(ctx context.Context, src tensor.Source, format string, closer io.Closer, o options) *Model {
-	m := &Model{src: src, format: format, closer: closer}
+	m := &Model{src: src, format: format, closer: closer, infos: src.Tensors()}
 	m.nwc, _ = src.(*loader.NWCFile)
 	if m.nwc != nil && o.prefetch != 0 {
 		ahead := o.prefetch
@@ -303,7 +323,7 @@ func (m *Model) Format() string { return m.format }
 
 // Tensors lists the tensors in storage order, with their stored dtypes
 // (lossy-coded tensors are F32).
-func (m *Model) Tensors() []TensorInfo { return m.src.Tensors() }
+func (m *Model) Tensors() []TensorInfo { return m.infos }
 
 // ReadTensor decodes the named tensor and converts it to dt (F32, F16 or
 // BF16), into dst when it is large enough; the bytes are little endian.
@@ -312,6 +332,10 @@ func (m *Model) ReadTensor(ctx context.Context, name string, dt DType, dst []byt
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	if err := m.open(); err != nil {
+		return nil, err
+	}
+	defer m.mu.RUnlock()
 	ti, ok := tensor.Find(m.src.Tensors(), name)
 	if !ok {
 		return nil, fmt.Errorf("nwc: tensor %q: %w", name, ErrNotFound)
@@ -352,12 +376,22 @@ func (m *Model) ReadTensor(ctx context.Context, name string, dt DType, dst []byt
 
 // Config returns the model's architecture hyper-parameters, from its GGUF
 // metadata or its config.json.
-func (m *Model) Config() (Config, error) { return arch.ConfigFromSource(m.src) }
+func (m *Model) Config() (Config, error) {
+	if err := m.open(); err != nil {
+		return Config{}, err
+	}
+	defer m.mu.RUnlock()
+	return arch.ConfigFromSource(m.src)
+}
 
 // TokenizerJSON returns the model's tokenizer as a Hugging Face
 // tokenizer.json: the file the model carries, or one built from its GGUF
 // metadata.
 func (m *Model) TokenizerJSON() ([]byte, error) {
+	if err := m.open(); err != nil {
+		return nil, err
+	}
+	defer m.mu.RUnlock()
 	b, _, err := tokjson.JSONForSource(m.src)
 	return b, err
 }
@@ -367,19 +401,37 @@ func (m *Model) TokenizerJSON() ([]byte, error) {
 // rendered in Go (package plugin/chat). Generation itself runs in
 // plugin/llama: llama.OpenDecoderSource(m.Source(), ...) and
 // Decoder.Generate (docs/RUNTIME.md, "Generation").
-func (m *Model) ChatTemplate() (*ChatTemplate, error) { return chat.FromSource(m.src) }
+func (m *Model) ChatTemplate() (*ChatTemplate, error) {
+	if err := m.open(); err != nil {
+		return nil, err
+	}
+	defer m.mu.RUnlock()
+	return chat.FromSource(m.src)
+}
 
 // StopTokens returns the model's end-of-sequence token ids (GGUF
 // tokenizer.ggml.eos_token_id, or eos_token_id of generation_config.json /
 // config.json): where generation stops.
-func (m *Model) StopTokens() ([]int32, error) { return chat.StopTokens(m.src) }
+func (m *Model) StopTokens() ([]int32, error) {
+	if err := m.open(); err != nil {
+		return nil, err
+	}
+	defer m.mu.RUnlock()
+	return chat.StopTokens(m.src)
+}
 
 // Source returns the model as a tensor.Source (for nwc's own runtime and
-// writers). Reads through it bypass the prefetcher.
+// writers). Reads through it bypass the prefetcher and the Close guard: do
+// not use it after Close (it is nil then).
 func (m *Model) Source() tensor.Source { return m.src }
 
-// Close stops background decoding and releases the file and the codecs.
+// Close stops background decoding and releases the file and the codecs. It
+// waits for reads in flight; later reads fail with ErrClosed. Closing twice
+// is harmless.
 func (m *Model) Close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.closed = true
 	var errs []error
 	if m.pf != nil {
 		errs = append(errs, m.pf.Close())

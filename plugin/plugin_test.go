@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"testing/fstest"
 
@@ -242,5 +243,46 @@ func TestBadFiles(t *testing.T) {
 	}
 	if _, err := plugin.OpenReaderAt(ctx, bytes.NewReader([]byte("not a model at all")), 18); !errors.Is(err, plugin.ErrUnsupported) {
 		t.Errorf("junk: %v", err)
+	}
+}
+
+// TestCloseDuringReads: Close waits for reads in flight, reads after it fail
+// with ErrClosed (no panic on the released file), and Close is idempotent.
+func TestCloseDuringReads(t *testing.T) {
+	ctx := context.Background()
+	m, err := plugin.Open(ctx, filepath.Join("testdata", "tiny-rtn.nwc"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := m.Tensors()
+	var wg sync.WaitGroup
+	for g := 0; g < 4; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 50; i++ {
+				_, err := m.ReadTensor(ctx, names[i%len(names)].Name, plugin.F32, nil)
+				if err != nil && !errors.Is(err, plugin.ErrClosed) {
+					t.Errorf("read: %v", err)
+					return
+				}
+			}
+		}()
+	}
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	if _, err := m.ReadTensor(ctx, names[0].Name, plugin.F32, nil); !errors.Is(err, plugin.ErrClosed) {
+		t.Fatalf("read after Close: %v, want ErrClosed", err)
+	}
+	if _, err := m.Config(); !errors.Is(err, plugin.ErrClosed) {
+		t.Fatalf("Config after Close: %v, want ErrClosed", err)
+	}
+	if len(m.Tensors()) != len(names) {
+		t.Fatal("Tensors after Close changed")
+	}
+	if err := m.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
 	}
 }
