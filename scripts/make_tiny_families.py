@@ -11,9 +11,9 @@ reference logits of transformers (eager attention) for the ids in
 tokens.json: logits.f32, little-endian [len(tokens), vocab].
 
 The weights are re-drawn with larger scales than transformers' init (std
-0.02 gives near-constant logits, which would hide errors); the bfloat16
-model's reference is computed from the bfloat16 weights widened to float32,
-which is what nwc computes with.
+0.02 gives near-constant logits, which would hide errors); each
+reference is transformers loading the saved folder in float32 (a bfloat16
+model's weights widened to float32, which is what nwc computes with).
 
 Usage (the venv with torch + transformers):
   $NWC_CACHE/venv-train/bin/python scripts/make_tiny_families.py
@@ -82,7 +82,10 @@ def main():
         gc = os.path.join(d, "generation_config.json")
         if os.path.exists(gc):
             os.remove(gc)
-        ref = model.to(torch.float32)
+        # The reference: transformers loading the saved folder in float32
+        # (not model.to(float32), which would keep the rotary inv_freq
+        # buffer rounded to bfloat16).
+        ref = model_cls.from_pretrained(d, dtype=torch.float32, attn_implementation="eager").eval()
         with torch.no_grad():
             logits = ref(torch.tensor([TOKENS])).logits[0].float().numpy()
         logits.astype("<f4").tofile(os.path.join(d, "logits.f32"))
