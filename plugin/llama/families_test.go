@@ -226,3 +226,39 @@ func TestFamiliesRefused(t *testing.T) {
 		t.Fatalf("9th token in a window of 8: want ErrSlidingWindow, got %v", err)
 	}
 }
+
+// TestFamiliesCalibration: the calibration graph (what gptq/ecsq/nwc
+// calibrate with) opens and runs on every family, with q/k/v biases and
+// q/k norms in the graph, and its inputs have the family's widths.
+func TestFamiliesCalibration(t *testing.T) {
+	ctx := context.Background()
+	eachFamily(t, func(t *testing.T, f family, dir string, toks []int32, _ []float64) {
+		cal, err := OpenCalibrator(openFamily(t, dir), CalibrationOptions{Threads: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cal.Close()
+		c := cal.Config()
+		ins := cal.Inputs()
+		if len(ins) != 4*c.Layers {
+			t.Fatalf("%d inputs, want %d", len(ins), 4*c.Layers)
+		}
+		err = cal.Run(ctx, [][]int32{toks}, func(i int, h []float32) {
+			in := ins[i]
+			want := map[string]int{KindAttnIn: c.Hidden, KindAttnOut: c.Heads * c.HeadDim, KindFFNIn: c.Hidden, KindFFNDown: c.FFN}[in.Kind]
+			if in.N != want || len(h) != want*want {
+				t.Errorf("%s: N %d, %d values, want %d", in.Name, in.N, len(h), want)
+				return
+			}
+			for j := 0; j < in.N; j++ { // diagonal: sums of squares
+				if d := h[j*in.N+j]; !(d > 0) || math.IsInf(float64(d), 0) {
+					t.Errorf("%s: H[%d,%d] = %g", in.Name, j, j, d)
+					return
+				}
+			}
+		}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+	})
+}
