@@ -115,6 +115,11 @@ func NewGGUFExport(src tensor.Source, opts ExportOptions) (*GGUFExport, error) {
 	if err != nil {
 		return nil, fmt.Errorf("export gguf: %w", err)
 	}
+	if cfg.QKVBias || cfg.QKNorm || (cfg.Arch != arch.ArchLlama && cfg.Arch != arch.ArchMistral) {
+		// The metadata written is llama.*: a model with q/k/v biases or q/k
+		// norms would need its own llama.cpp architecture.
+		return nil, tensor.Kind(fmt.Sprintf("export gguf: %s models are not supported (llama and mistral only)", cfg.Arch), tensor.ErrUnsupported)
+	}
 	kvs, err := ggufMetadataOf(src, cfg)
 	if err != nil {
 		return nil, err

@@ -22,9 +22,20 @@ const HFConfigAsset = "config.json"
 // missing or inconsistent.
 var ErrConfig = errors.New("llama config")
 
-// Config holds the hyper-parameters of a Llama-architecture decoder.
+// Architectures (Config.Arch): the Llama-like decoders nwc runs. They
+// share Llama's block (RMSNorm, rotary attention, SwiGLU MLP) and differ in
+// the flags of Config: Qwen2 adds q/k/v biases, Qwen3 a per-head RMSNorm of
+// q and k before the rotary embedding.
+const (
+	ArchLlama   = "llama"
+	ArchMistral = "mistral"
+	ArchQwen2   = "qwen2"
+	ArchQwen3   = "qwen3"
+)
+
+// Config holds the hyper-parameters of a Llama-like decoder.
 type Config struct {
-	Arch       string // "llama"
+	Arch       string // ArchLlama, ArchMistral, ArchQwen2 or ArchQwen3
 	Layers     int
 	Hidden     int // model width d
 	Heads      int
@@ -38,6 +49,16 @@ type Config struct {
 	// Tied: the output head is the token embedding (no separate tensor).
 	Tied   bool
 	Naming Naming
+	// QKVBias: the q, k and v projections have biases (Qwen2; Llama with
+	// attention_bias).
+	QKVBias bool
+	// QKNorm: q and k are RMS-normalised per head (weights of head_dim)
+	// before the rotary embedding (Qwen3).
+	QKNorm bool
+	// SlidingWindow is the attention window of every layer (Mistral,
+	// Qwen2/3 with use_sliding_window); 0: none. The runtime refuses
+	// sequences longer than it (it attends to the whole sequence).
+	SlidingWindow int
 }
 
 // Validate checks that the numbers are positive and consistent.
@@ -53,6 +74,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: rope theta %g / rms eps %g must be positive", ErrConfig, c.RopeTheta, c.RMSEps)
 	case c.Naming != NamingGGUF && c.Naming != NamingHF:
 		return fmt.Errorf("%w: unknown naming %q", ErrConfig, c.Naming)
+	case c.SlidingWindow < 0:
+		return fmt.Errorf("%w: negative sliding window %d", ErrConfig, c.SlidingWindow)
 	}
 	return nil
 }
@@ -110,6 +133,11 @@ func (c Config) withTensors(infos []tensor.Info) (Config, error) {
 	c.Vocab = int(emb.Shape[0])
 	_, hasHead := tensor.Find(infos, c.Naming.HeadTensor())
 	c.Tied = !hasHead
+	// Biases present though the config does not say so (a Llama exported
+	// without attention_bias): use them.
+	if _, ok := tensor.Find(infos, c.Naming.LayerBias(0, "attn_q")); ok {
+		c.QKVBias = true
+	}
 	return c, c.Validate()
 }
 
@@ -185,7 +213,8 @@ func ConfigFromGGUF(kvs []gguf.KV) (Config, error) {
 	return c, nil
 }
 
-// hfConfig is the subset of a Hugging Face LlamaConfig that nwc reads.
+// hfConfig is the subset of a Hugging Face config.json (LlamaConfig,
+// MistralConfig, Qwen2Config, Qwen3Config) that nwc reads.
 type hfConfig struct {
 	ModelType        string          `json:"model_type"`
 	Architectures    []string        `json:"architectures"`
@@ -202,28 +231,59 @@ type hfConfig struct {
 	TieWordEmbedding *bool           `json:"tie_word_embeddings"`
 	RopeScaling      json.RawMessage `json:"rope_scaling"`
 	HiddenAct        string          `json:"hidden_act"`
+	AttentionBias    *bool           `json:"attention_bias"`
+	SlidingWindow    *int            `json:"sliding_window"`
+	UseSlidingWindow *bool           `json:"use_sliding_window"`
 }
 
-// ConfigFromHF reads a Hugging Face config.json of a Llama model.
+// hfArchitectures maps the model classes of config.json's architectures to
+// their model_type, for a config without model_type.
+var hfArchitectures = map[string]string{
+	"LlamaForCausalLM":   ArchLlama,
+	"MistralForCausalLM": ArchMistral,
+	"Qwen2ForCausalLM":   ArchQwen2,
+	"Qwen3ForCausalLM":   ArchQwen3,
+}
+
+// ConfigFromHF reads a Hugging Face config.json of a Llama, Mistral, Qwen2
+// or Qwen3 model (model_type, else the architectures entry); any other
+// model_type is refused by name.
 func ConfigFromHF(data []byte) (Config, error) {
 	var h hfConfig
 	if err := json.Unmarshal(data, &h); err != nil {
-		return Config{}, fmt.Errorf("%w: config.json: %v", ErrConfig, err)
+		return Config{}, fmt.Errorf("%w: config.json: %w", ErrConfig, err)
 	}
-	if h.ModelType != "llama" {
-		return Config{}, fmt.Errorf("%w: config.json model_type %q is not llama", ErrConfig, h.ModelType)
+	mt := h.ModelType
+	if mt == "" && len(h.Architectures) > 0 {
+		mt = hfArchitectures[h.Architectures[0]]
+		if mt == "" {
+			return Config{}, fmt.Errorf("%w: config.json architecture %q is not supported (llama, mistral, qwen2, qwen3)", ErrConfig, h.Architectures[0])
+		}
+	}
+	switch mt {
+	case ArchLlama, ArchMistral, ArchQwen2, ArchQwen3:
+	default:
+		return Config{}, fmt.Errorf("%w: config.json model_type %q is not supported (llama, mistral, qwen2, qwen3)", ErrConfig, mt)
 	}
 	if h.HiddenAct != "" && h.HiddenAct != "silu" {
-		return Config{}, fmt.Errorf("%w: hidden_act %q is not supported (silu only)", ErrConfig, h.HiddenAct)
+		return Config{}, fmt.Errorf("%w: %s hidden_act %q is not supported (silu only)", ErrConfig, mt, h.HiddenAct)
 	}
 	if s := strings.TrimSpace(string(h.RopeScaling)); s != "" && s != "null" {
-		return Config{}, fmt.Errorf("%w: rope_scaling %s is not supported", ErrConfig, s)
+		return Config{}, fmt.Errorf("%w: %s rope_scaling %s is not supported", ErrConfig, mt, s)
 	}
 	c := Config{
-		Arch: "llama", Naming: NamingHF,
+		Arch: mt, Naming: NamingHF,
 		Layers: h.Layers, Hidden: h.HiddenSize, FFN: h.Intermediate,
 		Heads: h.Heads, KVHeads: h.KVHeads, HeadDim: h.HeadDim, Vocab: h.VocabSize,
 		RMSEps: h.RMSEps, RopeTheta: h.RopeTheta, ContextLen: h.MaxPos,
+		QKVBias: mt == ArchQwen2 || (h.AttentionBias != nil && *h.AttentionBias),
+		QKNorm:  mt == ArchQwen3,
+	}
+	// Mistral's sliding_window applies whenever it is set; Qwen2/3's only
+	// with use_sliding_window (their configs carry a window they ignore).
+	if h.SlidingWindow != nil && *h.SlidingWindow > 0 &&
+		(mt == ArchMistral || ((mt == ArchQwen2 || mt == ArchQwen3) && h.UseSlidingWindow != nil && *h.UseSlidingWindow)) {
+		c.SlidingWindow = *h.SlidingWindow
 	}
 	if c.KVHeads == 0 {
 		c.KVHeads = c.Heads

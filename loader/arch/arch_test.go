@@ -81,6 +81,43 @@ func TestConfigFromHF(t *testing.T) {
 	}
 }
 
+// TestConfigFromHFFamilies: the Llama-like model types and their flags;
+// other model types are refused by name.
+func TestConfigFromHFFamilies(t *testing.T) {
+	base := `"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 256`
+	for _, tc := range []struct {
+		json   string
+		want   Config
+		headDm int
+	}{
+		{`{"model_type": "llama", ` + base + `}`, Config{Arch: ArchLlama}, 16},
+		{`{"model_type": "llama", "attention_bias": true, ` + base + `}`, Config{Arch: ArchLlama, QKVBias: true}, 16},
+		{`{"architectures": ["MistralForCausalLM"], "sliding_window": null, ` + base + `}`, Config{Arch: ArchMistral}, 16},
+		{`{"model_type": "mistral", "sliding_window": 4096, ` + base + `}`, Config{Arch: ArchMistral, SlidingWindow: 4096}, 16},
+		{`{"model_type": "qwen2", "sliding_window": 4096, "use_sliding_window": false, ` + base + `}`, Config{Arch: ArchQwen2, QKVBias: true}, 16},
+		{`{"model_type": "qwen2", "sliding_window": 4096, "use_sliding_window": true, ` + base + `}`, Config{Arch: ArchQwen2, QKVBias: true, SlidingWindow: 4096}, 16},
+		{`{"model_type": "qwen3", "head_dim": 32, ` + base + `}`, Config{Arch: ArchQwen3, QKNorm: true}, 32},
+	} {
+		c, err := ConfigFromHF([]byte(tc.json))
+		if err != nil {
+			t.Fatalf("%s: %v", tc.json, err)
+		}
+		if c.Arch != tc.want.Arch || c.QKVBias != tc.want.QKVBias || c.QKNorm != tc.want.QKNorm ||
+			c.SlidingWindow != tc.want.SlidingWindow || c.HeadDim != tc.headDm {
+			t.Errorf("%s: config %+v", tc.json, c)
+		}
+	}
+	for _, mt := range []string{"gemma3", "phi3", "qwen2_moe"} {
+		_, err := ConfigFromHF([]byte(`{"model_type": "` + mt + `", ` + base + `}`))
+		if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), mt) {
+			t.Errorf("%s: want ErrConfig naming it, got %v", mt, err)
+		}
+	}
+	if _, err := ConfigFromHF([]byte(`{"architectures": ["Gemma3ForCausalLM"]}`)); err == nil || !strings.Contains(err.Error(), "Gemma3ForCausalLM") {
+		t.Errorf("Gemma3ForCausalLM: want an error naming it, got %v", err)
+	}
+}
+
 func TestConfigErrors(t *testing.T) {
 	if _, err := ConfigFromSource(&tensortest.MemSource{}); !errors.Is(err, ErrConfig) {
 		t.Fatalf("no metadata: %v", err)
@@ -110,10 +147,15 @@ func TestNaming(t *testing.T) {
 		{NamingHF, "attn_q", "model.layers.3.self_attn.q_proj.weight"},
 		{NamingHF, "ffn_norm", "model.layers.3.post_attention_layernorm.weight"},
 		{NamingHF, "ffn_down", "model.layers.3.mlp.down_proj.weight"},
+		{NamingHF, "attn_k_norm", "model.layers.3.self_attn.k_norm.weight"},
+		{NamingGGUF, "attn_k_norm", "blk.3.attn_k_norm.weight"},
 	} {
 		if got := tc.n.LayerTensor(3, tc.part); got != tc.want {
 			t.Errorf("%s %s: %q, want %q", tc.n, tc.part, got, tc.want)
 		}
+	}
+	if NamingHF.LayerBias(1, "attn_v") != "model.layers.1.self_attn.v_proj.bias" || NamingGGUF.LayerBias(1, "attn_v") != "blk.1.attn_v.bias" {
+		t.Error("bias names")
 	}
 	if NamingGGUF.NormTensor() != "output_norm.weight" || NamingHF.NormTensor() != "model.norm.weight" {
 		t.Error("norm tensor names")

@@ -50,14 +50,26 @@ var hfParts = map[string]string{
 	"ffn_gate":    "mlp.gate_proj",
 	"ffn_up":      "mlp.up_proj",
 	"ffn_down":    "mlp.down_proj",
+	"attn_q_norm": "self_attn.q_norm",
+	"attn_k_norm": "self_attn.k_norm",
 }
 
 // LayerTensor is the name of the weight of part of layer i; part is the
 // GGUF part name (attn_norm, attn_q, attn_k, attn_v, attn_output, ffn_norm,
-// ffn_gate, ffn_up, ffn_down).
+// ffn_gate, ffn_up, ffn_down; Qwen3's attn_q_norm, attn_k_norm).
 func (n Naming) LayerTensor(i int, part string) string {
+	return n.layerName(i, part, "weight")
+}
+
+// LayerBias is the name of the bias of part of layer i (Qwen2's attn_q,
+// attn_k, attn_v).
+func (n Naming) LayerBias(i int, part string) string {
+	return n.layerName(i, part, "bias")
+}
+
+func (n Naming) layerName(i int, part, kind string) string {
 	if n == NamingHF {
-		return fmt.Sprintf("model.layers.%d.%s.weight", i, hfParts[part])
+		return fmt.Sprintf("model.layers.%d.%s.%s", i, hfParts[part], kind)
 	}
-	return fmt.Sprintf("blk.%d.%s.weight", i, part)
+	return fmt.Sprintf("blk.%d.%s.%s", i, part, kind)
 }

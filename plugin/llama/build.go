@@ -374,12 +374,20 @@ func (b *builder) build() error {
 	transpose := func(x string, perm ...int64) string {
 		return g.Node("Transpose", []string{x}, onnx.AttrInts("perm", perm...))
 	}
-	// attention in standard ONNX operators; returns Wo·Attn(...) [b, s, d].
-	attention := func(l int, n, wq, wk, wv, wo string) string {
+	// headNorm is Qwen3's per-head RMSNorm of q or k ([b, s, heads, hd],
+	// weight w [hd]); identity when w is "".
+	headNorm := func(x, w string) string {
+		if w == "" {
+			return x
+		}
+		return rmsnorm(x, w)
+	}
+	// attention in standard ONNX operators on the projections q, k, v
+	// [b, s, heads*hd] (biases added); returns Wo·Attn(...) [b, s, d].
+	attention := func(l int, q, k, v, qNorm, kNorm, wo string) string {
 		setup()
-		q := rope(g.Op("Reshape", b.mm(n, wq), shape4q))  // [b, s, H, hd]
-		k := rope(g.Op("Reshape", b.mm(n, wk), shape4kv)) // [b, s, KV, hd]
-		v := b.mm(n, wv)
+		q = rope(headNorm(g.Op("Reshape", q, shape4q), qNorm))  // [b, s, H, hd]
+		k = rope(headNorm(g.Op("Reshape", k, shape4kv), kNorm)) // [b, s, KV, hd]
 		// Grouped-query attention without copying kv heads: query head
 		// h = kv*G + g attends with kv head kv (as HF's repeat_kv).
 		q5 := transpose(g.Op("Reshape", q, shape5q), 0, 2, 3, 1, 4) // [b, KV, G, s, hd]
@@ -435,7 +443,15 @@ func (b *builder) build() error {
 		if err != nil {
 			return err
 		}
+		qNorm, kNorm, err := b.qkNorms(l)
+		if err != nil {
+			return err
+		}
 		n := rmsnorm(x, attnNorm)
+		q, k, v, err := b.qkv(l, n, wq, wk, wv)
+		if err != nil {
+			return err
+		}
 		if b.gqa {
 			past := []string{"", ""}
 			if b.kv {
@@ -445,14 +461,21 @@ func (b *builder) build() error {
 				}
 				g.Input(past[1], onnx.Float, onnx.P("batch"), onnx.D(int64(KV)), onnx.P("past"), onnx.D(int64(hd)))
 			}
-			in := append([]string{b.mm(n, wq), b.mm(n, wk), b.mm(n, wv)}, past...)
+			if qNorm != "" {
+				// GroupQueryAttention applies the rotary itself: normalise
+				// per head before it, in [b, s, heads, hd], and flatten back.
+				flat := g.ConstInt64(0, 0, -1)
+				q = g.Op("Reshape", rmsnorm(g.Op("Reshape", q, g.ConstInt64(0, 0, int64(H), int64(hd))), qNorm), flat)
+				k = g.Op("Reshape", rmsnorm(g.Op("Reshape", k, g.ConstInt64(0, 0, int64(KV), int64(hd))), kNorm), flat)
+			}
+			in := append([]string{q, k, v}, past...)
 			outs := b.gqaNode(l, append(in, gqaIn...),
 				onnx.AttrInt("num_heads", int64(H)), onnx.AttrInt("kv_num_heads", int64(KV)),
 				onnx.AttrInt("do_rotary", 1), onnx.AttrInt("rotary_interleaved", 0),
 				onnx.AttrFloat("scale", float32(1/math.Sqrt(float64(hd)))))
 			x = g.Op("Add", x, b.mm(outs[0], wo))
 		} else {
-			x = g.Op("Add", x, attention(l, n, wq, wk, wv, wo))
+			x = g.Op("Add", x, attention(l, q, k, v, qNorm, kNorm, wo))
 		}
 
 		ffnNorm, err := b.vector(ln(partFFNNorm), D)
@@ -501,4 +524,42 @@ func (b *builder) build() error {
 	g.NodeOut("Reshape", []string{logits2, outShape}, []string{OutputName})
 	g.Output(OutputName, onnx.Float, onnx.P("batch"), onnx.P("seq"), onnx.D(int64(c.Vocab)))
 	return nil
+}
+
+// qkv returns the q, k and v projections of n [b, s, d] by the weights wq,
+// wk, wv added by linear, plus layer l's biases when the model has them
+// (Config.QKVBias).
+func (b *builder) qkv(l int, n, wq, wk, wv string) (q, k, v string, err error) {
+	c := b.cfg
+	q, k, v = b.mm(n, wq), b.mm(n, wk), b.mm(n, wv)
+	if !c.QKVBias {
+		return q, k, v, nil
+	}
+	out := []*string{&q, &k, &v}
+	for i, p := range []struct {
+		part  string
+		width int
+	}{{partQ, c.Heads * c.HeadDim}, {partK, c.KVHeads * c.HeadDim}, {partV, c.KVHeads * c.HeadDim}} {
+		bias, err := b.vector(b.n.bias(l, p.part), p.width)
+		if err != nil {
+			return "", "", "", err
+		}
+		*out[i] = b.g.Op("Add", *out[i], bias)
+	}
+	return q, k, v, nil
+}
+
+// qkNorms adds layer l's per-head q and k RMSNorm weights [head_dim]
+// (Config.QKNorm), or returns "" for both.
+func (b *builder) qkNorms(l int) (qNorm, kNorm string, err error) {
+	if !b.cfg.QKNorm {
+		return "", "", nil
+	}
+	if qNorm, err = b.vector(b.n.layer(l, partQNorm), b.cfg.HeadDim); err != nil {
+		return "", "", err
+	}
+	if kNorm, err = b.vector(b.n.layer(l, partKNorm), b.cfg.HeadDim); err != nil {
+		return "", "", err
+	}
+	return qNorm, kNorm, nil
 }

@@ -194,7 +194,7 @@ type constSource struct{ infos []tensor.Info }
 func newConstSource(c arch.Config) *constSource {
 	s := &constSource{}
 	n := names(arch.NamingGGUF)
-	for _, name := range n.readOrder(c.Layers) {
+	for _, name := range n.readOrder(c) {
 		if name == n.head && c.Tied {
 			continue
 		}

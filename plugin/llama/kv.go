@@ -45,7 +45,7 @@ func OpenDecoderSource(src tensor.Source, opts Options) (*Decoder, error) {
 	}
 	n := names(cfg.Naming)
 	pf := loader.Prefetch(context.Background(), src, false, loader.PrefetchOptions{
-		Order: n.readOrder(cfg.Layers), Transposed: n.transposedReads(cfg.Layers, cfg.Naming)})
+		Order: n.readOrder(cfg), Transposed: n.transposedReads(cfg.Layers, cfg.Naming)})
 	defer pf.Close()
 	ins := []string{InputIDs}
 	outs := []string{OutputName}
@@ -99,6 +99,9 @@ func (c *Cache) Forward(ctx context.Context, tokens []int32) ([]float32, error) 
 		return nil, fmt.Errorf("llama: no tokens")
 	}
 	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := checkWindow(d.cfg, c.n+len(tokens)); err != nil {
 		return nil, err
 	}
 	V, L, KV, hd := d.cfg.Vocab, d.cfg.Layers, d.cfg.KVHeads, d.cfg.HeadDim

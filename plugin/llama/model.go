@@ -108,7 +108,7 @@ func OpenSource(src tensor.Source, opts Options) (*Model, error) {
 	// while Build lays out the current one.
 	n := names(cfg.Naming)
 	pf := loader.Prefetch(context.Background(), src, false, loader.PrefetchOptions{
-		Order: n.readOrder(cfg.Layers), Transposed: n.transposedReads(cfg.Layers, cfg.Naming)})
+		Order: n.readOrder(cfg), Transposed: n.transposedReads(cfg.Layers, cfg.Naming)})
 	defer pf.Close()
 	return newModel(cfg, opts, weightBytes(src), func(provider string, sink onnx.ExternalSink) ([]byte, error) {
 		bo := buildOptions(cfg, opts, provider, sink)
@@ -311,6 +311,20 @@ func (m *session) FallbackNote() string { return m.note }
 // ErrClosed is returned by Logits and Cache.Forward after Close.
 var ErrClosed = errors.New("llama: model closed")
 
+// ErrSlidingWindow is returned by Logits and Cache.Forward for a sequence
+// longer than the model's sliding attention window (arch.Config
+// SlidingWindow): the graph attends to the whole sequence, which is what
+// the model computes only up to its window.
+var ErrSlidingWindow = errors.New("llama: sequence longer than the sliding_window")
+
+// checkWindow refuses n positions beyond cfg's sliding window.
+func checkWindow(cfg arch.Config, n int) error {
+	if cfg.SlidingWindow > 0 && n > cfg.SlidingWindow {
+		return fmt.Errorf("%w: %s attends to the last %d positions, the sequence has %d", ErrSlidingWindow, cfg.Arch, cfg.SlidingWindow, n)
+	}
+	return nil
+}
+
 // Logits runs the model on one sequence (positions 0..len(tokens)-1) and
 // returns its logits, len(tokens) x Vocab() float32 in row-major order.
 // Cancelling ctx terminates a run in progress.
@@ -330,6 +344,9 @@ func (m *Model) LogitsBatch(ctx context.Context, seqs [][]int32) ([]float32, err
 	}
 	V := m.cfg.Vocab
 	B, S := len(seqs), len(seqs[0])
+	if err := checkWindow(m.cfg, S); err != nil {
+		return nil, err
+	}
 	ids := make([]int64, 0, B*S)
 	for b, seq := range seqs {
 		if len(seq) != S {

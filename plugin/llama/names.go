@@ -8,15 +8,27 @@ import "github.com/nwc-project/nwc/loader/arch"
 type tensorNames struct {
 	embed, norm, head string
 	layer             func(i int, part string) string
+	bias              func(i int, part string) string
 }
 
-// readOrder is the order Build reads the weights in (the prefetch order for
-// loader.Prefetch): embedding, each layer's parts as Build uses them, final
-// norm, output head (absent when tied; Prefetch skips unknown names).
-func (n tensorNames) readOrder(layers int) []string {
+// readOrder is the order Build reads the weights of a model with config c
+// in (the prefetch order for loader.Prefetch): embedding, each layer's parts
+// as Build uses them (Qwen3's q/k norms and Qwen2's biases after the
+// attention matrices), final norm, output head (absent when tied; Prefetch
+// skips unknown names).
+func (n tensorNames) readOrder(c arch.Config) []string {
 	order := []string{n.embed}
-	for l := 0; l < layers; l++ {
-		for _, p := range []string{partAttnNorm, partQ, partK, partV, partO, partFFNNorm, partGate, partUp, partDown} {
+	for l := 0; l < c.Layers; l++ {
+		for _, p := range []string{partAttnNorm, partQ, partK, partV, partO} {
+			order = append(order, n.layer(l, p))
+		}
+		if c.QKNorm {
+			order = append(order, n.layer(l, partQNorm), n.layer(l, partKNorm))
+		}
+		if c.QKVBias {
+			order = append(order, n.bias(l, partQ), n.bias(l, partK), n.bias(l, partV))
+		}
+		for _, p := range []string{partFFNNorm, partGate, partUp, partDown} {
 			order = append(order, n.layer(l, p))
 		}
 	}
@@ -34,12 +46,15 @@ const (
 	partGate     = "ffn_gate"
 	partUp       = "ffn_up"
 	partDown     = "ffn_down"
+	// Qwen3's per-head q/k norms.
+	partQNorm = "attn_q_norm"
+	partKNorm = "attn_k_norm"
 )
 
 func names(n arch.Naming) tensorNames {
 	return tensorNames{
 		embed: n.EmbedTensor(), norm: n.NormTensor(), head: n.HeadTensor(),
-		layer: n.LayerTensor,
+		layer: n.LayerTensor, bias: n.LayerBias,
 	}
 }
 
