@@ -182,9 +182,9 @@ func Quantize(ctx context.Context, W []float32, m, n int, H []float64, opts Opti
 	g := min(opts.Group, n)
 	ng := (n + g - 1) / g
 	st := &state{
-		n: n, g: g, ng: ng, bs: opts.BlockSize, maxq: float32(int(1)<<opts.Bits - 1), U: U, dead: dead,
+		n: n, g: g, ng: ng, bs: opts.BlockSize, bits: opts.Bits, maxq: float32(int(1)<<opts.Bits - 1), U: U, dead: dead,
 		W: W, What: make([]float32, m*n), codes: make([]uint8, m*n),
-		scales: make([]uint16, m*ng), zeros: make([]uint16, m*ng),
+		scales: make([]uint16, m*ng), zeros: make([]uint8, m*ng),
 	}
 	const batch = 8 // rows sharing each pass over U
 	var next atomic.Int64
@@ -289,6 +289,7 @@ func (res *Result) hinvFactor(H []float64, n int, dead []bool, opts Options) ([]
 
 type state struct {
 	n, g, ng, bs int
+	bits         int
 	maxq         float32
 	U            []float64
 	dead         []bool
@@ -296,7 +297,7 @@ type state struct {
 	What         []float32
 	codes        []uint8
 	scales       []uint16
-	zeros        []uint16
+	zeros        []uint8
 }
 
 // rows quantizes rows [lo, hi) (independent of all other rows).
@@ -329,7 +330,7 @@ func (st *state) rows(lo, hi int) {
 				gi := col / st.g
 				for k := range w {
 					o := (lo+k)*st.ng + gi
-					st.scales[o], st.zeros[o], scale[k], zero[k] = params(w[k][col:min(col+st.g, n)], st.maxq)
+					st.scales[o], st.zeros[o], scale[k], zero[k] = params(w[k][col:min(col+st.g, n)], st.bits)
 				}
 			}
 			urow := U[col*n : (col+1)*n]
@@ -361,28 +362,16 @@ func (st *state) rows(lo, hi int) {
 	}
 }
 
-// params returns the fp16 scale and zero of a group and their float32
-// values, exactly as rtn.Quantizer.EncodeMatrix computes them.
-func params(grp []float64, maxq float32) (hs, hz uint16, scale, zero float32) {
+// params returns the fp16 scale and integer zero of a group and their
+// float32 values, exactly as rtn.Quantizer.EncodeMatrix computes them.
+func params(grp []float64, bits int) (hs uint16, hz uint8, scale, zero float32) {
 	lo, hi := float32(0), float32(0)
 	for _, v := range grp {
 		lo = min(lo, float32(v))
 		hi = max(hi, float32(v))
 	}
-	scale = (hi - lo) / maxq
-	if scale == 0 {
-		scale = 1
-	}
-	hs = tensor.F32ToF16(scale)
-	scale = tensor.F16ToF32(hs)
-	if scale == 0 || math.IsInf(float64(scale), 0) {
-		hs = tensor.F32ToF16(1)
-		scale = 1
-	}
-	z := min(max(float32(math.RoundToEven(float64(-lo/scale))), 0), maxq)
-	hz = tensor.F32ToF16(z)
-	zero = tensor.F16ToF32(hz)
-	return
+	hs, scale, hz = rtn.RangeParams(lo, hi, bits)
+	return hs, hz, scale, float32(hz)
 }
 
 // axpyNeg computes y -= a*x over len(y).

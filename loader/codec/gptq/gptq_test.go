@@ -140,7 +140,7 @@ func reference(W []float32, m, n int, H []float64, bits int) []float32 {
 		var scale, zero float32
 		for c := 0; c < n; c++ {
 			if c%128 == 0 {
-				_, _, scale, zero = params(row[c:min(c+128, n)], maxq)
+				_, _, scale, zero = params(row[c:min(c+128, n)], bits)
 			}
 			v := float32(row[c])
 			code := min(max(float32(math.RoundToEven(float64(v/scale)))+zero, 0), maxq)
@@ -258,15 +258,15 @@ func TestHostile(t *testing.T) {
 
 func TestPackRTN(t *testing.T) {
 	q := rtn.Quantizer{Bits: 3, Group: 4}
-	if _, err := rtn.Pack(q, 2, 5, make([]uint16, 4), make([]uint16, 4), make([]uint8, 10)); err != nil {
+	if _, err := rtn.Pack(q, 2, 5, make([]uint16, 4), make([]uint8, 4), make([]uint8, 10)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := rtn.Pack(q, 2, 5, make([]uint16, 3), make([]uint16, 4), make([]uint8, 10)); err == nil {
+	if _, err := rtn.Pack(q, 2, 5, make([]uint16, 3), make([]uint8, 4), make([]uint8, 10)); err == nil {
 		t.Error("short scales accepted")
 	}
 	codes := make([]uint8, 10)
 	codes[3] = 8
-	if _, err := rtn.Pack(q, 2, 5, make([]uint16, 4), make([]uint16, 4), codes); err == nil {
+	if _, err := rtn.Pack(q, 2, 5, make([]uint16, 4), make([]uint8, 4), codes); err == nil {
 		t.Error("code 8 accepted for 3 bits")
 	}
 }
