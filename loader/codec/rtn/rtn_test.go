@@ -16,12 +16,8 @@ import (
 )
 
 func TestRTN(t *testing.T) {
-	rng := rand.New(rand.NewSource(3))
 	rows, cols := 7, 300
-	w := make([]float32, rows*cols)
-	for i := range w {
-		w[i] = float32(rng.NormFloat64())
-	}
+	w := gaussian(rows*cols, 3)
 	prevErr := math.Inf(1)
 	for bits := 2; bits <= 8; bits++ {
 		for _, g := range []int{0, 128} {
@@ -97,12 +93,8 @@ func FuzzRTNDecode(f *testing.F) {
 // output) give exactly the values of the one-pass decode, and count every
 // weight in stage.Entropy and stage.Rescale.
 func TestDecodeStages(t *testing.T) {
-	rng := rand.New(rand.NewSource(5))
 	rows, cols := 5, 131
-	w := make([]float32, rows*cols)
-	for i := range w {
-		w[i] = float32(rng.NormFloat64())
-	}
+	w := gaussian(rows*cols, 5)
 	shape := []int64{int64(rows), int64(cols)}
 	for bits := 1; bits <= 8; bits++ {
 		for _, g := range []int{0, 64, 128} {
@@ -133,12 +125,8 @@ func TestDecodeStages(t *testing.T) {
 // accounting formula, and a version this build does not know is
 // ErrUnsupported, naming it.
 func TestVersions(t *testing.T) {
-	rng := rand.New(rand.NewSource(9))
 	rows, cols := 6, 200
-	w := make([]float32, rows*cols)
-	for i := range w {
-		w[i] = float32(rng.NormFloat64())
-	}
+	w := gaussian(rows*cols, 9)
 	shape := []int64{int64(rows), int64(cols)}
 	for bits := 1; bits <= 8; bits++ {
 		for _, g := range []int{0, 32, 64, 128} {
@@ -181,4 +169,14 @@ func TestVersions(t *testing.T) {
 	if _, err := Pack(Quantizer{Bits: 2}, 1, 4, []uint16{0}, []uint8{4}, make([]uint8, 4)); err == nil {
 		t.Error("zero point 4 packed in 2 bits")
 	}
+}
+
+// gaussian returns n seeded standard normal values.
+func gaussian(n int, seed int64) []float32 {
+	rng := rand.New(rand.NewSource(seed))
+	w := make([]float32, n)
+	for i := range w {
+		w[i] = float32(rng.NormFloat64())
+	}
+	return w
 }
