@@ -69,7 +69,7 @@ func codecFamily(label string) string {
 
 // sameSections maps a codec to another that writes the same sections, so
 // decodes at the same speed: GPTQ writes rtn sections.
-var sameSections = map[string]string{"gptq-g128": "rtn-g128"}
+var sameSections = map[string]string{"gptq-g32": "rtn-g32", "gptq-g64": "rtn-g64", "gptq-g128": "rtn-g128"}
 
 // rdKey gives an rd point's decode label and family: the trained codec's
 // name for nwc points, METHOD@BITS otherwise.

@@ -5,11 +5,14 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/nwc-project/nwc/eval/calib"
 	"github.com/nwc-project/nwc/loader"
 	"github.com/nwc-project/nwc/loader/codec"
+	"github.com/nwc-project/nwc/loader/codec/gptq"
+	"github.com/nwc-project/nwc/loader/codec/rtn"
 )
 
 func runCompress(ctx context.Context, args []string) error {
@@ -24,6 +27,8 @@ func runCompress(ctx context.Context, args []string) error {
 	noCalib := fs.Bool("no-calib", false, "no calibration data: H = I (no error feedback, all columns equally important)")
 	fbBlock := fs.Int("feedback-block", 0, "LDLQ error-feedback block in columns for nwc and ecsq (0 = 16)")
 	sinkWeight := fs.Float64("sink-weight", calib.DefaultSinkWeight, "times the first token of every calibration window counts in H (attention sink; 1 = plain X^T X)")
+	group := fs.Int("group", 0, "columns per scale/zero group for rtn-g* and gptq-g* (32, 64, 128; 0 = the codec name's): --codec gptq-g128 --group 64 is gptq-g64")
+	actOrder := fs.Bool("act-order", false, "gptq: quantize columns by descending diag(H), with static groups (same as --codec gptq-gN:act)")
 	var lf lmFlags
 	lf.register(fs)
 	quiet := fs.Bool("q", false, "no progress bar")
@@ -39,6 +44,9 @@ func runCompress(ctx context.Context, args []string) error {
 	if *model == "" || *out == "" {
 		fmt.Fprintln(os.Stderr, "usage: nwc compress --model PATH|NAME --codec lossless -o OUT.nwc")
 		return errUsage
+	}
+	if *codecName, err = groupCodec(*codecName, *group, *actOrder); err != nil {
+		return fmt.Errorf("compress: %w", err)
 	}
 	bitsSet := false
 	fs.Visit(func(f *flag.Flag) { bitsSet = bitsSet || f.Name == "bits" })
@@ -98,6 +106,33 @@ type calibInfo struct {
 
 // usesCalibration reports whether a codec uses H (unknown names: no; the
 // compression itself then says the name is unknown).
+// groupCodec applies --group and --act-order to a codec name: group g
+// turns rtn-gN or gptq-gN into rtn-gG or gptq-gG, act-order appends
+// gptq's ":act" argument.
+func groupCodec(name string, group int, act bool) (string, error) {
+	base, arg, hasArg := strings.Cut(name, ":")
+	family, _, grouped := strings.Cut(base, "-g")
+	if group != 0 {
+		if !grouped || (family != "rtn" && family != "gptq") {
+			return "", fmt.Errorf("--group %d needs --codec rtn-gN or gptq-gN, not %s", group, name)
+		}
+		if !slices.Contains(rtn.Groups, group) {
+			return "", fmt.Errorf("--group %d: want one of %v", group, rtn.Groups)
+		}
+		base = fmt.Sprintf("%s-g%d", family, group)
+	}
+	if act {
+		if !grouped || family != "gptq" || (hasArg && arg != gptq.ArgActOrder) {
+			return "", fmt.Errorf("--act-order needs --codec gptq-gN, not %s", name)
+		}
+		arg, hasArg = gptq.ArgActOrder, true
+	}
+	if hasArg {
+		return base + ":" + arg, nil
+	}
+	return base, nil
+}
+
 func usesCalibration(name string) bool {
 	c, _, err := codec.Lookup(name)
 	return err == nil && c.Calibration

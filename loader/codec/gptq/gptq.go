@@ -5,8 +5,8 @@
 // loader/codec/rtn payload (codec id 16), so GPTQ needs no decoder of its
 // own.
 //
-// It follows the reference code (gptq.py, fasterquant) with act_order off
-// and static_groups off:
+// It follows the reference code (gptq.py, fasterquant) with act_order and
+// static_groups off (Options.ActOrder turns both on, below):
 //
 //	dead = diag(H) == 0: H[dead, dead] = 1, W[:, dead] = 0
 //	H += Damping * mean(diag(H)) * I
@@ -21,6 +21,14 @@
 //	        W1[:, i:i2] -= err U[i, i:i2]
 //	        E[:, i] = err
 //	    W[:, i2:] -= E U[i1:i2, i2:]
+//
+// With Options.ActOrder (the reference's act_order with static_groups):
+// every group's scale and zero are computed first, from W in the original
+// column order (dead columns zeroed); then the columns of W and the rows
+// and columns of H are permuted by descending diag(H) (a stable sort), GPTQ
+// runs as above in that order with each column taking its static group's
+// parameters, and the codes are stored back in the original order: the
+// section is an ordinary rtn section, decoded as any other.
 //
 // Deviations, all deliberate: the scale and zero point are rounded to fp16
 // before any code is chosen, and the error fed back is the one of the
@@ -38,6 +46,7 @@ import (
 	"fmt"
 	"math"
 	"runtime"
+	"sort"
 	"sync"
 	"sync/atomic"
 
@@ -47,16 +56,27 @@ import (
 	"github.com/nwc-project/nwc/ortcodec/ldlq"
 )
 
+// ArgActOrder is the codec argument that turns act-order on
+// (`--codec gptq-g128:act`).
+const ArgActOrder = "act"
+
 func init() {
-	codec.Register(codec.Codec{Name: "gptq-g128", Doc: "GPTQ, groups of 128 columns, writes rtn sections (--bits 1..8; calibration)",
-		Lossy: true, Calibration: true,
-		NewEncoder: func(cfg codec.Config) (codec.Encoder, error) {
-			b, err := rtn.WholeBits("gptq-g128", cfg.Bits)
-			if err != nil {
-				return nil, err
-			}
-			return encoder{Options{Bits: b, Group: 128, Workers: 1}}, nil
-		}})
+	for _, g := range rtn.Groups {
+		name := fmt.Sprintf("gptq-g%d", g)
+		codec.Register(codec.Codec{Name: name,
+			Doc:   fmt.Sprintf("GPTQ, groups of %d columns, writes rtn sections (--bits 1..8; calibration; %s:%s = act-order, static groups)", g, name, ArgActOrder),
+			Lossy: true, Calibration: true,
+			NewEncoder: func(cfg codec.Config) (codec.Encoder, error) {
+				b, err := rtn.WholeBits(name, cfg.Bits)
+				if err != nil {
+					return nil, err
+				}
+				if cfg.Arg != "" && cfg.Arg != ArgActOrder {
+					return nil, fmt.Errorf("%w: %s:%s (the only argument is %q)", ErrOptions, name, cfg.Arg, ArgActOrder)
+				}
+				return encoder{Options{Bits: b, Group: g, ActOrder: cfg.Arg == ArgActOrder, Workers: 1}}, nil
+			}})
+	}
 }
 
 type encoder struct{ opts Options }
@@ -103,6 +123,9 @@ type Options struct {
 	Damping float64
 	// MaxDamping bounds the damping raised for a non-PD H (0 = 1.0).
 	MaxDamping float64
+	// ActOrder quantizes the columns in descending diag(H) order, with
+	// static groups (parameters from the original column order).
+	ActOrder bool
 	// Workers bounds the goroutines (0 = GOMAXPROCS). Results do not depend
 	// on it.
 	Workers int
@@ -172,7 +195,11 @@ func Quantize(ctx context.Context, W []float32, m, n int, H []float64, opts Opti
 	}
 	res := &Result{Codec: rtn.Quantizer{Bits: opts.Bits, Group: opts.Group}, Damping: opts.Damping}
 	dead := make([]bool, n)
-	U, err := res.hinvFactor(H, n, dead, opts)
+	var perm []int
+	if opts.ActOrder {
+		perm = make([]int, n)
+	}
+	U, err := res.hinvFactor(H, n, dead, perm, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -182,9 +209,9 @@ func Quantize(ctx context.Context, W []float32, m, n int, H []float64, opts Opti
 	g := min(opts.Group, n)
 	ng := (n + g - 1) / g
 	st := &state{
-		n: n, g: g, ng: ng, bs: opts.BlockSize, maxq: float32(int(1)<<opts.Bits - 1), U: U, dead: dead,
+		n: n, g: g, ng: ng, bs: opts.BlockSize, bits: opts.Bits, maxq: float32(int(1)<<opts.Bits - 1), U: U, dead: dead, perm: perm,
 		W: W, What: make([]float32, m*n), codes: make([]uint8, m*n),
-		scales: make([]uint16, m*ng), zeros: make([]uint16, m*ng),
+		scales: make([]uint16, m*ng), zeros: make([]uint8, m*ng),
 	}
 	const batch = 8 // rows sharing each pass over U
 	var next atomic.Int64
@@ -217,7 +244,10 @@ func Quantize(ctx context.Context, W []float32, m, n int, H []float64, opts Opti
 
 // hinvFactor returns U (n x n row-major, upper) with (H')^-1 = U^T U for
 // the damped H' (identity H: U = I/sqrt(1+damping)), marking dead columns.
-func (res *Result) hinvFactor(H []float64, n int, dead []bool, opts Options) ([]float64, error) {
+// A non-nil perm (n long) receives the act-order permutation (descending
+// diag(H) after the dead columns' diagonal is set to 1, stable), and U is
+// that of H' with rows and columns permuted by it.
+func (res *Result) hinvFactor(H []float64, n int, dead []bool, perm []int, opts Options) ([]float64, error) {
 	a := make([]float64, n*n)
 	if H == nil {
 		for i := 0; i < n; i++ {
@@ -239,6 +269,9 @@ func (res *Result) hinvFactor(H []float64, n int, dead []bool, opts Options) ([]
 				a[i*n+i] = 1
 			}
 		}
+	}
+	if perm != nil {
+		a = permute(a, n, perm)
 	}
 	var mean float64
 	for i := 0; i < n; i++ {
@@ -287,16 +320,35 @@ func (res *Result) hinvFactor(H []float64, n int, dead []bool, opts Options) ([]
 	return U, nil
 }
 
+// permute fills perm with the columns by descending diagonal of the n x n
+// matrix a (ties in column order) and returns a with its rows and columns
+// in that order.
+func permute(a []float64, n int, perm []int) []float64 {
+	for i := range perm {
+		perm[i] = i
+	}
+	sort.SliceStable(perm, func(i, j int) bool { return a[perm[i]*n+perm[i]] > a[perm[j]*n+perm[j]] })
+	p := make([]float64, n*n)
+	for i, pi := range perm {
+		for j, pj := range perm {
+			p[i*n+j] = a[pi*n+pj]
+		}
+	}
+	return p
+}
+
 type state struct {
 	n, g, ng, bs int
+	bits         int
 	maxq         float32
 	U            []float64
 	dead         []bool
+	perm         []int // act-order: position j quantizes column perm[j] (nil: j)
 	W            []float32
 	What         []float32
 	codes        []uint8
 	scales       []uint16
-	zeros        []uint16
+	zeros        []uint8
 }
 
 // rows quantizes rows [lo, hi) (independent of all other rows).
@@ -308,11 +360,27 @@ func (st *state) rows(lo, hi int) {
 	errs := make([][]float64, R)
 	scale := make([]float32, R)
 	zero := make([]float32, R)
+	var static [][2][]float32 // act-order: each row's scales and zeros, all groups
+	if st.perm != nil {
+		static = make([][2][]float32, R)
+	}
 	for k := range w {
 		w[k] = make([]float64, n)
 		for c, v := range st.W[(lo+k)*n : (lo+k+1)*n] {
 			if !st.dead[c] {
 				w[k][c] = float64(v)
+			}
+		}
+		if st.perm != nil {
+			static[k] = [2][]float32{make([]float32, st.ng), make([]float32, st.ng)}
+			for gi := 0; gi < st.ng; gi++ {
+				o := (lo+k)*st.ng + gi
+				st.scales[o], st.zeros[o], static[k][0][gi], static[k][1][gi] = params(w[k][gi*st.g:min((gi+1)*st.g, n)], st.bits)
+			}
+			orig := w[k]
+			w[k] = make([]float64, n)
+			for j, c := range st.perm {
+				w[k][j] = orig[c]
 			}
 		}
 		w1[k] = make([]float64, bs)
@@ -325,11 +393,17 @@ func (st *state) rows(lo, hi int) {
 		}
 		for col := i1; col < i2; col++ {
 			i := col - i1
-			if col%st.g == 0 {
+			orig := col // the column's index in W
+			if st.perm != nil {
+				orig = st.perm[col]
+				for k := range w {
+					scale[k], zero[k] = static[k][0][orig/st.g], static[k][1][orig/st.g]
+				}
+			} else if col%st.g == 0 {
 				gi := col / st.g
 				for k := range w {
 					o := (lo+k)*st.ng + gi
-					st.scales[o], st.zeros[o], scale[k], zero[k] = params(w[k][col:min(col+st.g, n)], st.maxq)
+					st.scales[o], st.zeros[o], scale[k], zero[k] = params(w[k][col:min(col+st.g, n)], st.bits)
 				}
 			}
 			urow := U[col*n : (col+1)*n]
@@ -339,7 +413,7 @@ func (st *state) rows(lo, hi int) {
 				c := float32(math.RoundToEven(float64(v/scale[k]))) + zero[k]
 				c = min(max(c, 0), st.maxq)
 				q := (c - zero[k]) * scale[k]
-				o := (lo+k)*n + col
+				o := (lo+k)*n + orig
 				st.codes[o] = uint8(c)
 				st.What[o] = q
 				e := (w1[k][i] - float64(q)) / d
@@ -361,28 +435,16 @@ func (st *state) rows(lo, hi int) {
 	}
 }
 
-// params returns the fp16 scale and zero of a group and their float32
-// values, exactly as rtn.Quantizer.EncodeMatrix computes them.
-func params(grp []float64, maxq float32) (hs, hz uint16, scale, zero float32) {
+// params returns the fp16 scale and integer zero of a group and their
+// float32 values, exactly as rtn.Quantizer.EncodeMatrix computes them.
+func params(grp []float64, bits int) (hs uint16, hz uint8, scale, zero float32) {
 	lo, hi := float32(0), float32(0)
 	for _, v := range grp {
 		lo = min(lo, float32(v))
 		hi = max(hi, float32(v))
 	}
-	scale = (hi - lo) / maxq
-	if scale == 0 {
-		scale = 1
-	}
-	hs = tensor.F32ToF16(scale)
-	scale = tensor.F16ToF32(hs)
-	if scale == 0 || math.IsInf(float64(scale), 0) {
-		hs = tensor.F32ToF16(1)
-		scale = 1
-	}
-	z := min(max(float32(math.RoundToEven(float64(-lo/scale))), 0), maxq)
-	hz = tensor.F32ToF16(z)
-	zero = tensor.F16ToF32(hz)
-	return
+	hs, scale, hz = rtn.RangeParams(lo, hi, bits)
+	return hs, hz, scale, float32(hz)
 }
 
 // axpyNeg computes y -= a*x over len(y).

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"math"
+	"math/rand/v2"
 	"testing"
 
 	"github.com/nwc-project/nwc/internal/testmat"
@@ -46,14 +47,18 @@ func TestIdentityIsRTN(t *testing.T) {
 			diag[i*n+i] = 1 + float64(i%3)
 		}
 		for bits := 2; bits <= 8; bits += 2 {
-			want := rtn.Quantizer{Bits: bits, Group: 128}.EncodeMatrix(W, m, n)
-			for name, H := range map[string][]float64{"nil": nil, "diagonal": diag} {
-				res, err := Quantize(ctx, W, m, n, H, Options{Bits: bits, Workers: 2})
-				if err != nil {
-					t.Fatal(err)
-				}
-				if !bytes.Equal(res.Payload, want) {
-					t.Fatalf("%dx%d bits %d H %s: payload differs from RTN-g128", m, n, bits, name)
+			for _, g := range rtn.Groups {
+				want := rtn.Quantizer{Bits: bits, Group: g}.EncodeMatrix(W, m, n)
+				for name, H := range map[string][]float64{"nil": nil, "diagonal": diag} {
+					for _, act := range []bool{false, true} {
+						res, err := Quantize(ctx, W, m, n, H, Options{Bits: bits, Group: g, ActOrder: act, Workers: 2})
+						if err != nil {
+							t.Fatal(err)
+						}
+						if !bytes.Equal(res.Payload, want) {
+							t.Fatalf("%dx%d bits %d H %s act-order %v: payload differs from RTN-g%d", m, n, bits, name, act, g)
+						}
+					}
 				}
 			}
 		}
@@ -140,7 +145,7 @@ func reference(W []float32, m, n int, H []float64, bits int) []float32 {
 		var scale, zero float32
 		for c := 0; c < n; c++ {
 			if c%128 == 0 {
-				_, _, scale, zero = params(row[c:min(c+128, n)], maxq)
+				_, _, scale, zero = params(row[c:min(c+128, n)], bits)
 			}
 			v := float32(row[c])
 			code := min(max(float32(math.RoundToEven(float64(v/scale)))+zero, 0), maxq)
@@ -258,15 +263,15 @@ func TestHostile(t *testing.T) {
 
 func TestPackRTN(t *testing.T) {
 	q := rtn.Quantizer{Bits: 3, Group: 4}
-	if _, err := rtn.Pack(q, 2, 5, make([]uint16, 4), make([]uint16, 4), make([]uint8, 10)); err != nil {
+	if _, err := rtn.Pack(q, 2, 5, make([]uint16, 4), make([]uint8, 4), make([]uint8, 10)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := rtn.Pack(q, 2, 5, make([]uint16, 3), make([]uint16, 4), make([]uint8, 10)); err == nil {
+	if _, err := rtn.Pack(q, 2, 5, make([]uint16, 3), make([]uint8, 4), make([]uint8, 10)); err == nil {
 		t.Error("short scales accepted")
 	}
 	codes := make([]uint8, 10)
 	codes[3] = 8
-	if _, err := rtn.Pack(q, 2, 5, make([]uint16, 4), make([]uint16, 4), codes); err == nil {
+	if _, err := rtn.Pack(q, 2, 5, make([]uint16, 4), make([]uint8, 4), codes); err == nil {
 		t.Error("code 8 accepted for 3 bits")
 	}
 }
@@ -283,3 +288,108 @@ func BenchmarkSmolLM2Down(b *testing.B) {
 		}
 	}
 }
+
+// TestActOrder: on random ill-conditioned H (correlated inputs whose scales
+// span e^8), act-order with static groups lowers GPTQ's proxy loss on
+// average over plain order; its payload is an ordinary rtn section of the
+// same size that decodes to exactly What, in the original column order.
+func TestActOrder(t *testing.T) {
+	ctx := context.Background()
+	m, n := 32, 256
+	var sumRatio float64
+	var runs, wins int
+	for seed := uint64(1); seed <= 4; seed++ {
+		W := randW(m, n, 10+seed)
+		H := correlatedH(n, 24, 2*n, 20+seed)
+		rng := rand.New(rand.NewPCG(seed, 3))
+		d := make([]float64, n)
+		for i := range d {
+			d[i] = math.Exp(4 * (rng.Float64() - 0.5))
+		}
+		for i := 0; i < n; i++ {
+			for j := 0; j < n; j++ {
+				H[i*n+j] *= d[i] * d[j]
+			}
+		}
+		for _, g := range []int{32, 128} {
+			q := rtn.Quantizer{Bits: 3, Group: g}
+			plain, err := Quantize(ctx, W, m, n, H, Options{Bits: 3, Group: g})
+			if err != nil {
+				t.Fatal(err)
+			}
+			act, err := Quantize(ctx, W, m, n, H, Options{Bits: 3, Group: g, ActOrder: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(act.Payload) != len(plain.Payload) || !bytes.Equal(act.Codec.Params(), q.Params()) {
+				t.Fatalf("act-order section: %d bytes, params %x", len(act.Payload), act.Codec.Params())
+			}
+			got := decodeRTN(t, q, m, n, act.Payload)
+			for i := range got {
+				if got[i] != act.What[i] {
+					t.Fatalf("decoded[%d] = %v, act-order GPTQ computed %v", i, got[i], act.What[i])
+				}
+			}
+			lp, _ := ldlq.ProxyLoss(W, plain.What, m, n, H)
+			la, _ := ldlq.ProxyLoss(W, act.What, m, n, H)
+			t.Logf("seed %d group %d: proxy loss plain %.5g, act-order %.5g (ratio %.3f)", seed, g, lp, la, la/lp)
+			sumRatio += la / lp
+			runs++
+			if la < lp {
+				wins++
+			}
+		}
+	}
+	t.Logf("act-order / plain proxy loss: mean ratio %.3f, lower in %d of %d", sumRatio/float64(runs), wins, runs)
+	if sumRatio/float64(runs) >= 0.97 {
+		t.Errorf("act-order mean proxy-loss ratio %.3f, want < 0.97", sumRatio/float64(runs))
+	}
+}
+
+// TestActOrderIsPermutedGPTQ: with one group per row (static and dynamic
+// groups then agree), act-order GPTQ is plain GPTQ on W and H permuted by
+// descending diag(H), permuted back: an independent check of the
+// permutation plumbing.
+func TestActOrderIsPermutedGPTQ(t *testing.T) {
+	ctx := context.Background()
+	m, n := 12, 96
+	W := randW(m, n, 31)
+	H := correlatedH(n, 12, 2*n, 32)
+	for i := 0; i < n; i++ {
+		H[i*n+i] *= 1 + float64(i%7)
+	}
+	perm := make([]int, n)
+	permute(H, n, perm)
+	Wp := make([]float32, m*n)
+	Hp := make([]float64, n*n)
+	for i, pi := range perm {
+		for r := 0; r < m; r++ {
+			Wp[r*n+i] = W[r*n+pi]
+		}
+		for j, pj := range perm {
+			Hp[i*n+j] = H[pi*n+pj]
+		}
+	}
+	act, err := Quantize(ctx, W, m, n, H, Options{Bits: 3, Group: n, ActOrder: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, err := Quantize(ctx, Wp, m, n, Hp, Options{Bits: 3, Group: n})
+	if err != nil {
+		t.Fatal(err)
+	}
+	moved := 0
+	for i, pi := range perm {
+		moved += min(1, abs(i-pi))
+		for r := 0; r < m; r++ {
+			if act.What[r*n+pi] != plain.What[r*n+i] {
+				t.Fatalf("row %d column %d: act-order %v, permuted GPTQ %v", r, pi, act.What[r*n+pi], plain.What[r*n+i])
+			}
+		}
+	}
+	if moved < n/2 {
+		t.Errorf("the permutation moves only %d of %d columns", moved, n)
+	}
+}
+
+func abs(x int) int { return max(x, -x) }

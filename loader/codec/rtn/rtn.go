@@ -1,7 +1,12 @@
 // Package rtn is round-to-nearest asymmetric uniform quantization (the RTN
 // baseline, and the section format GPTQ writes too): per output row, or per
-// group of G consecutive input columns of a row, a fp16 scale and a fp16
-// zero point; integer codes of Bits bits, bit-packed. It decodes to F32.
+// group of G consecutive input columns of a row, a fp16 scale and an
+// integer zero point in [0, 2^Bits-1]; integer codes of Bits bits,
+// bit-packed. It decodes to F32.
+//
+// Section format version 2 (written) stores the zero points packed in Bits
+// bits each; version 1 (read only: files written before) stored them as
+// fp16 next to each scale. Both decode to (code - zero) * scale.
 package rtn
 
 import (
@@ -19,14 +24,18 @@ import (
 const ID = codec.IDRTN
 
 func init() {
-	codec.Register(codec.Codec{Name: "rtn", ID: ID, Doc: "round-to-nearest sections (decode only; written by rtn-g128, rtn-row, gptq-g128)",
+	codec.Register(codec.Codec{Name: "rtn", ID: ID, Doc: "round-to-nearest sections (decode only; written by rtn-g*, rtn-row, gptq-g*)",
 		NewDecoder: func(codec.Env) (codec.Decoder, error) { return decoder{}, nil }})
-	for _, c := range []struct {
+	type named struct {
 		name  string
 		group int
 		doc   string
-	}{{"rtn-g128", 128, "round to nearest, groups of 128 columns, fp16 scale+zero (--bits 1..8)"},
-		{"rtn-row", 0, "round to nearest, one fp16 scale+zero per row (--bits 1..8)"}} {
+	}
+	list := []named{{"rtn-row", 0, "round to nearest, one fp16 scale + b-bit zero per row (--bits 1..8)"}}
+	for _, g := range Groups {
+		list = append(list, named{fmt.Sprintf("rtn-g%d", g), g, fmt.Sprintf("round to nearest, groups of %d columns, fp16 scale + b-bit zero (--bits 1..8)", g)})
+	}
+	for _, c := range list {
 		codec.Register(codec.Codec{Name: c.name, Doc: c.doc, Lossy: true,
 			NewEncoder: func(cfg codec.Config) (codec.Encoder, error) {
 				b, err := WholeBits(c.name, cfg.Bits)
@@ -37,6 +46,21 @@ func init() {
 			}})
 	}
 }
+
+// Groups are the group sizes offered as codec names (rtn-gG, gptq-gG).
+var Groups = []int{32, 64, 128}
+
+// Section format versions (Quantizer.Version).
+const (
+	// V1: rows x groups of (fp16 scale, fp16 zero), then the codes. Read
+	// only.
+	V1 = 1
+	// V2: rows x groups fp16 scales, then the zero points packed in Bits
+	// bits (LSB-first, padded to a byte), then the codes. Written.
+	V2 = 2
+	// Current is the version writers write.
+	Current = V2
+)
 
 // WholeBits checks that bits is a whole number in 1..8 (the widths RTN
 // packs) for the codec called name.
@@ -93,6 +117,16 @@ func (q Quantizer) Encode(_ context.Context, in codec.Input) (codec.Output, erro
 type Quantizer struct {
 	Bits  int // 1..8
 	Group int // columns per group; 0 = the whole row
+	// Version is the section format (0 = Current; V1 only to reproduce
+	// files written before version 2).
+	Version int
+}
+
+func (q Quantizer) version() int {
+	if q.Version == 0 {
+		return Current
+	}
+	return q.Version
 }
 
 // Validate checks the parameters.
@@ -102,6 +136,9 @@ func (q Quantizer) Validate() error {
 	}
 	if q.Group < 0 || q.Group > 1<<20 {
 		return fmt.Errorf("rtn: group %d", q.Group)
+	}
+	if v := q.version(); v != V1 && v != V2 {
+		return fmt.Errorf("rtn: section format version %d", q.Version)
 	}
 	return nil
 }
@@ -113,21 +150,34 @@ func (q Quantizer) groupSize(cols int) int {
 	return q.Group
 }
 
-// Params encodes the parameters for a section descriptor.
+// Params encodes the parameters for a section descriptor: u8 bits, uvarint
+// group, then (from version 2 on) u8 version; version 1 has no version
+// byte.
 func (q Quantizer) Params() []byte {
-	return binary.AppendUvarint([]byte{byte(q.Bits)}, uint64(q.Group))
+	p := binary.AppendUvarint([]byte{byte(q.Bits)}, uint64(q.Group))
+	if v := q.version(); v != V1 {
+		p = append(p, byte(v))
+	}
+	return p
 }
 
-// ParseParams decodes Params.
+// ParseParams decodes Params. A version this build does not read is
+// codec.ErrUnsupported, naming it.
 func ParseParams(p []byte) (Quantizer, error) {
 	if len(p) < 2 {
 		return Quantizer{}, fmt.Errorf("%w: rtn parameters of %d bytes", codec.ErrCorrupt, len(p))
 	}
 	g, n := binary.Uvarint(p[1:])
-	if n <= 0 || 1+n != len(p) || g > 1<<20 {
+	if n <= 0 || len(p) > 1+n+1 || g > 1<<20 {
 		return Quantizer{}, fmt.Errorf("%w: rtn parameters", codec.ErrCorrupt)
 	}
-	q := Quantizer{Bits: int(p[0]), Group: int(g)}
+	q := Quantizer{Bits: int(p[0]), Group: int(g), Version: V1}
+	if len(p) == 1+n+1 {
+		q.Version = int(p[1+n])
+		if q.Version != V2 {
+			return Quantizer{}, fmt.Errorf("%w: rtn section format version %d (this build reads %d and %d)", codec.ErrUnsupported, q.Version, V1, V2)
+		}
+	}
 	if err := q.Validate(); err != nil {
 		return Quantizer{}, fmt.Errorf("%w: %v", codec.ErrCorrupt, err)
 	}
@@ -140,10 +190,63 @@ func (q Quantizer) numGroups(cols int) int {
 	return (cols + g - 1) / g
 }
 
-// PayloadSize is the exact payload size for a [rows, cols] matrix.
+// PayloadSize is the exact payload size for a [rows, cols] matrix: with
+// P = rows x groups, version 2 takes 2P + ceil(P*Bits/8) bytes of side
+// information, version 1 4P; then ceil(rows*cols*Bits/8) bytes of codes.
 func (q Quantizer) PayloadSize(rows, cols int) int64 {
-	side := int64(rows) * int64(q.numGroups(cols)) * 4
-	return side + (int64(rows)*int64(cols)*int64(q.Bits)+7)/8
+	return q.sideSize(rows, cols) + (int64(rows)*int64(cols)*int64(q.Bits)+7)/8
+}
+
+func (q Quantizer) sideSize(rows, cols int) int64 {
+	p := int64(rows) * int64(q.numGroups(cols))
+	if q.version() == V1 {
+		return 4 * p
+	}
+	return 2*p + (p*int64(q.Bits)+7)/8
+}
+
+// side reads the per-group scales and zero points of a payload whose size
+// has been checked (rows x groups each, row-major).
+func (q Quantizer) side(payload []byte, rows, cols int) (scales, zeros []float32) {
+	p := rows * q.numGroups(cols)
+	scales = make([]float32, p)
+	zeros = make([]float32, p)
+	if q.version() == V1 {
+		for i := range scales {
+			scales[i] = tensor.F16ToF32(binary.LittleEndian.Uint16(payload[4*i:]))
+			zeros[i] = tensor.F16ToF32(binary.LittleEndian.Uint16(payload[4*i+2:]))
+		}
+		return scales, zeros
+	}
+	for i := range scales {
+		scales[i] = tensor.F16ToF32(binary.LittleEndian.Uint16(payload[2*i:]))
+	}
+	z := make([]uint8, p)
+	unpack(z, payload[2*p:], q.Bits)
+	for i, v := range z {
+		zeros[i] = float32(v)
+	}
+	return scales, zeros
+}
+
+// RangeParams is the group-parameter rule shared by rtn and gptq: the
+// range [lo, hi] (which must hold 0) gives the fp16 scale (hs, and its
+// value scale) and the integer zero point. An empty range gets scale 1.
+func RangeParams(lo, hi float32, bits int) (hs uint16, scale float32, zero uint8) {
+	maxq := float32(int(1)<<bits - 1)
+	scale = (hi - lo) / maxq
+	if scale == 0 {
+		scale = 1
+	}
+	// The scale is stored in fp16, and the codes are computed with the
+	// stored value, so decode reproduces them exactly.
+	hs = tensor.F32ToF16(scale)
+	scale = tensor.F16ToF32(hs)
+	if scale == 0 || math.IsInf(float64(scale), 0) {
+		hs = tensor.F32ToF16(1)
+		scale = 1
+	}
+	return hs, scale, uint8(min(max(float32(math.RoundToEven(float64(-lo/scale))), 0), maxq))
 }
 
 // Quantize returns the dequantized values RTN produces for w (what decoding
@@ -154,15 +257,16 @@ func (q Quantizer) Quantize(w []float32, rows, cols int, dst []float32) []float3
 	return out
 }
 
-// EncodeMatrix quantizes w ([rows, cols], row-major) and returns the payload:
-// rows x groups x (fp16 scale, fp16 zero), then the codes, LSB-first.
+// EncodeMatrix quantizes w ([rows, cols], row-major) and returns the payload
+// (docs/FORMAT.md): the side information of q's version, then the codes,
+// LSB-first.
 func (q Quantizer) EncodeMatrix(w []float32, rows, cols int) []byte {
 	gs := q.groupSize(cols)
 	ng := q.numGroups(cols)
 	maxq := float32(int(1)<<q.Bits - 1)
-	side := make([]byte, 0, rows*ng*4)
-	codes := make([]byte, (int64(rows)*int64(cols)*int64(q.Bits)+7)/8)
-	bit := 0
+	scales := make([]uint16, rows*ng)
+	zeros := make([]uint8, rows*ng)
+	codes := make([]uint8, rows*cols)
 	for r := 0; r < rows; r++ {
 		row := w[r*cols : (r+1)*cols]
 		for g := 0; g < ng; g++ {
@@ -172,40 +276,16 @@ func (q Quantizer) EncodeMatrix(w []float32, rows, cols int) []byte {
 				lo = min(lo, v)
 				hi = max(hi, v)
 			}
-			scale := (hi - lo) / maxq
-			if scale == 0 {
-				scale = 1
-			}
-			// Scale and zero are stored in fp16, and the codes are computed
-			// with the stored values, so decode reproduces them exactly.
-			hs := tensor.F32ToF16(scale)
-			scale = tensor.F16ToF32(hs)
-			if scale == 0 || math.IsInf(float64(scale), 0) {
-				hs = tensor.F32ToF16(1)
-				scale = 1
-			}
-			z := min(max(float32(math.RoundToEven(float64(-lo/scale))), 0), maxq)
-			hz := tensor.F32ToF16(z)
-			zero := tensor.F16ToF32(hz)
-			side = binary.LittleEndian.AppendUint16(side, hs)
-			side = binary.LittleEndian.AppendUint16(side, hz)
-			for _, v := range grp {
+			hs, scale, z := RangeParams(lo, hi, q.Bits)
+			scales[r*ng+g], zeros[r*ng+g] = hs, z
+			zero := float32(z)
+			for i, v := range grp {
 				c := float32(math.RoundToEven(float64(v/scale))) + zero
-				c = min(max(c, 0), maxq)
-				putBits(codes, bit, q.Bits, uint32(c))
-				bit += q.Bits
+				codes[r*cols+g*gs+i] = uint8(min(max(c, 0), maxq))
 			}
 		}
 	}
-	return append(side, codes...)
-}
-
-func putBits(b []byte, bit, n int, v uint32) {
-	for i := 0; i < n; i++ {
-		if v>>i&1 != 0 {
-			b[(bit+i)>>3] |= 1 << ((bit + i) & 7)
-		}
-	}
+	return q.pack(rows, cols, scales, zeros, codes)
 }
 
 func getBits(b []byte, bit, n int) uint32 {
@@ -228,9 +308,9 @@ func (q Quantizer) decodeBytes(st *stage.Times, payload []byte, rows, cols int, 
 	gs := q.groupSize(cols)
 	ng := q.numGroups(cols)
 	n := rows * cols
-	side := payload[:rows*ng*4]
+	scales, zeros := q.side(payload, rows, cols)
 	codes := make([]uint8, n)
-	unpack(codes, payload[rows*ng*4:], q.Bits)
+	unpack(codes, payload[q.sideSize(rows, cols):], q.Bits)
 	t0 = st.Since(stage.Entropy, t0, int64(n))
 	if cap(dst) < 4*n {
 		dst = make([]byte, 4*n)
@@ -238,9 +318,7 @@ func (q Quantizer) decodeBytes(st *stage.Times, payload []byte, rows, cols int, 
 	dst = dst[:4*n]
 	for r := 0; r < rows; r++ {
 		for g := 0; g < ng; g++ {
-			o := (r*ng + g) * 4
-			scale := tensor.F16ToF32(binary.LittleEndian.Uint16(side[o:]))
-			zero := tensor.F16ToF32(binary.LittleEndian.Uint16(side[o+2:]))
+			scale, zero := scales[r*ng+g], zeros[r*ng+g]
 			for i := r*cols + g*gs; i < r*cols+min((g+1)*gs, cols); i++ {
 				binary.LittleEndian.PutUint32(dst[4*i:], math.Float32bits((float32(codes[i])-zero)*scale))
 			}
@@ -281,14 +359,12 @@ func (q Quantizer) decode(payload []byte, rows, cols int, dst []float32) ([]floa
 		dst = make([]float32, n)
 	}
 	dst = dst[:n]
-	side := payload[:rows*ng*4]
-	codes := payload[rows*ng*4:]
+	scales, zeros := q.side(payload, rows, cols)
+	codes := payload[q.sideSize(rows, cols):]
 	bit := 0
 	for r := 0; r < rows; r++ {
 		for g := 0; g < ng; g++ {
-			o := (r*ng + g) * 4
-			scale := tensor.F16ToF32(binary.LittleEndian.Uint16(side[o:]))
-			zero := tensor.F16ToF32(binary.LittleEndian.Uint16(side[o+2:]))
+			scale, zero := scales[r*ng+g], zeros[r*ng+g]
 			for c := g * gs; c < min((g+1)*gs, cols); c++ {
 				dst[r*cols+c] = (float32(getBits(codes, bit, q.Bits)) - zero) * scale
 				bit += q.Bits

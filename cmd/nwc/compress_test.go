@@ -1,0 +1,34 @@
+package main
+
+import (
+	"testing"
+
+	"github.com/nwc-project/nwc/loader/codec"
+)
+
+func TestGroupCodec(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		group int
+		act   bool
+		want  string
+	}{{"gptq-g128", 0, false, "gptq-g128"}, {"gptq-g128", 64, false, "gptq-g64"}, {"rtn-g128", 32, false, "rtn-g32"},
+		{"gptq-g128", 32, true, "gptq-g32:act"}, {"gptq-g64:act", 0, true, "gptq-g64:act"}, {"nwc:x", 0, false, "nwc:x"}} {
+		got, err := groupCodec(c.name, c.group, c.act)
+		if err != nil || got != c.want {
+			t.Errorf("%s --group %d --act-order=%v: %q, %v; want %q", c.name, c.group, c.act, got, err, c.want)
+		}
+	}
+	for _, c := range []struct {
+		name  string
+		group int
+		act   bool
+	}{{"nwc", 64, false}, {"rtn-row", 64, false}, {"gptq-g128", 48, false}, {"rtn-g128", 0, true}, {"ecsq", 0, true}, {"gptq-g128:x", 0, true}} {
+		if got, err := groupCodec(c.name, c.group, c.act); err == nil {
+			t.Errorf("%s --group %d --act-order=%v accepted as %q", c.name, c.group, c.act, got)
+		}
+	}
+	if _, _, err := codec.Lookup("gptq-g32:act"); err != nil {
+		t.Error(err)
+	}
+}
