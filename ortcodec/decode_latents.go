@@ -256,6 +256,20 @@ func (j *matrixJob) decodeGain(ctx context.Context) error {
 	})
 }
 
+// decodeGainMatrix decodes an nwc payload of a KindGain codec into W [m, n]
+// (or its transpose) in Go, reusing dst when it holds m*n values.
+func (lm *latentModel) decodeGainMatrix(ctx context.Context, shape []int64, payload []byte, dst []float32, transposed bool) ([]float32, error) {
+	job, err := lm.newMatrixJob(stage.From(ctx), shape, payload, dst, transposed)
+	if err != nil {
+		return nil, err
+	}
+	defer job.release()
+	if err := job.decodeGain(ctx); err != nil {
+		return nil, err
+	}
+	return job.w, nil
+}
+
 // forBatches runs fn on the batches [lo, hi) of total chunks, batch at a
 // time (whole columns when batch is a multiple of the column), on up to
 // workers goroutines (the caller's included); the first error cancels the

@@ -9,7 +9,6 @@ import (
 
 	"github.com/nwc-project/nwc/internal/ortenv"
 	"github.com/nwc-project/nwc/loader/codec"
-	"github.com/nwc-project/nwc/loader/stage"
 )
 
 // errNoORT says why a build without cgo cannot run a codec's networks.
@@ -32,39 +31,32 @@ func newDecoder(env codec.Env) (codec.Decoder, error) {
 }
 
 func (d *gainDecoder) Decode(ctx context.Context, s codec.Section, payload, dst []byte) ([]byte, error) {
-	if err := codec.CheckF32("nwc", s); err != nil {
-		return nil, err
-	}
-	lm, err := d.get(s.Params)
+	lm, err := d.modelFor(s)
 	if err != nil {
 		return nil, err
 	}
 	return decodeF32Section(s, dst, func(v []float32) ([]float32, error) {
-		job, err := lm.newMatrixJob(stage.From(ctx), s.Shape, payload, v, false)
-		if err != nil {
-			return nil, err
-		}
-		defer job.release()
-		return job.w, job.decodeGain(ctx)
+		return lm.decodeGainMatrix(ctx, s.Shape, payload, v, false)
 	})
 }
 
 // DecodeTransposed decodes a gain-coded section into the transpose of its
 // matrix (codec.TransposedDecoder).
 func (d *gainDecoder) DecodeTransposed(ctx context.Context, s codec.Section, payload []byte, dst []float32) ([]float32, error) {
+	lm, err := d.modelFor(s)
+	if err != nil {
+		return nil, err
+	}
+	return lm.decodeGainMatrix(ctx, s.Shape, payload, dst, true)
+}
+
+// modelFor checks that s is an F32 section and returns the latent model of
+// the codec it names.
+func (d *gainDecoder) modelFor(s codec.Section) (*latentModel, error) {
 	if err := codec.CheckF32("nwc", s); err != nil {
 		return nil, err
 	}
-	lm, err := d.get(s.Params)
-	if err != nil {
-		return nil, err
-	}
-	job, err := lm.newMatrixJob(stage.From(ctx), s.Shape, payload, dst, true)
-	if err != nil {
-		return nil, err
-	}
-	defer job.release()
-	return job.w, job.decodeGain(ctx)
+	return d.get(s.Params)
 }
 
 func (d *gainDecoder) get(params []byte) (*latentModel, error) {

@@ -196,10 +196,7 @@ func newDecoder(env codec.Env) (codec.Decoder, error) {
 }
 
 func (d *decoder) Decode(ctx context.Context, s codec.Section, payload, dst []byte) ([]byte, error) {
-	if err := codec.CheckF32("nwc", s); err != nil {
-		return nil, err
-	}
-	c, err := d.get(s.Params)
+	c, err := d.codecFor(s)
 	if err != nil {
 		return nil, err
 	}
@@ -211,14 +208,19 @@ func (d *decoder) Decode(ctx context.Context, s codec.Section, payload, dst []by
 // DecodeTransposed decodes a section into the transpose of its matrix
 // (codec.TransposedDecoder).
 func (d *decoder) DecodeTransposed(ctx context.Context, s codec.Section, payload []byte, dst []float32) ([]float32, error) {
-	if err := codec.CheckF32("nwc", s); err != nil {
-		return nil, err
-	}
-	c, err := d.get(s.Params)
+	c, err := d.codecFor(s)
 	if err != nil {
 		return nil, err
 	}
 	return c.DecodeMatrixTransposed(ctx, s.Shape, payload, dst)
+}
+
+// codecFor checks that s is an F32 section and returns the codec it names.
+func (d *decoder) codecFor(s codec.Section) (*Codec, error) {
+	if err := codec.CheckF32("nwc", s); err != nil {
+		return nil, err
+	}
+	return d.get(s.Params)
 }
 
 func (d *decoder) get(params []byte) (*Codec, error) {
