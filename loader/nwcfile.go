@@ -87,8 +87,17 @@ func (f *NWCFile) decode(ctx context.Context, e container.Entry, dst []byte) ([]
 	if err != nil {
 		return nil, err
 	}
-	s := codec.Section{Name: e.Name, DType: e.DType, Shape: e.Shape, RawSize: e.RawSize, Params: e.Params}
-	out, err := f.dec.Decode(ctx, e.Codec, s, payload, dst)
+	return f.decodePayload(ctx, e, payload, dst)
+}
+
+// section describes e to its codec.
+func section(e container.Entry) codec.Section {
+	return codec.Section{Name: e.Name, DType: e.DType, Shape: e.Shape, RawSize: e.RawSize, Params: e.Params}
+}
+
+// decodePayload decodes the verified payload of e to its stored bytes.
+func (f *NWCFile) decodePayload(ctx context.Context, e container.Entry, payload, dst []byte) ([]byte, error) {
+	out, err := f.dec.Decode(ctx, e.Codec, section(e), payload, dst)
 	if err == nil && int64(len(out)) != e.RawSize {
 		err = fmt.Errorf("%w: decoded %d bytes, index says %d", codec.ErrCorrupt, len(out), e.RawSize)
 	}
@@ -124,13 +133,15 @@ func (f *NWCFile) ReadFloat32TContext(ctx context.Context, name string, dst []fl
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", tensor.ErrNotFound, err)
 	}
-	if len(e.Shape) == 2 && e.DType == tensor.F32 {
-		payload, err := f.r.ReadPayloadTimed(e, stage.From(ctx))
-		if err != nil {
-			return nil, err
-		}
-		s := codec.Section{Name: e.Name, DType: e.DType, Shape: e.Shape, RawSize: e.RawSize, Params: e.Params}
-		v, ok, err := f.dec.DecodeTransposed(ctx, e.Codec, s, payload, dst)
+	if len(e.Shape) != 2 {
+		return nil, fmt.Errorf("nwc: %s: tensor %q has shape %v, not a matrix: %w", f.r.Name(), name, e.Shape, tensor.ErrShape)
+	}
+	payload, err := f.r.ReadPayloadTimed(e, stage.From(ctx))
+	if err != nil {
+		return nil, err
+	}
+	if e.DType == tensor.F32 {
+		v, ok, err := f.dec.DecodeTransposed(ctx, e.Codec, section(e), payload, dst)
 		if err != nil {
 			return nil, fmt.Errorf("nwc: %s: %s %q: %w", f.r.Name(), e.Kind, e.Name, err)
 		}
@@ -138,12 +149,14 @@ func (f *NWCFile) ReadFloat32TContext(ctx context.Context, name string, dst []fl
 			return v, nil
 		}
 	}
-	if len(e.Shape) != 2 {
-		return nil, fmt.Errorf("nwc: %s: tensor %q has shape %v, not a matrix: %w", f.r.Name(), name, e.Shape, tensor.ErrShape)
-	}
-	w, err := f.ReadFloat32(name, nil)
+	// The codec writes W only: decode the payload already read, transpose.
+	raw, err := f.decodePayload(ctx, e, payload, nil)
 	if err != nil {
 		return nil, err
+	}
+	w, err := tensor.ToFloat32(e.DType, raw, tensor.NumElements(e.Shape), nil)
+	if err != nil {
+		return nil, fmt.Errorf("nwc: %s: tensor %q: %w", f.r.Name(), name, err)
 	}
 	return tensor.Transpose(w, int(e.Shape[0]), int(e.Shape[1]), dst), nil
 }

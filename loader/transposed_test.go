@@ -27,6 +27,8 @@ func TestReadFloat32T(t *testing.T) {
 			return len(ti.Shape) == 2
 		}
 		pf := loader.Prefetch(context.Background(), nf, false, loader.PrefetchOptions{Transposed: isMatrix})
+		defer nf.Close()
+		defer pf.Close()
 		n := 0
 		for _, ti := range nf.Tensors() {
 			if len(ti.Shape) != 2 {
@@ -57,8 +59,6 @@ func TestReadFloat32T(t *testing.T) {
 			}
 			n++
 		}
-		pf.Close()
-		nf.Close()
 		if n == 0 {
 			t.Fatalf("%s: no matrix", file)
 		}
