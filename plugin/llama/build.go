@@ -250,7 +250,7 @@ func (b *builder) vector(name string, n int) (string, error) {
 // "<name>.T" of shape [in, out], after un-permuting rotary rows when
 // heads > 0 (GGUF attn_q / attn_k).
 func (b *builder) linear(name string, out, in int, heads int) (string, error) {
-	if b.readT != nil && b.readT(name) && !(heads > 0 && b.cfg.Naming == arch.NamingGGUF) {
+	if b.readT != nil && b.readT(name) { // never GGUF's attn_q/attn_k (transposedReads)
 		wt, err := b.readTransposed(name, out, in)
 		if err != nil {
 			return "", err

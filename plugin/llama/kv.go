@@ -43,9 +43,7 @@ func OpenDecoderSource(src tensor.Source, opts Options) (*Decoder, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := names(cfg.Naming)
-	pf := loader.Prefetch(context.Background(), src, false, loader.PrefetchOptions{
-		Order: n.readOrder(cfg), Transposed: n.transposedReads(cfg.Layers, cfg.Naming)})
+	pf := prefetch(src, cfg)
 	defer pf.Close()
 	ins := []string{InputIDs}
 	outs := []string{OutputName}

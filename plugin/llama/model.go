@@ -106,9 +106,7 @@ func OpenSource(src tensor.Source, opts Options) (*Model, error) {
 	}
 	// Decode the next weights (entropy decoding, neural decoder, dequantizing)
 	// while Build lays out the current one.
-	n := names(cfg.Naming)
-	pf := loader.Prefetch(context.Background(), src, false, loader.PrefetchOptions{
-		Order: n.readOrder(cfg), Transposed: n.transposedReads(cfg.Layers, cfg.Naming)})
+	pf := prefetch(src, cfg)
 	defer pf.Close()
 	return newModel(cfg, opts, weightBytes(src), func(provider string, sink onnx.ExternalSink) ([]byte, error) {
 		bo := buildOptions(cfg, opts, provider, sink)

@@ -2,7 +2,13 @@
 
 package llama
 
-import "github.com/nwc-project/nwc/loader/arch"
+import (
+	"context"
+
+	"github.com/nwc-project/nwc/loader"
+	"github.com/nwc-project/nwc/loader/arch"
+	"github.com/nwc-project/nwc/loader/tensor"
+)
 
 // tensorNames maps the parts of the model to checkpoint tensor names.
 type tensorNames struct {
@@ -73,4 +79,12 @@ func (n tensorNames) transposedReads(layers int, naming arch.Naming) func(string
 		}
 	}
 	return func(name string) bool { return set[name] }
+}
+
+// prefetch wraps src in the prefetcher Build wants: its read order, and the
+// weights it reads transposed prefetched as Wᵀ.
+func prefetch(src tensor.Source, cfg arch.Config) *loader.Prefetcher {
+	n := names(cfg.Naming)
+	return loader.Prefetch(context.Background(), src, false, loader.PrefetchOptions{
+		Order: n.readOrder(cfg), Transposed: n.transposedReads(cfg.Layers, cfg.Naming)})
 }
