@@ -191,46 +191,49 @@ func (p *Prefetcher) readT(ctx context.Context, name string, dst []float32) ([]f
 // (tensor.TransposedReader): the prefetched one when it was named by
 // PrefetchOptions.Transposed, else read (and transposed) now.
 func (p *Prefetcher) ReadFloat32T(name string, dst []float32) ([]float32, error) {
-	p.mu.Lock()
-	f, ok := p.pending[name]
-	if ok && f.isT {
-		delete(p.pending, name)
-		p.fill()
-	} else {
-		ok = false
-	}
-	p.mu.Unlock()
-	if !ok {
+	f, err := p.claim(p.ctx, name, true)
+	if f == nil && err == nil {
 		return p.readT(p.ctx, name, dst)
 	}
-	select {
-	case <-f.done:
-	case <-p.ctx.Done():
-		return nil, p.ctx.Err()
+	if err != nil {
+		return nil, err
 	}
 	return f.t, f.err
 }
 
 // takeBuf is take that also returns the buffer the decode was given.
 func (p *Prefetcher) takeBuf(ctx context.Context, name string) (raw, buf []byte, ok bool, err error) {
+	f, err := p.claim(ctx, name, false)
+	if f == nil && err == nil {
+		return nil, nil, false, nil
+	}
+	if err != nil {
+		return nil, nil, true, err
+	}
+	return f.raw, f.buf, true, f.err
+}
+
+// claim takes name's pending decode (the bytes become the caller's) and
+// waits for it. It returns nil, nil when name is not being prefetched in
+// the form asked for (transposed or as stored): a prefetch of the other
+// form is dropped and the caller reads directly.
+func (p *Prefetcher) claim(ctx context.Context, name string, transposed bool) (*future, error) {
 	p.mu.Lock()
 	f, ok := p.pending[name]
-	delete(p.pending, name) // claimed: the bytes become the caller's
+	delete(p.pending, name)
 	p.fill()
 	p.mu.Unlock()
-	if !ok || f.isT {
-		// Not prefetched, or prefetched transposed and read as stored: a
-		// direct read (the transpose is dropped).
-		return nil, nil, false, nil
+	if !ok || f.isT != transposed {
+		return nil, nil
 	}
 	select {
 	case <-f.done:
+		return f, nil
 	case <-p.ctx.Done():
-		return nil, nil, true, p.ctx.Err()
+		return nil, p.ctx.Err()
 	case <-ctx.Done():
-		return nil, nil, true, ctx.Err()
+		return nil, ctx.Err()
 	}
-	return f.raw, f.buf, true, f.err
 }
 
 // Tensors lists the source's tensors.
