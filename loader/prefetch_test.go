@@ -23,6 +23,9 @@ type countingSource struct {
 }
 
 func (c *countingSource) ReadRaw(name string, dst []byte) ([]byte, error) {
+	// Counted before inFlight, so a reader that sees inFlight >= k also
+	// sees reads >= k.
+	c.reads.Add(1)
 	n := c.inFlight.Add(1)
 	defer c.inFlight.Add(-1)
 	for {
@@ -31,7 +34,6 @@ func (c *countingSource) ReadRaw(name string, dst []byte) ([]byte, error) {
 			break
 		}
 	}
-	c.reads.Add(1)
 	if c.gate != nil {
 		<-c.gate
 	}
