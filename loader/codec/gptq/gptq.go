@@ -93,12 +93,13 @@ func (e encoder) Encode(ctx context.Context, in codec.Input) (codec.Output, erro
 	return codec.Output{ID: rtn.ID, DType: tensor.F32, Params: res.Codec.Params(), Payload: res.Payload}, nil
 }
 
-// Defaults of the reference configuration.
+// Defaults of the reference configuration; the block and damping defaults
+// are LDLQ's (the same factorization of H).
 const (
 	DefaultGroup      = 128
-	DefaultBlockSize  = 128
-	DefaultDamping    = 0.01
-	DefaultMaxDamping = 1.0
+	DefaultBlockSize  = ldlq.DefaultBlockSize
+	DefaultDamping    = ldlq.DefaultDamping
+	DefaultMaxDamping = ldlq.DefaultMaxDamping
 )
 
 // Errors, wrapped with context; test with errors.Is. Shape and finiteness
