@@ -48,6 +48,7 @@ NWC_REVERIFY="${NWC_REVERIFY:-0}"
 DEST="$NWC_CACHE/cuda"
 LIB="$DEST/lib"
 ORT_API_VERSION=24 # what github.com/yalue/onnxruntime_go v1.27.0 asks for
+ORT_LOAD_CHECK="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/ort_load_check.py" # shared by setup.sh and setup-cuda.sh
 
 # ---------------------------------------------------------------- pins ----
 # "wheel-file-name sha256 size" (sha256 and size as PyPI lists them).
@@ -224,17 +225,7 @@ check_manifest() {
 # the ORT API version onnxruntime_go needs. (The CUDA provider is loaded
 # only when a session asks for it: this works without a GPU.)
 load_check() {
-	"$PYTHON" - "$1" "$ORT_API_VERSION" <<'EOF'
-import ctypes, sys
-lib = ctypes.CDLL(sys.argv[1])
-lib.OrtGetApiBase.restype = ctypes.POINTER(ctypes.c_void_p * 2)
-base = lib.OrtGetApiBase().contents
-version = ctypes.CFUNCTYPE(ctypes.c_char_p)(base[1])().decode()
-api = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_uint32)(base[0])(int(sys.argv[2]))
-if not api:
-    sys.exit(f"ONNX Runtime {version} does not provide API version {sys.argv[2]}")
-print(version)
-EOF
+	"$PYTHON" "$ORT_LOAD_CHECK" "$1" "$ORT_API_VERSION"
 }
 
 # needed_missing: the CUDA provider's DT_NEEDED libraries (less the C/C++

@@ -32,6 +32,7 @@ ORT_TGZ_SHA256="57181cf6e6e711b155c5b942d591fd63ded0b5de5c4922d51fd994e7f6ac2772
 ORT_TGZ_MEMBER="package/bin/napi-v6/linux/x64/libonnxruntime.so.1"
 ORT_SO_SHA256="53ef1ac028dd1b05554b8da28d9159eb3876f99868193d2aaa6e67f0243c23d4"
 ORT_API_VERSION=24 # what github.com/yalue/onnxruntime_go v1.27.0 asks for
+ORT_LOAD_CHECK="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/ort_load_check.py" # shared by setup.sh and setup-cuda.sh
 
 TOK_MODULE="github.com/daulet/tokenizers"
 TOK_VERSION="v1.24.0"
@@ -209,18 +210,7 @@ trap cleanup EXIT
 
 # ------------------------------------------------------- ONNX Runtime ----
 ort_load_check() {
-	# dlopen the library and ask for the API version onnxruntime_go needs.
-	"$PYTHON" - "$1" "$ORT_API_VERSION" <<'EOF'
-import ctypes, sys
-lib = ctypes.CDLL(sys.argv[1])
-lib.OrtGetApiBase.restype = ctypes.POINTER(ctypes.c_void_p * 2)
-base = lib.OrtGetApiBase().contents
-version = ctypes.CFUNCTYPE(ctypes.c_char_p)(base[1])().decode()
-api = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_uint32)(base[0])(int(sys.argv[2]))
-if not api:
-    sys.exit(f"ONNX Runtime {version} does not provide API version {sys.argv[2]}")
-print(version)
-EOF
+	"$PYTHON" "$ORT_LOAD_CHECK" "$1" "$ORT_API_VERSION"
 }
 
 setup_ort() {
