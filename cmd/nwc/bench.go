@@ -10,6 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"hash/fnv"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -145,12 +146,12 @@ func runBenchRD(ctx context.Context, args []string) error {
 		return err
 	}
 	defer refModel.Close()
-	ref := &memoLM{LM: refModel, cache: map[uint64][]float32{}}
 	tmp, err := os.MkdirTemp("", "nwc-bench-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(tmp)
+	ref := newMemoLM(refModel, tmp)
 
 	var hess loader.HessianFunc
 	notes := map[string]bool{}
@@ -307,11 +308,24 @@ func writeReport(rep *report.Report, stem string) error {
 
 // memoLM remembers the logits of every window it has computed, so that the
 // reference model runs once per window however many candidates are compared
-// with it.
+// with it. Up to memoBudget bytes stay in memory; the rest are spilled to
+// files in dir (a 262k-token vocabulary makes 2 GB of logits per 2048-token
+// window) and read back when asked for again.
 type memoLM struct {
 	eval.LM
-	mu    sync.Mutex
+	dir    string
+	budget int64
+	mu     sync.Mutex
+	used   int64
 	cache map[uint64][]float32
+	files map[uint64]string
+}
+
+// memoBudget is the memory memoLM keeps logits in before spilling to disk.
+const memoBudget = 2 << 30
+
+func newMemoLM(lm eval.LM, dir string) *memoLM {
+	return &memoLM{LM: lm, dir: dir, budget: memoBudget, cache: map[uint64][]float32{}, files: map[uint64]string{}}
 }
 
 func (m *memoLM) Logits(ctx context.Context, tokens []int32) ([]float32, error) {
@@ -324,8 +338,20 @@ func (m *memoLM) Logits(ctx context.Context, tokens []int32) ([]float32, error) 
 	key := h.Sum64()
 	m.mu.Lock()
 	l, ok := m.cache[key]
+	file, spilled := m.files[key]
 	m.mu.Unlock()
 	if ok {
+		return l, nil
+	}
+	if spilled {
+		raw, err := os.ReadFile(file)
+		if err != nil {
+			return nil, fmt.Errorf("bench: reference logits spilled to %s: %w", file, err)
+		}
+		l = make([]float32, len(raw)/4)
+		for i := range l {
+			l[i] = math.Float32frombits(binary.LittleEndian.Uint32(raw[4*i:]))
+		}
 		return l, nil
 	}
 	l, err := m.LM.Logits(ctx, tokens)
@@ -333,7 +359,20 @@ func (m *memoLM) Logits(ctx context.Context, tokens []int32) ([]float32, error) 
 		return nil, err
 	}
 	m.mu.Lock()
-	m.cache[key] = l
-	m.mu.Unlock()
+	defer m.mu.Unlock()
+	if size := int64(len(l)) * 4; m.used+size <= m.budget || m.dir == "" {
+		m.cache[key] = l
+		m.used += size
+		return l, nil
+	}
+	raw := make([]byte, 4*len(l))
+	for i, v := range l {
+		binary.LittleEndian.PutUint32(raw[4*i:], math.Float32bits(v))
+	}
+	file = filepath.Join(m.dir, fmt.Sprintf("ref-logits-%016x.f32", key))
+	if err := os.WriteFile(file, raw, 0o600); err != nil {
+		return nil, fmt.Errorf("bench: spilling reference logits: %w", err)
+	}
+	m.files[key] = file
 	return l, nil
 }

@@ -7,6 +7,8 @@ Sources (read-only, from $NWC_CACHE/models, cached by `make setup`):
 The evaluation model smollm2-135m is NEVER read into the dataset. With
 --check-exclusion (default on) its tensors are hashed only to prove that no
 dataset tensor equals one of them; the hashes go into the manifest.
+--holdout gemma3-270m builds the cross-model counterpart nwc-ds-xg instead:
+smollm2-135m (val blocks 7 and 22) + minilm-l6, with gemma3-270m hashed only.
 
 For every linear weight W [m out, n in] of every transformer block:
   1. row scales   s_i = std(W[i, :]) (population std, float64 accumulation)
@@ -47,7 +49,15 @@ GEMMA_LINEARS = ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_u
 MINILM_LINEARS = ["attention.self.query", "attention.self.key", "attention.self.value",
                   "attention.output.dense", "intermediate.dense", "output.dense"]
 
-VAL_LAYERS = {"gemma3-270m": {5, 13}, "minilm-l6": {2}}
+VAL_LAYERS = {"gemma3-270m": {5, 13}, "minilm-l6": {2}, "smollm2-135m": {7, 22}}
+
+# --holdout: the model kept out of the dataset (hashed only, for the exclusion
+# proof). smollm2-135m (default, dataset nwc-ds-v1: the evaluation model of the
+# shipped codecs) or gemma3-270m (dataset nwc-ds-xg: the cross-model
+# counterpart, trained on smollm2-135m + minilm-l6, that never sees gemma3).
+# smollm2's attn_q/attn_k are taken as stored in its GGUF (rows in llama.cpp's
+# rotary order), which is what `nwc compress` codes for a GGUF input.
+HOLDOUT_FILES = {"smollm2-135m": SMOLLM_FILE, "gemma3-270m": GEMMA_FILE}
 
 
 # ---------------------------------------------------------------- readers
@@ -120,9 +130,12 @@ def main():
     ap.add_argument("--out", default=None, help="output dir (default $NWC_CACHE/train-data/<name>)")
     ap.add_argument("--no-check-exclusion", action="store_true",
                     help="skip hashing smollm2-135m tensors for the exclusion proof")
+    ap.add_argument("--holdout", default="smollm2-135m", choices=sorted(HOLDOUT_FILES),
+                    help="the model kept out (hashed only): smollm2-135m (nwc-ds-v1) or gemma3-270m (nwc-ds-xg)")
     ap.add_argument("--force", action="store_true")
     args = ap.parse_args()
-    name = args.name or ("nwc-ds-tiny" if args.tiny else "nwc-ds-v1")
+    default = "nwc-ds-v1" if args.holdout == "smollm2-135m" else "nwc-ds-xg"
+    name = args.name or ("nwc-ds-tiny" if args.tiny else default)
     cache = nwc_cache()
     out = args.out or os.path.join(cache, "train-data", name)
     if os.path.exists(os.path.join(out, "manifest.json")) and not args.force:
@@ -134,11 +147,16 @@ def main():
     sources = []
     gemma_path = os.path.join(cache, "models", GEMMA_FILE)
     minilm_path = os.path.join(cache, "models", MINILM_FILE)
+    smollm_path = os.path.join(cache, "models", SMOLLM_FILE)
     if args.tiny:
         sources.append(("minilm-l6", minilm_path, lambda: minilm_tensors(minilm_path, {0, 1}), {1}))
-    else:
+    elif args.holdout == "smollm2-135m":
         sources.append(("gemma3-270m", gemma_path,
                         lambda: gguf_tensors(gemma_path, None, set(GEMMA_LINEARS)), VAL_LAYERS["gemma3-270m"]))
+        sources.append(("minilm-l6", minilm_path, lambda: minilm_tensors(minilm_path), VAL_LAYERS["minilm-l6"]))
+    else:
+        sources.append(("smollm2-135m", smollm_path,
+                        lambda: gguf_tensors(smollm_path, None, set(GEMMA_LINEARS)), VAL_LAYERS["smollm2-135m"]))
         sources.append(("minilm-l6", minilm_path, lambda: minilm_tensors(minilm_path), VAL_LAYERS["minilm-l6"]))
 
     tensors, rows_by_split, tid_by_split, stats = [], {"train": [], "val": []}, {"train": [], "val": []}, {}
@@ -179,13 +197,13 @@ def main():
     np.savez(os.path.join(out, "stats.npz"), **stats)
 
     # exclusion proof: the evaluation model is hashed, never stored or used
-    excl = {"model": "smollm2-135m", "file": SMOLLM_FILE, "used": False}
-    sm_path = os.path.join(cache, "models", SMOLLM_FILE)
+    excl = {"model": args.holdout, "file": HOLDOUT_FILES[args.holdout], "used": False}
+    sm_path = os.path.join(cache, "models", HOLDOUT_FILES[args.holdout])
     if args.tiny:
         args.no_check_exclusion = True
         excl["note"] = "tiny (CI) dataset: minilm-l6 only; smollm2-135m not hashed"
     if not args.no_check_exclusion and os.path.exists(sm_path):
-        log("smollm2-135m: hashing (exclusion proof only)")
+        log(f"{args.holdout}: hashing (exclusion proof only)")
         excl["sha256"] = sha256_file(sm_path)
         sm = []
         for tname, _, _, w, dtype in gguf_tensors(sm_path, all_tensors=True):
@@ -196,10 +214,10 @@ def main():
         src_overlap = [s["model"] for s in src_meta if s["sha256"] == excl["sha256"]]
         excl.update({"tensors": sm, "tensor_hash_overlap": overlap, "source_file_overlap": src_overlap})
         if overlap or src_overlap:
-            raise SystemExit(f"smollm2-135m tensors found in the dataset: {overlap or src_overlap}")
-        log(f"smollm2-135m: {len(sm)} tensors, no overlap with {len(tensors)} dataset tensors")
+            raise SystemExit(f"{args.holdout} tensors found in the dataset: {overlap or src_overlap}")
+        log(f"{args.holdout}: {len(sm)} tensors, no overlap with {len(tensors)} dataset tensors")
     elif not args.no_check_exclusion:
-        excl["note"] = "smollm2-135m not present in the cache; exclusion by construction only"
+        excl["note"] = f"{args.holdout} not present in the cache; exclusion by construction only"
 
     manifest = {
         "format": "nwc-dataset-v1",
@@ -210,7 +228,7 @@ def main():
         "normalization": "per output row: W / std(W[i,:]) (population std); then global (x-mean)/std over train",
         "chunking": "W^T cut into 16 consecutive output-channel values of one input column; 64 chunks per row",
         "split": {"method": "whole tensors: all linears of held-out layers are validation",
-                  "val_layers": {k: sorted(v) for k, v in VAL_LAYERS.items()} if not args.tiny else {"minilm-l6": [1]}},
+                  "val_layers": {m: sorted(v) for m, _, _, v in sources}},
         "global_mean": mean, "global_std": std,
         "sources": src_meta,
         "counts": {"train_rows": int(train.shape[0]), "val_rows": int(val.shape[0]),

@@ -1,0 +1,65 @@
+//go:build cgo
+
+package main
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+)
+
+// countLM returns logits derived from the tokens and counts its calls.
+type countLM struct{ calls int }
+
+func (c *countLM) Vocab() int { return 3 }
+
+func (c *countLM) Logits(_ context.Context, tokens []int32) ([]float32, error) {
+	c.calls++
+	out := make([]float32, 0, 3*len(tokens))
+	for i, t := range tokens {
+		out = append(out, float32(t), float32(i), float32(t)*0.5-float32(i))
+	}
+	return out, nil
+}
+
+// TestMemoLMSpills: windows past the memory budget go to files in the
+// folder and come back equal; every window is computed once.
+func TestMemoLMSpills(t *testing.T) {
+	lm := &countLM{}
+	dir := t.TempDir()
+	m := newMemoLM(lm, dir)
+	m.budget = 3 * 4 * 4 // one window of 4 tokens in memory
+	wins := [][]int32{{1, 2, 3, 4}, {5, 6, 7, 8}, {9, 10, 11, 12}}
+	var first [][]float32
+	for _, w := range wins {
+		l, err := m.Logits(context.Background(), w)
+		if err != nil {
+			t.Fatal(err)
+		}
+		first = append(first, slices.Clone(l))
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, "ref-logits-*.f32"))
+	if len(files) != 2 {
+		t.Fatalf("%d spilled files, want 2", len(files))
+	}
+	for i, w := range wins {
+		l, err := m.Logits(context.Background(), w)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(l, first[i]) {
+			t.Fatalf("window %d: %v, want %v", i, l, first[i])
+		}
+	}
+	if lm.calls != len(wins) {
+		t.Fatalf("%d model calls, want %d", lm.calls, len(wins))
+	}
+	os.Remove(files[0])
+	if _, err := m.Logits(context.Background(), wins[1]); err == nil {
+		if _, err2 := m.Logits(context.Background(), wins[2]); err2 == nil {
+			t.Fatal("a removed spill file was not reported")
+		}
+	}
+}
