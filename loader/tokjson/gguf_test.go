@@ -113,7 +113,7 @@ func TestFromGGUFMetadataErrors(t *testing.T) {
 		want string
 		is   error
 	}{
-		{"spm", replace("tokenizer.ggml.model", tokentest.Str("llama")), "only \"gpt2\"", tokjson.ErrUnsupported},
+		{"wpm", replace("tokenizer.ggml.model", tokentest.Str("bert")), "tokenizer.ggml.model \"bert\"", tokjson.ErrUnsupported},
 		{"default pre", replace("tokenizer.ggml.pre", tokentest.Str("default")), "pre-tokenizer \"default\"", tokjson.ErrUnsupported},
 		{"no pre", drop("tokenizer.ggml.pre"), "tokenizer.ggml.pre is missing", tokjson.ErrUnsupported},
 		{"no model", drop("tokenizer.ggml.model"), "no tokenizer.ggml.model", nil},

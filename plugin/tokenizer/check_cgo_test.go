@@ -6,7 +6,6 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"os"
@@ -66,14 +65,7 @@ func smollm2(t *testing.T) *gguf.File {
 
 // idsDigest is the sha256 of ids as consecutive little-endian uint32, as
 // scripts/tokenizer_check.py computes it.
-func idsDigest(ids []int32) string {
-	b := make([]byte, 4*len(ids))
-	for i, id := range ids {
-		binary.LittleEndian.PutUint32(b[4*i:], uint32(id))
-	}
-	h := sha256.Sum256(b)
-	return hex.EncodeToString(h[:])
-}
+var idsDigest = tokjson.IDsSHA256
 
 func wikiText(t *testing.T) *eval.Text {
 	t.Helper()
