@@ -52,7 +52,9 @@ func TestTokenizeCommand(t *testing.T) {
 	if rec.Count != len(want) || rec.SHA256 != tokjson.IDsSHA256(want) || rec.RoundTrip == nil || !*rec.RoundTrip || rec.Tokenizer != "gguf-built" {
 		t.Errorf("output %+v", rec)
 	}
-	if _, err := capture(t, func() error { return runTokenize(context.Background(), []string{"--model", filepath.Join(dir, "none.gguf")}) }); err == nil {
+	if _, err := capture(t, func() error {
+		return runTokenize(context.Background(), []string{"--model", filepath.Join(dir, "none.gguf")})
+	}); err == nil {
 		t.Error("a missing model gave no error")
 	}
 }
