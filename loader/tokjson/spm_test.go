@@ -162,7 +162,7 @@ func TestFromGGUFMetadataSentencePieceErrors(t *testing.T) {
 		{"byte token type", set("tokenizer.ggml.token_type", tokentest.I32s(notByteType)), "<0x20> has type 1, not BYTE", tokjson.ErrUnsupported},
 		{"no tokens", drop("tokenizer.ggml.tokens"), "no tokenizer.ggml.tokens", nil},
 		{"prefix type", set("tokenizer.ggml.add_space_prefix", tokentest.U32(1)), "add_space_prefix is a", nil},
-		{"unk range", set("tokenizer.ggml.unknown_token_id", tokentest.U32(1 << 20)), "outside the vocabulary", nil},
+		{"unk range", set("tokenizer.ggml.unknown_token_id", tokentest.U32(1<<20)), "outside the vocabulary", nil},
 		{"phi-3", set("general.name", tokentest.Str("Phi-3-mini")), "Phi-3", tokjson.ErrUnsupported},
 	}
 	for _, c := range cases {
