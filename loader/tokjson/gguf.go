@@ -150,6 +150,20 @@ func (m metadata) id(key string, n int) (int32, error) {
 	return int32(i), nil
 }
 
+// strs returns a required array of strings; why is appended to the error
+// when the key is missing.
+func (m metadata) strs(key, why string) ([]string, error) {
+	v, ok := m[key]
+	if !ok {
+		return nil, fmt.Errorf("tokenizer: GGUF metadata has no %s%s", key, why)
+	}
+	s, ok := v.Strings()
+	if !ok {
+		return nil, fmt.Errorf("tokenizer: GGUF %s is not an array of strings (%s of %s)", key, v.Type, v.Elem)
+	}
+	return s, nil
+}
+
 func (m metadata) ints(key string) ([]int64, bool, error) {
 	v, ok := m[key]
 	if !ok {
@@ -337,13 +351,9 @@ type vocabulary struct {
 // they match whole in the raw text as llama.cpp's special-token partitioning
 // does. Tokens of type BYTE (6) are refused unless allowByte.
 func readVocabulary(m metadata, allowByte bool) (*vocabulary, error) {
-	tv, ok := m["tokenizer.ggml.tokens"]
-	if !ok {
-		return nil, errors.New("tokenizer: GGUF metadata has no tokenizer.ggml.tokens")
-	}
-	tokens, ok := tv.Strings()
-	if !ok {
-		return nil, fmt.Errorf("tokenizer: GGUF tokenizer.ggml.tokens is not an array of strings (%s of %s)", tv.Type, tv.Elem)
+	tokens, err := m.strs("tokenizer.ggml.tokens", "")
+	if err != nil {
+		return nil, err
 	}
 	if len(tokens) == 0 {
 		return nil, errors.New("tokenizer: GGUF tokenizer.ggml.tokens is empty")
@@ -458,13 +468,9 @@ func fromByteLevelBPE(m metadata, kvs []gguf.KV) ([]byte, error) {
 		return nil, err
 	}
 	tokens, index := v.tokens, v.index
-	mv, ok := m["tokenizer.ggml.merges"]
-	if !ok {
-		return nil, errors.New("tokenizer: GGUF metadata has no tokenizer.ggml.merges (needed for byte-level BPE)")
-	}
-	mergeStrs, ok := mv.Strings()
-	if !ok {
-		return nil, fmt.Errorf("tokenizer: GGUF tokenizer.ggml.merges is not an array of strings (%s of %s)", mv.Type, mv.Elem)
+	mergeStrs, err := m.strs("tokenizer.ggml.merges", " (needed for byte-level BPE)")
+	if err != nil {
+		return nil, err
 	}
 	special, err := SpecialTokens(kvs)
 	if err != nil {

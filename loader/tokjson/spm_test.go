@@ -2,7 +2,6 @@ package tokjson_test
 
 import (
 	"encoding/json"
-	"errors"
 	"math"
 	"reflect"
 	"strings"
@@ -146,12 +145,7 @@ func TestFromGGUFMetadataSentencePieceErrors(t *testing.T) {
 	noByte[3+0x41] = "<0x41 >"
 	notByteType := append([]int32(nil), v.Types...)
 	notByteType[3+0x20] = tokjson.TokenTypeNormal
-	cases := []struct {
-		name string
-		kvs  []gguf.KV
-		want string
-		is   error
-	}{
+	checkErrors(t, []errCase{
 		{"no scores", drop("tokenizer.ggml.scores"), "no tokenizer.ggml.scores", nil},
 		{"scores len", set("tokenizer.ggml.scores", tokentest.F32s(v.Scores[:10])), "10 token scores for", nil},
 		{"scores type", set("tokenizer.ggml.scores", tokentest.I32s(make([]int32, len(v.Tokens)))), "not an array of float32", nil},
@@ -164,17 +158,7 @@ func TestFromGGUFMetadataSentencePieceErrors(t *testing.T) {
 		{"prefix type", set("tokenizer.ggml.add_space_prefix", tokentest.U32(1)), "add_space_prefix is a", nil},
 		{"unk range", set("tokenizer.ggml.unknown_token_id", tokentest.U32(1<<20)), "outside the vocabulary", nil},
 		{"phi-3", set("general.name", tokentest.Str("Phi-3-mini")), "Phi-3", tokjson.ErrUnsupported},
-	}
-	for _, c := range cases {
-		_, err := tokjson.FromGGUFMetadata(c.kvs)
-		if err == nil || !strings.Contains(err.Error(), c.want) {
-			t.Errorf("%s: error %v, want %q", c.name, err, c.want)
-			continue
-		}
-		if c.is != nil && !errors.Is(err, c.is) {
-			t.Errorf("%s: error %v does not wrap %v", c.name, err, c.is)
-		}
-	}
+	})
 }
 
 func TestIDsSHA256(t *testing.T) {

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -67,6 +68,35 @@ func smollm2(t *testing.T) *gguf.File {
 // scripts/tokenizer_check.py computes it.
 var idsDigest = tokjson.IDsSHA256
 
+// pieceCase is a text and the tokens it must encode to.
+type pieceCase struct {
+	text string
+	want []string
+}
+
+// checkPieces encodes each text and compares the tokens (as the GGUF's
+// tokenizer.ggml.tokens name them) with want.
+func checkPieces(t *testing.T, tok *Tokenizer, f *gguf.File, cases []pieceCase) {
+	t.Helper()
+	tokens, ok := f.GetStrings("tokenizer.ggml.tokens")
+	if !ok {
+		t.Fatal("no tokenizer.ggml.tokens")
+	}
+	for _, c := range cases {
+		ids, err := tok.Encode(c.text)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := make([]string, len(ids))
+		for i, id := range ids {
+			got[i] = tokens[id]
+		}
+		if !reflect.DeepEqual(got, c.want) {
+			t.Errorf("Encode(%q) = %q, want %q", c.text, got, c.want)
+		}
+	}
+}
+
 func wikiText(t *testing.T) *eval.Text {
 	t.Helper()
 	txt, err := eval.LoadText("")
@@ -91,27 +121,11 @@ func TestSmolLM2Tokenizer(t *testing.T) {
 	if err != nil || sp != (tokjson.Special{BOS: 1, EOS: 2, UNK: 0, PAD: 2}) {
 		t.Errorf("special tokens %+v, %v", sp, err)
 	}
-	for _, c := range []struct {
-		text string
-		want []string
-	}{
+	checkPieces(t, tok, f, []pieceCase{
 		{"<|im_start|>user\nHi<|im_end|>", []string{"<|im_start|>", "user", "Ċ", "Hi", "<|im_end|>"}},
 		{" 2015", []string{"Ġ", "2", "0", "1", "5"}},
 		{"Hello, world!", []string{"Hello", ",", "Ġworld", "!"}},
-	} {
-		ids, err := tok.Encode(c.text)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var got []string
-		for _, id := range ids {
-			s, _ := f.GetStrings("tokenizer.ggml.tokens")
-			got = append(got, s[id])
-		}
-		if strings.Join(got, "|") != strings.Join(c.want, "|") {
-			t.Errorf("Encode(%q) = %q, want %q", c.text, got, c.want)
-		}
-	}
+	})
 
 	txt := wikiText(t)
 	t0 := time.Now()
