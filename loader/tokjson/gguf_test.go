@@ -27,26 +27,31 @@ type addedToken struct {
 	Special    bool   `json:"special"`
 }
 
+// tokenizerJSON is the part of a tokenizer.json the tests look at.
+type tokenizerJSON struct {
+	AddedTokens []addedToken   `json:"added_tokens"`
+	Normalizer  any            `json:"normalizer"`
+	PreTok      any            `json:"pre_tokenizer"`
+	Post        map[string]any `json:"post_processor"`
+	Decoder     map[string]any `json:"decoder"`
+	Model       struct {
+		Type         string           `json:"type"`
+		Unk          *string          `json:"unk_token"`
+		ByteFallback bool             `json:"byte_fallback"`
+		FuseUnk      bool             `json:"fuse_unk"`
+		IgnoreMerges bool             `json:"ignore_merges"`
+		Vocab        map[string]int32 `json:"vocab"`
+		Merges       [][2]string      `json:"merges"`
+	} `json:"model"`
+}
+
 func TestFromGGUFMetadataJSON(t *testing.T) {
 	v := tokentest.NewTinyVocab()
 	data, err := tokjson.FromGGUFMetadata(v.KVs("smollm"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var tj struct {
-		AddedTokens []addedToken   `json:"added_tokens"`
-		Normalizer  any            `json:"normalizer"`
-		PreTok      any            `json:"pre_tokenizer"`
-		Post        map[string]any `json:"post_processor"`
-		Decoder     map[string]any `json:"decoder"`
-		Model       struct {
-			Type         string           `json:"type"`
-			Unk          *string          `json:"unk_token"`
-			IgnoreMerges bool             `json:"ignore_merges"`
-			Vocab        map[string]int32 `json:"vocab"`
-			Merges       [][2]string      `json:"merges"`
-		} `json:"model"`
-	}
+	var tj tokenizerJSON
 	if err := json.Unmarshal(data, &tj); err != nil {
 		t.Fatal(err)
 	}

@@ -12,29 +12,13 @@ import (
 	"github.com/nwc-project/nwc/loader/tokjson"
 )
 
-type spmJSON struct {
-	AddedTokens []addedToken   `json:"added_tokens"`
-	Normalizer  map[string]any `json:"normalizer"`
-	PreTok      any            `json:"pre_tokenizer"`
-	Post        map[string]any `json:"post_processor"`
-	Decoder     map[string]any `json:"decoder"`
-	Model       struct {
-		Type         string           `json:"type"`
-		Unk          *string          `json:"unk_token"`
-		ByteFallback bool             `json:"byte_fallback"`
-		FuseUnk      bool             `json:"fuse_unk"`
-		Vocab        map[string]int32 `json:"vocab"`
-		Merges       [][2]string      `json:"merges"`
-	} `json:"model"`
-}
-
-func buildSPM(t *testing.T, kvs []gguf.KV) spmJSON {
+func buildSPM(t *testing.T, kvs []gguf.KV) tokenizerJSON {
 	t.Helper()
 	data, err := tokjson.FromGGUFMetadata(kvs)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var tj spmJSON
+	var tj tokenizerJSON
 	if err := json.Unmarshal(data, &tj); err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +86,7 @@ func TestFromGGUFMetadataSentencePiece(t *testing.T) {
 	if err != nil || sp != (tokjson.Special{BOS: 1, EOS: 2, UNK: 0, PAD: -1, AddBOS: true}) {
 		t.Errorf("defaults: %+v, %v", sp, err)
 	}
-	if tj := buildSPM(t, bare); tj.Normalizer["type"] != "Sequence" {
+	if tj := buildSPM(t, bare); tj.Normalizer.(map[string]any)["type"] != "Sequence" {
 		t.Errorf("add_space_prefix default: normalizer %v", tj.Normalizer)
 	}
 }

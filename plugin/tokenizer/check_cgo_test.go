@@ -68,6 +68,26 @@ func smollm2(t *testing.T) *gguf.File {
 // scripts/tokenizer_check.py computes it.
 var idsDigest = tokjson.IDsSHA256
 
+// buildForGGUF builds the tokenizer of f from its metadata (in an empty
+// cache) and checks its vocabulary size and special tokens.
+func buildForGGUF(t *testing.T, f *gguf.File, vocab int, want tokjson.Special) *Tokenizer {
+	t.Helper()
+	t.Setenv("NWC_CACHE", t.TempDir()) // build, don't reuse a cached file
+	tok, err := ForSource(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tok.Close() })
+	if tok.VocabSize() != vocab {
+		t.Errorf("vocab size %d, want %d", tok.VocabSize(), vocab)
+	}
+	sp, err := tokjson.SpecialTokens(f.Metadata())
+	if err != nil || sp != want {
+		t.Errorf("special tokens %+v, %v; want %+v", sp, err, want)
+	}
+	return tok
+}
+
 // pieceCase is a text and the tokens it must encode to.
 type pieceCase struct {
 	text string
@@ -108,19 +128,7 @@ func wikiText(t *testing.T) *eval.Text {
 
 func TestSmolLM2Tokenizer(t *testing.T) {
 	f := smollm2(t)
-	t.Setenv("NWC_CACHE", t.TempDir()) // build, don't reuse a cached file
-	tok, err := ForSource(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tok.Close()
-	if tok.VocabSize() != 49152 {
-		t.Errorf("vocab size %d, want 49152", tok.VocabSize())
-	}
-	sp, err := tokjson.SpecialTokens(f.Metadata())
-	if err != nil || sp != (tokjson.Special{BOS: 1, EOS: 2, UNK: 0, PAD: 2}) {
-		t.Errorf("special tokens %+v, %v", sp, err)
-	}
+	tok := buildForGGUF(t, f, 49152, tokjson.Special{BOS: 1, EOS: 2, UNK: 0, PAD: 2})
 	checkPieces(t, tok, f, []pieceCase{
 		{"<|im_start|>user\nHi<|im_end|>", []string{"<|im_start|>", "user", "Ċ", "Hi", "<|im_end|>"}},
 		{" 2015", []string{"Ġ", "2", "0", "1", "5"}},
