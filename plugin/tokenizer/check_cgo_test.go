@@ -51,14 +51,21 @@ func skipOrFail(t *testing.T, format string, args ...any) {
 }
 
 func smollm2(t *testing.T) *gguf.File {
+	return openGGUF(t, "NWC_SMOLLM2_GGUF", "smollm2-135m", "SmolLM2-135M-Instruct.Q4_1.gguf")
+}
+
+// openGGUF opens the GGUF named by the environment variable env, else the
+// reference model's file in the cache; it skips (fails with
+// NWC_REQUIRE_MODELS=1) when there is none.
+func openGGUF(t *testing.T, env, model, file string) *gguf.File {
 	t.Helper()
-	p := os.Getenv("NWC_SMOLLM2_GGUF")
+	p := os.Getenv(env)
 	if p == "" {
-		p = filepath.Join(refmodel.CacheDir(), "models", "smollm2-135m", "SmolLM2-135M-Instruct.Q4_1.gguf")
+		p = filepath.Join(refmodel.CacheDir(), "models", model, file)
 	}
 	f, err := gguf.Open(p)
 	if err != nil {
-		skipOrFail(t, "SmolLM2 GGUF not available (run make setup or set NWC_SMOLLM2_GGUF): %v", err)
+		skipOrFail(t, "%s GGUF not available (run make setup or set %s): %v", model, env, err)
 	}
 	t.Cleanup(func() { f.Close() })
 	return f

@@ -13,7 +13,6 @@ import (
 
 	"github.com/nwc-project/nwc/internal/tokentest"
 	"github.com/nwc-project/nwc/loader/gguf"
-	"github.com/nwc-project/nwc/loader/refmodel"
 	"github.com/nwc-project/nwc/loader/tokjson"
 )
 
@@ -121,15 +120,7 @@ type gemma3Golden struct {
 // llama.cpp's (testdata/gemma3-270m-wikitext2.json, written by
 // scripts/check-gguf-tokenizer.py --golden).
 func TestGemma3TokenizerGolden(t *testing.T) {
-	p := os.Getenv("NWC_GEMMA3_GGUF")
-	if p == "" {
-		p = filepath.Join(refmodel.CacheDir(), "models", "gemma3-270m", "gemma-3-270m-q4_k_m.gguf")
-	}
-	f, err := gguf.Open(p)
-	if err != nil {
-		skipOrFail(t, "Gemma-3 GGUF not available (run make setup or set NWC_GEMMA3_GGUF): %v", err)
-	}
-	defer f.Close()
+	f := openGGUF(t, "NWC_GEMMA3_GGUF", "gemma3-270m", "gemma-3-270m-q4_k_m.gguf")
 	data, err := os.ReadFile(filepath.Join("testdata", "gemma3-270m-wikitext2.json"))
 	if err != nil {
 		t.Fatal(err)
