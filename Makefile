@@ -29,7 +29,7 @@ TEST_ENV := ONNXRUNTIME_SHARED_LIBRARY_PATH=$(ORT_LIB) NWC_REQUIRE_ORT=1 NWC_REQ
 # Go files to gofmt-check (skip VCS, testdata, outputs).
 FIND_GOFILES = find . -type d \( -name .git -o -name testdata -o -path ./out -o -path ./bin -o -name node_modules \) -prune -o -type f -name '*.go' -print
 
-.PHONY: all setup setup-check setup-train setup-cuda train build test test-nocgo check-api-example fmt-check vet fuzz demo clean check-tokenizer check-decode
+.PHONY: all setup setup-check setup-train setup-cuda train build test test-nocgo check-api-example fmt-check vet fuzz demo clean check-tokenizer check-gguf-tokenizer check-decode
 
 all: build
 
@@ -121,6 +121,15 @@ check-tokenizer: setup
 	fi
 	$(TEST_ENV) NWC_CHECK_PYTHON=$(LLAMACPP_VENV)/bin/python NWC_REQUIRE_LLAMA_CPP=1 \
 		$(GO) test -count=1 -v -run 'TestWikiTextMatchesReferences|TestSmolLM2Tokenizer' ./plugin/tokenizer
+
+# SentencePiece (gemma3-270m) and byte-level BPE (smollm2-135m) tokenizers built from
+# GGUF metadata against llama.cpp on the whole WikiText-2 test text (docs/EVAL.md).
+# Needs llama-cpp-python 0.3.16 in $(NWC_CACHE)/llamacpp/venv-0.3.16 (scripts/check-export.sh builds it).
+LLAMACPP_PY := $(NWC_CACHE)/llamacpp/venv-0.3.16/bin/python
+check-gguf-tokenizer: build
+	@$(LLAMACPP_PY) -c 'import llama_cpp' || { echo "no llama-cpp-python at $(LLAMACPP_PY): run scripts/check-export.sh once"; exit 1; }
+	$(LLAMACPP_PY) scripts/check-gguf-tokenizer.py --nwc $(BIN)/nwc --gguf $(NWC_CACHE)/models/gemma3-270m/gemma-3-270m-q4_k_m.gguf
+	$(LLAMACPP_PY) scripts/check-gguf-tokenizer.py --nwc $(BIN)/nwc --gguf $(NWC_CACHE)/models/smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf
 
 clean:
 	rm -rf $(BIN) $(OUT)

@@ -30,6 +30,10 @@ func runServe(ctx context.Context, args []string) error {
 	return fmt.Errorf("serve: %w", ortenv.ErrNoCGO)
 }
 
+func runTokenize(ctx context.Context, args []string) error {
+	return fmt.Errorf("tokenize: %w", ortenv.ErrNoCGO)
+}
+
 func runBenchRD(ctx context.Context, args []string) error {
 	return fmt.Errorf("bench rd: %w", ortenv.ErrNoCGO)
 }

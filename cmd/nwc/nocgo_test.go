@@ -24,6 +24,7 @@ func TestNoCGO(t *testing.T) {
 		"generate":   func() error { return runGenerate(ctx, []string{"--model", in, "--prompt", "hi"}) },
 		"bench":      func() error { return runBench(ctx, []string{"rd"}) },
 		"bench load": func() error { return runBench(ctx, []string{"load"}) },
+		"tokenize":   func() error { return runTokenize(ctx, []string{"--model", in}) },
 		"calibration": func() error {
 			return runCompress(ctx, []string{"--model", in, "--codec", "gptq-g128", "-o", filepath.Join(dir, "c.nwc"), "-q"})
 		},

@@ -150,6 +150,20 @@ func (m metadata) id(key string, n int) (int32, error) {
 	return int32(i), nil
 }
 
+// strs returns a required array of strings; why is appended to the error
+// when the key is missing.
+func (m metadata) strs(key, why string) ([]string, error) {
+	v, ok := m[key]
+	if !ok {
+		return nil, fmt.Errorf("tokenizer: GGUF metadata has no %s%s", key, why)
+	}
+	s, ok := v.Strings()
+	if !ok {
+		return nil, fmt.Errorf("tokenizer: GGUF %s is not an array of strings (%s of %s)", key, v.Type, v.Elem)
+	}
+	return s, nil
+}
+
 func (m metadata) ints(key string) ([]int64, bool, error) {
 	v, ok := m[key]
 	if !ok {
@@ -218,10 +232,24 @@ func SpecialTokens(kvs []gguf.KV) (Special, error) {
 	if s.PAD, err = m.id("tokenizer.ggml.padding_token_id", n); err != nil {
 		return s, err
 	}
-	pre, _, _ := m.str("tokenizer.ggml.pre")
 	def := false
-	if p, err := preTokenizerFor(pre); err == nil {
-		def = p.addBOS
+	if model, _, _ := m.str("tokenizer.ggml.model"); model == "llama" {
+		// llama.cpp's defaults for SentencePiece vocabularies (llama_vocab
+		// load): <unk> 0, <s> 1, </s> 2, and BOS added.
+		for _, d := range []struct {
+			id  *int32
+			def int32
+		}{{&s.UNK, 0}, {&s.BOS, 1}, {&s.EOS, 2}} {
+			if *d.id < 0 && int(d.def) < n {
+				*d.id = d.def
+			}
+		}
+		def = true
+	} else {
+		pre, _, _ := m.str("tokenizer.ggml.pre")
+		if p, err := preTokenizerFor(pre); err == nil {
+			def = p.addBOS
+		}
 	}
 	if s.AddBOS, err = m.boolean("tokenizer.ggml.add_bos_token", def); err != nil {
 		return s, err
@@ -287,23 +315,9 @@ func ByteAlphabet() [256]rune {
 // FromGGUFMetadata builds a Hugging Face tokenizer.json equivalent to the
 // tokenizer that the GGUF metadata describes, as llama.cpp runs it.
 //
-// Supported: tokenizer.ggml.model "gpt2" (byte-level BPE) with the
-// pre-tokenizers listed at preTokenizerFor. The result has:
-//   - model: BPE over tokenizer.ggml.tokens (id = position) and
-//     tokenizer.ggml.merges, no dropout, no unk token when all 256 byte
-//     characters are in the vocabulary (else the unknown_token_id token),
-//     ignore_merges as llama.cpp sets it;
-//   - added_tokens: every token of type CONTROL (3) or UNKNOWN (2) as a
-//     special token and every USER_DEFINED (4) token as a non-special one,
-//     none normalized, so that they match whole in text as llama.cpp's
-//     special-token partitioning does;
-//   - normalizer: none; decoder: ByteLevel;
-//   - post_processor: ByteLevel, plus BOS/EOS templates when
-//     tokenizer.ggml.add_bos_token / add_eos_token ask for them (Encode never
-//     adds special tokens, so they only matter to other users of the file).
-//
-// tokenizer.ggml.add_space_prefix is ignored: llama.cpp's BPE tokenizer
-// does not use it either.
+// Supported tokenizer.ggml.model values: "gpt2" (byte-level BPE, see
+// fromByteLevelBPE) and "llama" (SentencePiece BPE with scores and byte
+// fallback, see fromSentencePiece). Anything else wraps ErrUnsupported.
 func FromGGUFMetadata(kvs []gguf.KV) ([]byte, error) {
 	m := newMetadata(kvs)
 	model, ok, err := m.str("tokenizer.ggml.model")
@@ -313,25 +327,33 @@ func FromGGUFMetadata(kvs []gguf.KV) ([]byte, error) {
 	if !ok {
 		return nil, errors.New("tokenizer: GGUF metadata has no tokenizer.ggml.model")
 	}
-	if model != "gpt2" {
-		return nil, fmt.Errorf("%w: tokenizer.ggml.model %q (only \"gpt2\", byte-level BPE, is supported)", ErrUnsupported, model)
+	switch model {
+	case "gpt2":
+		return fromByteLevelBPE(m, kvs)
+	case "llama":
+		return fromSentencePiece(m, kvs)
 	}
-	pre, _, err := m.str("tokenizer.ggml.pre")
-	if err != nil {
-		return nil, err
-	}
-	pt, err := preTokenizerFor(pre)
-	if err != nil {
-		return nil, err
-	}
+	return nil, fmt.Errorf("%w: tokenizer.ggml.model %q (supported: \"gpt2\", byte-level BPE; \"llama\", SentencePiece BPE)", ErrUnsupported, model)
+}
 
-	tv, ok := m["tokenizer.ggml.tokens"]
-	if !ok {
-		return nil, errors.New("tokenizer: GGUF metadata has no tokenizer.ggml.tokens")
-	}
-	tokens, ok := tv.Strings()
-	if !ok {
-		return nil, fmt.Errorf("tokenizer: GGUF tokenizer.ggml.tokens is not an array of strings (%s of %s)", tv.Type, tv.Elem)
+// vocabulary is tokenizer.ggml.tokens with its token types, read and checked.
+type vocabulary struct {
+	tokens []string
+	types  []int64 // nil when the file has no tokenizer.ggml.token_type
+	index  map[string]int
+	json   []byte         // the BPE model's "vocab" object, in id order
+	added  []hfAddedToken // control, unknown and user-defined tokens
+}
+
+// readVocabulary reads tokenizer.ggml.tokens and tokenizer.ggml.token_type.
+// Tokens of type CONTROL (3) or UNKNOWN (2) become special added tokens and
+// USER_DEFINED (4) ones non-special added tokens, none normalized, so that
+// they match whole in the raw text as llama.cpp's special-token partitioning
+// does. Tokens of type BYTE (6) are refused unless allowByte.
+func readVocabulary(m metadata, allowByte bool) (*vocabulary, error) {
+	tokens, err := m.strs("tokenizer.ggml.tokens", "")
+	if err != nil {
+		return nil, err
 	}
 	if len(tokens) == 0 {
 		return nil, errors.New("tokenizer: GGUF tokenizer.ggml.tokens is empty")
@@ -343,55 +365,117 @@ func FromGGUFMetadata(kvs []gguf.KV) ([]byte, error) {
 	if haveTypes && len(types) != len(tokens) {
 		return nil, fmt.Errorf("tokenizer: GGUF has %d token types for %d tokens", len(types), len(tokens))
 	}
-	mv, ok := m["tokenizer.ggml.merges"]
-	if !ok {
-		return nil, errors.New("tokenizer: GGUF metadata has no tokenizer.ggml.merges (needed for byte-level BPE)")
-	}
-	mergeStrs, ok := mv.Strings()
-	if !ok {
-		return nil, fmt.Errorf("tokenizer: GGUF tokenizer.ggml.merges is not an array of strings (%s of %s)", mv.Type, mv.Elem)
-	}
-	special, err := SpecialTokens(kvs)
-	if err != nil {
-		return nil, err
-	}
-
-	// Vocabulary, in id order; every token must be valid UTF-8 and unique.
-	index := make(map[string]int, len(tokens))
+	v := &vocabulary{tokens: tokens, types: types, index: make(map[string]int, len(tokens))}
 	var vocab bytes.Buffer
 	vocab.Grow(len(tokens) * 16)
 	vocab.WriteByte('{')
-	var added []hfAddedToken
 	for id, tok := range tokens {
 		if !utf8.ValidString(tok) {
 			return nil, fmt.Errorf("tokenizer: GGUF token %d is not valid UTF-8: %q", id, tok)
 		}
-		if prev, dup := index[tok]; dup {
+		if prev, dup := v.index[tok]; dup {
 			return nil, fmt.Errorf("%w: token %q appears twice (ids %d and %d)", ErrUnsupported, tok, prev, id)
 		}
-		index[tok] = id
+		v.index[tok] = id
 		if id > 0 {
 			vocab.WriteByte(',')
 		}
 		writeJSONString(&vocab, tok)
 		fmt.Fprintf(&vocab, ":%d", id)
-		tt := int64(TokenTypeNormal)
-		if haveTypes {
-			tt = types[id]
-		}
-		switch tt {
+		switch tt := v.typeOf(id); tt {
 		case TokenTypeNormal, TokenTypeUnused, 0:
 		case TokenTypeControl, TokenTypeUnknown:
-			added = append(added, hfAddedToken{ID: id, Content: tok, Special: true})
+			v.added = append(v.added, hfAddedToken{ID: id, Content: tok, Special: true})
 		case TokenTypeUserDefined:
-			added = append(added, hfAddedToken{ID: id, Content: tok})
+			v.added = append(v.added, hfAddedToken{ID: id, Content: tok})
 		case TokenTypeByte:
-			return nil, fmt.Errorf("%w: token %d has type BYTE, which a byte-level BPE vocabulary does not use", ErrUnsupported, id)
+			if !allowByte {
+				return nil, fmt.Errorf("%w: token %d has type BYTE, which a byte-level BPE vocabulary does not use", ErrUnsupported, id)
+			}
 		default:
 			return nil, fmt.Errorf("tokenizer: GGUF token %d has unknown type %d", id, tt)
 		}
 	}
 	vocab.WriteByte('}')
+	v.json = vocab.Bytes()
+	if v.added == nil {
+		v.added = []hfAddedToken{}
+	}
+	return v, nil
+}
+
+// typeOf returns the GGUF type of token id (NORMAL when the file has none).
+func (v *vocabulary) typeOf(id int) int64 {
+	if v.types == nil {
+		return TokenTypeNormal
+	}
+	return v.types[id]
+}
+
+// postProcessor returns the BOS/EOS template when the GGUF asks for either
+// (nil otherwise), wrapped after base when base is not nil.
+func postProcessor(base any, tokens []string, special Special) (any, error) {
+	if !special.AddBOS && !special.AddEOS {
+		return base, nil
+	}
+	tmpl, err := template(tokens, special)
+	if err != nil {
+		return nil, err
+	}
+	if base == nil {
+		return tmpl, nil
+	}
+	return map[string]any{"type": "Sequence", "processors": []any{base, tmpl}}, nil
+}
+
+// encodeTokenizer writes tj as JSON (no HTML escaping).
+func encodeTokenizer(tj hfTokenizer) ([]byte, error) {
+	var out bytes.Buffer
+	enc := json.NewEncoder(&out)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(tj); err != nil {
+		return nil, fmt.Errorf("tokenizer: writing tokenizer.json: %w", err)
+	}
+	return out.Bytes(), nil
+}
+
+// fromByteLevelBPE builds the tokenizer.json of a tokenizer.ggml.model
+// "gpt2" vocabulary (byte-level BPE) with the pre-tokenizers listed at
+// preTokenizerFor. The result has:
+//   - model: BPE over tokenizer.ggml.tokens (id = position) and
+//     tokenizer.ggml.merges, no dropout, no unk token when all 256 byte
+//     characters are in the vocabulary (else the unknown_token_id token),
+//     ignore_merges as llama.cpp sets it;
+//   - added_tokens: see readVocabulary;
+//   - normalizer: none; decoder: ByteLevel;
+//   - post_processor: ByteLevel, plus BOS/EOS templates when
+//     tokenizer.ggml.add_bos_token / add_eos_token ask for them (Encode never
+//     adds special tokens, so they only matter to other users of the file).
+//
+// tokenizer.ggml.add_space_prefix is ignored: llama.cpp's BPE tokenizer
+// does not use it either.
+func fromByteLevelBPE(m metadata, kvs []gguf.KV) ([]byte, error) {
+	pre, _, err := m.str("tokenizer.ggml.pre")
+	if err != nil {
+		return nil, err
+	}
+	pt, err := preTokenizerFor(pre)
+	if err != nil {
+		return nil, err
+	}
+	v, err := readVocabulary(m, false)
+	if err != nil {
+		return nil, err
+	}
+	tokens, index := v.tokens, v.index
+	mergeStrs, err := m.strs("tokenizer.ggml.merges", " (needed for byte-level BPE)")
+	if err != nil {
+		return nil, err
+	}
+	special, err := SpecialTokens(kvs)
+	if err != nil {
+		return nil, err
+	}
 
 	merges := make([][2]string, len(mergeStrs))
 	for i, s := range mergeStrs {
@@ -424,18 +508,13 @@ func FromGGUFMetadata(kvs []gguf.KV) ([]byte, error) {
 		}
 	}
 
-	var post any = map[string]any{"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": true}
-	if special.AddBOS || special.AddEOS {
-		tmpl, err := template(tokens, special)
-		if err != nil {
-			return nil, err
-		}
-		post = map[string]any{"type": "Sequence", "processors": []any{post, tmpl}}
+	post, err := postProcessor(map[string]any{"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": true}, tokens, special)
+	if err != nil {
+		return nil, err
 	}
-
-	tj := hfTokenizer{
+	return encodeTokenizer(hfTokenizer{
 		Version:       "1.0",
-		AddedTokens:   added,
+		AddedTokens:   v.added,
 		PreTokenizer:  pt.preTokenizer,
 		PostProcessor: post,
 		Decoder:       map[string]any{"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
@@ -443,20 +522,10 @@ func FromGGUFMetadata(kvs []gguf.KV) ([]byte, error) {
 			Type:         "BPE",
 			UnkToken:     unk,
 			IgnoreMerges: pt.ignoreMerges,
-			Vocab:        vocab.Bytes(),
+			Vocab:        v.json,
 			Merges:       merges,
 		},
-	}
-	if tj.AddedTokens == nil {
-		tj.AddedTokens = []hfAddedToken{}
-	}
-	var out bytes.Buffer
-	enc := json.NewEncoder(&out)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(tj); err != nil {
-		return nil, fmt.Errorf("tokenizer: writing tokenizer.json: %w", err)
-	}
-	return out.Bytes(), nil
+	})
 }
 
 // template returns a TemplateProcessing post-processor that adds BOS and/or

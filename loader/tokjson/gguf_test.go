@@ -27,26 +27,31 @@ type addedToken struct {
 	Special    bool   `json:"special"`
 }
 
+// tokenizerJSON is the part of a tokenizer.json the tests look at.
+type tokenizerJSON struct {
+	AddedTokens []addedToken   `json:"added_tokens"`
+	Normalizer  any            `json:"normalizer"`
+	PreTok      any            `json:"pre_tokenizer"`
+	Post        map[string]any `json:"post_processor"`
+	Decoder     map[string]any `json:"decoder"`
+	Model       struct {
+		Type         string           `json:"type"`
+		Unk          *string          `json:"unk_token"`
+		ByteFallback bool             `json:"byte_fallback"`
+		FuseUnk      bool             `json:"fuse_unk"`
+		IgnoreMerges bool             `json:"ignore_merges"`
+		Vocab        map[string]int32 `json:"vocab"`
+		Merges       [][2]string      `json:"merges"`
+	} `json:"model"`
+}
+
 func TestFromGGUFMetadataJSON(t *testing.T) {
 	v := tokentest.NewTinyVocab()
 	data, err := tokjson.FromGGUFMetadata(v.KVs("smollm"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var tj struct {
-		AddedTokens []addedToken   `json:"added_tokens"`
-		Normalizer  any            `json:"normalizer"`
-		PreTok      any            `json:"pre_tokenizer"`
-		Post        map[string]any `json:"post_processor"`
-		Decoder     map[string]any `json:"decoder"`
-		Model       struct {
-			Type         string           `json:"type"`
-			Unk          *string          `json:"unk_token"`
-			IgnoreMerges bool             `json:"ignore_merges"`
-			Vocab        map[string]int32 `json:"vocab"`
-			Merges       [][2]string      `json:"merges"`
-		} `json:"model"`
-	}
+	var tj tokenizerJSON
 	if err := json.Unmarshal(data, &tj); err != nil {
 		t.Fatal(err)
 	}
@@ -83,6 +88,29 @@ func TestFromGGUFMetadataJSON(t *testing.T) {
 	}
 }
 
+// errCase is metadata FromGGUFMetadata must refuse: its error contains want
+// and wraps is (when not nil).
+type errCase struct {
+	name string
+	kvs  []gguf.KV
+	want string
+	is   error
+}
+
+func checkErrors(t *testing.T, cases []errCase) {
+	t.Helper()
+	for _, c := range cases {
+		_, err := tokjson.FromGGUFMetadata(c.kvs)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: error %v, want %q", c.name, err, c.want)
+			continue
+		}
+		if c.is != nil && !errors.Is(err, c.is) {
+			t.Errorf("%s: error %v does not wrap %v", c.name, err, c.is)
+		}
+	}
+}
+
 func TestFromGGUFMetadataErrors(t *testing.T) {
 	v := tokentest.NewTinyVocab()
 	replace := func(key string, val gguf.Value) []gguf.KV {
@@ -107,13 +135,8 @@ func TestFromGGUFMetadataErrors(t *testing.T) {
 	dup[5] = dup[6]
 	badType := append([]int32(nil), v.Types...)
 	badType[3] = 9
-	cases := []struct {
-		name string
-		kvs  []gguf.KV
-		want string
-		is   error
-	}{
-		{"spm", replace("tokenizer.ggml.model", tokentest.Str("llama")), "only \"gpt2\"", tokjson.ErrUnsupported},
+	cases := []errCase{
+		{"wpm", replace("tokenizer.ggml.model", tokentest.Str("bert")), "tokenizer.ggml.model \"bert\"", tokjson.ErrUnsupported},
 		{"default pre", replace("tokenizer.ggml.pre", tokentest.Str("default")), "pre-tokenizer \"default\"", tokjson.ErrUnsupported},
 		{"no pre", drop("tokenizer.ggml.pre"), "tokenizer.ggml.pre is missing", tokjson.ErrUnsupported},
 		{"no model", drop("tokenizer.ggml.model"), "no tokenizer.ggml.model", nil},
@@ -130,16 +153,7 @@ func TestFromGGUFMetadataErrors(t *testing.T) {
 		{"tokens type", replace("tokenizer.ggml.tokens", tokentest.U32(1)), "not an array of strings", nil},
 		{"invalid utf8", replace("tokenizer.ggml.tokens", tokentest.Strs(append(append([]string(nil), v.Tokens[:len(v.Tokens)-1]...), "\xff"))), "not valid UTF-8", nil},
 	}
-	for _, c := range cases {
-		_, err := tokjson.FromGGUFMetadata(c.kvs)
-		if err == nil || !strings.Contains(err.Error(), c.want) {
-			t.Errorf("%s: error %v, want %q", c.name, err, c.want)
-			continue
-		}
-		if c.is != nil && !errors.Is(err, c.is) {
-			t.Errorf("%s: error %v does not wrap %v", c.name, err, c.is)
-		}
-	}
+	checkErrors(t, cases)
 	// -1 (0xffffffff) is "no such token".
 	sp, err := tokjson.SpecialTokens(replace("tokenizer.ggml.padding_token_id", tokentest.U32(0xffffffff)))
 	if err != nil || sp.PAD != -1 {

@@ -2,6 +2,7 @@ package tokjson
 
 import (
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -20,7 +21,7 @@ const TokenizerAsset = "tokenizer.json"
 
 // builderVersion is part of the cache key: bump it whenever FromGGUFMetadata
 // changes what it writes, so that stale cached files are not reused.
-const builderVersion = "nwc-gguf-tokenizer-v1"
+const builderVersion = "nwc-gguf-tokenizer-v2"
 
 // ErrNoTokenizer is wrapped when a model source carries neither a
 // tokenizer.json nor GGUF tokenizer metadata.
@@ -136,4 +137,21 @@ func JSONForSource(src tensor.Source) ([]byte, Origin, error) {
 		return nil, Origin{}, fmt.Errorf("tokenizer: %w", err)
 	}
 	return JSONForGGUF(kvs)
+}
+
+// IDsSHA256 is the digest the tokenizer checks compare: the hex sha256 of
+// ids as consecutive little-endian 32-bit integers (what `nwc tokenize`
+// prints and scripts/check-gguf-tokenizer.py computes for llama.cpp).
+func IDsSHA256(ids []int32) string {
+	h := sha256.New()
+	var b [4096]byte
+	for len(ids) > 0 {
+		n := min(len(ids), len(b)/4)
+		for i, id := range ids[:n] {
+			binary.LittleEndian.PutUint32(b[4*i:], uint32(id))
+		}
+		h.Write(b[:4*n])
+		ids = ids[n:]
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }

@@ -6,12 +6,12 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -51,14 +51,21 @@ func skipOrFail(t *testing.T, format string, args ...any) {
 }
 
 func smollm2(t *testing.T) *gguf.File {
+	return openGGUF(t, "NWC_SMOLLM2_GGUF", "smollm2-135m", "SmolLM2-135M-Instruct.Q4_1.gguf")
+}
+
+// openGGUF opens the GGUF named by the environment variable env, else the
+// reference model's file in the cache; it skips (fails with
+// NWC_REQUIRE_MODELS=1) when there is none.
+func openGGUF(t *testing.T, env, model, file string) *gguf.File {
 	t.Helper()
-	p := os.Getenv("NWC_SMOLLM2_GGUF")
+	p := os.Getenv(env)
 	if p == "" {
-		p = filepath.Join(refmodel.CacheDir(), "models", "smollm2-135m", "SmolLM2-135M-Instruct.Q4_1.gguf")
+		p = filepath.Join(refmodel.CacheDir(), "models", model, file)
 	}
 	f, err := gguf.Open(p)
 	if err != nil {
-		skipOrFail(t, "SmolLM2 GGUF not available (run make setup or set NWC_SMOLLM2_GGUF): %v", err)
+		skipOrFail(t, "%s GGUF not available (run make setup or set %s): %v", model, env, err)
 	}
 	t.Cleanup(func() { f.Close() })
 	return f
@@ -66,13 +73,55 @@ func smollm2(t *testing.T) *gguf.File {
 
 // idsDigest is the sha256 of ids as consecutive little-endian uint32, as
 // scripts/tokenizer_check.py computes it.
-func idsDigest(ids []int32) string {
-	b := make([]byte, 4*len(ids))
-	for i, id := range ids {
-		binary.LittleEndian.PutUint32(b[4*i:], uint32(id))
+var idsDigest = tokjson.IDsSHA256
+
+// buildForGGUF builds the tokenizer of f from its metadata (in an empty
+// cache) and checks its vocabulary size and special tokens.
+func buildForGGUF(t *testing.T, f *gguf.File, vocab int, want tokjson.Special) *Tokenizer {
+	t.Helper()
+	t.Setenv("NWC_CACHE", t.TempDir()) // build, don't reuse a cached file
+	tok, err := ForSource(f)
+	if err != nil {
+		t.Fatal(err)
 	}
-	h := sha256.Sum256(b)
-	return hex.EncodeToString(h[:])
+	t.Cleanup(func() { tok.Close() })
+	if tok.VocabSize() != vocab {
+		t.Errorf("vocab size %d, want %d", tok.VocabSize(), vocab)
+	}
+	sp, err := tokjson.SpecialTokens(f.Metadata())
+	if err != nil || sp != want {
+		t.Errorf("special tokens %+v, %v; want %+v", sp, err, want)
+	}
+	return tok
+}
+
+// pieceCase is a text and the tokens it must encode to.
+type pieceCase struct {
+	text string
+	want []string
+}
+
+// checkPieces encodes each text and compares the tokens (as the GGUF's
+// tokenizer.ggml.tokens name them) with want.
+func checkPieces(t *testing.T, tok *Tokenizer, f *gguf.File, cases []pieceCase) {
+	t.Helper()
+	tokens, ok := f.GetStrings("tokenizer.ggml.tokens")
+	if !ok {
+		t.Fatal("no tokenizer.ggml.tokens")
+	}
+	for _, c := range cases {
+		ids, err := tok.Encode(c.text)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := make([]string, len(ids))
+		for i, id := range ids {
+			got[i] = tokens[id]
+		}
+		if !reflect.DeepEqual(got, c.want) {
+			t.Errorf("Encode(%q) = %q, want %q", c.text, got, c.want)
+		}
+	}
 }
 
 func wikiText(t *testing.T) *eval.Text {
@@ -86,40 +135,12 @@ func wikiText(t *testing.T) *eval.Text {
 
 func TestSmolLM2Tokenizer(t *testing.T) {
 	f := smollm2(t)
-	t.Setenv("NWC_CACHE", t.TempDir()) // build, don't reuse a cached file
-	tok, err := ForSource(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tok.Close()
-	if tok.VocabSize() != 49152 {
-		t.Errorf("vocab size %d, want 49152", tok.VocabSize())
-	}
-	sp, err := tokjson.SpecialTokens(f.Metadata())
-	if err != nil || sp != (tokjson.Special{BOS: 1, EOS: 2, UNK: 0, PAD: 2}) {
-		t.Errorf("special tokens %+v, %v", sp, err)
-	}
-	for _, c := range []struct {
-		text string
-		want []string
-	}{
+	tok := buildForGGUF(t, f, 49152, tokjson.Special{BOS: 1, EOS: 2, UNK: 0, PAD: 2})
+	checkPieces(t, tok, f, []pieceCase{
 		{"<|im_start|>user\nHi<|im_end|>", []string{"<|im_start|>", "user", "Ċ", "Hi", "<|im_end|>"}},
 		{" 2015", []string{"Ġ", "2", "0", "1", "5"}},
 		{"Hello, world!", []string{"Hello", ",", "Ġworld", "!"}},
-	} {
-		ids, err := tok.Encode(c.text)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var got []string
-		for _, id := range ids {
-			s, _ := f.GetStrings("tokenizer.ggml.tokens")
-			got = append(got, s[id])
-		}
-		if strings.Join(got, "|") != strings.Join(c.want, "|") {
-			t.Errorf("Encode(%q) = %q, want %q", c.text, got, c.want)
-		}
-	}
+	})
 
 	txt := wikiText(t)
 	t0 := time.Now()
