@@ -318,3 +318,21 @@ func TestGemma3Naming(t *testing.T) {
 		}
 	}
 }
+
+// TestGemma3MultimodalTensors: a Gemma3ForConditionalGeneration checkpoint
+// (language_model.* names) is refused with a message saying so.
+func TestGemma3MultimodalTensors(t *testing.T) {
+	cj := []byte(`{"model_type": "gemma3", "text_config": {"model_type": "gemma3_text", "hidden_size": 16, "num_hidden_layers": 1,
+		"num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 8, "intermediate_size": 32}}`)
+	src := &tensortest.MemSource{AssetList: []tensor.Asset{{Name: HFConfigAsset, Data: cj}}}
+	src.Add("language_model.model.embed_tokens.weight", make([]float32, 10*16), 10, 16)
+	_, err := ConfigFromSource(src)
+	if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), "multimodal") {
+		t.Fatalf("want ErrConfig about a multimodal checkpoint, got %v", err)
+	}
+	src = &tensortest.MemSource{AssetList: src.AssetList}
+	src.Add(NamingHF.EmbedTensor(), make([]float32, 10*16), 10, 16)
+	if c, err := ConfigFromSource(src); err != nil || c.Arch != ArchGemma3 || !c.Tied || c.Vocab != 10 {
+		t.Fatalf("text model names: %+v %v", c, err)
+	}
+}
