@@ -90,8 +90,16 @@ const ExternalMinBytes = 64 << 10
 //
 // Rotary embedding uses the Hugging Face rotate-half convention; GGUF
 // attn_q/attn_k rows (permuted by llama.cpp's converter for ggml's
-// adjacent-pair rotation) are un-permuted here. Attention is grouped-query
-// with a causal mask; there is no KV cache (the graph scores whole windows).
+// adjacent-pair rotation; not Gemma-3's) are un-permuted here. Attention is
+// grouped-query with a causal mask; there is no KV cache (the graph scores
+// whole windows) unless opts.KVCache.
+//
+// Gemma-3 (cfg's Gemma fields): x = Gather(embed, ids)·EmbedScale; the
+// attention and MLP outputs are RMS-normalised before their residual adds
+// (PostNorms); the MLP is GeGLU with tanh GELU; q·k is scaled by AttnScale;
+// the sliding layers (cfg.IsSliding) mask keys at distance >= the window
+// and rotate with their own base (cfg.RopeBase, cfg.RopeFactor); norm
+// weights get NormShift added (Hugging Face's 1+w).
 func Build(cfg arch.Config, src tensor.Source, opts BuildOptions) ([]byte, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
