@@ -501,6 +501,18 @@ func (b *builder) build() error {
 		return b.mm(ctx, wo)
 	}
 
+	// postNorm is Gemma's norm of a block output before its residual add
+	// (Config.PostNorms; x itself otherwise), with the weight named name.
+	postNorm := func(x, name string) (string, error) {
+		if !c.PostNorms {
+			return x, nil
+		}
+		w, err := b.normWeight(name, D)
+		if err != nil {
+			return "", err
+		}
+		return rmsnorm(x, w), nil
+	}
 	for l := 0; l < c.Layers; l++ {
 		ln := func(part string) string { return b.n.layer(l, part) }
 		attnNorm, err := b.normWeight(ln(partAttnNorm), D)
@@ -565,12 +577,8 @@ func (b *builder) build() error {
 		} else {
 			a = attention(l, q, k, v, qNorm, kNorm, wo)
 		}
-		if c.PostNorms {
-			w, err := b.normWeight(ln(partPostAttnNorm), D)
-			if err != nil {
-				return err
-			}
-			a = rmsnorm(a, w)
+		if a, err = postNorm(a, ln(partPostAttnNorm)); err != nil {
+			return err
 		}
 		x = g.Op("Add", x, a)
 
@@ -598,13 +606,9 @@ func (b *builder) build() error {
 		} else {
 			act = g.Op("Mul", g.Op("Mul", gate, g.Op("Sigmoid", gate)), b.mm(m, wu))
 		}
-		f := b.mm(act, wd)
-		if c.PostNorms {
-			w, err := b.normWeight(ln(partPostFFNNorm), D)
-			if err != nil {
-				return err
-			}
-			f = rmsnorm(f, w)
+		f, err := postNorm(b.mm(act, wd), ln(partPostFFNNorm))
+		if err != nil {
+			return err
 		}
 		x = g.Op("Add", x, f)
 	}

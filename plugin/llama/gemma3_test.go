@@ -61,12 +61,7 @@ func TestGemma3WindowMatters(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer m.Close()
-		got, err := m.Logits(ctx, toks)
-		if err != nil {
-			t.Fatal(err)
-		}
-		d, a := maxRelDiff(got, ref)
+		d, a := closeLogitsDiff(t, ctx, m, toks, ref)
 		t.Logf("%s, window 64: max|diff| %.3g, max|logit| %.3g", attn, d, a)
 		if d < 1e-2*a {
 			t.Fatalf("%s: a window of 64 instead of 6 changes the logits by only %g (max|logit| %g)", attn, d, a)
@@ -124,17 +119,24 @@ func TestGemma3GGUFNaming(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer m.Close()
-		got, err := m.Logits(ctx, toks)
-		if err != nil {
-			t.Fatal(err)
-		}
-		d, a := maxRelDiff(got, ref)
+		d, a := closeLogitsDiff(t, ctx, m, toks, ref)
 		t.Logf("%s, GGUF names: max|diff| %.3g, max|logit| %.3g", attn, d, a)
 		if d > 1e-3*a {
 			t.Fatalf("%s: max|diff| %g > 1e-3 * %g", attn, d, a)
 		}
 	}
+}
+
+// closeLogitsDiff runs m on toks, closes it and returns maxRelDiff
+// against ref.
+func closeLogitsDiff(t *testing.T, ctx context.Context, m *Model, toks []int32, ref []float64) (maxDiff, maxAbs float64) {
+	t.Helper()
+	defer m.Close()
+	got, err := m.Logits(ctx, toks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return maxRelDiff(got, ref)
 }
 
 // TestGemma3RealConfig: gemma-3-270m's GGUF (when installed) reads as
