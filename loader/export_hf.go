@@ -53,6 +53,10 @@ func NewHFExport(src tensor.Source, opts ExportOptions) (*HFExport, error) {
 	if err != nil {
 		return nil, fmt.Errorf("export hf: %w", err)
 	}
+	if cfg.Naming == arch.NamingGGUF && cfg.Arch != arch.ArchLlama {
+		// The names, norms (+1) and config.json written are Llama's.
+		return nil, tensor.Kind(fmt.Sprintf("export hf: %s GGUF models are not supported (llama only)", cfg.Arch), tensor.ErrUnsupported)
+	}
 	e := &HFExport{src: src, opts: opts, files: map[string][]byte{}}
 	for _, ti := range src.Tensors() {
 		et := exportTensor{src: ti, name: ti.Name, shape: ti.Shape, dtype: ti.DType}

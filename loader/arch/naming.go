@@ -52,11 +52,31 @@ var hfParts = map[string]string{
 	"ffn_down":    "mlp.down_proj",
 	"attn_q_norm": "self_attn.q_norm",
 	"attn_k_norm": "self_attn.k_norm",
+	// Gemma's sandwich norms (its ffn_norm is hfGemmaFFNNorm).
+	"post_attention_norm": "post_attention_layernorm",
+	"post_ffw_norm":       "post_feedforward_layernorm",
+}
+
+// hfGemmaFFNNorm is Gemma's Hugging Face name of the GGUF part ffn_norm
+// (the norm before the MLP; Llama's post_attention_layernorm is Gemma's
+// norm of the attention output, GGUF post_attention_norm).
+const hfGemmaFFNNorm = "pre_feedforward_layernorm"
+
+// LayerTensor is the name of the weight of part of layer i in c's naming
+// and architecture: Naming.LayerTensor, except Gemma-3's Hugging Face
+// ffn_norm (pre_feedforward_layernorm).
+func (c Config) LayerTensor(i int, part string) string {
+	if c.Naming == NamingHF && c.Arch == ArchGemma3 && part == "ffn_norm" {
+		return fmt.Sprintf("model.layers.%d.%s.weight", i, hfGemmaFFNNorm)
+	}
+	return c.Naming.LayerTensor(i, part)
 }
 
 // LayerTensor is the name of the weight of part of layer i; part is the
 // GGUF part name (attn_norm, attn_q, attn_k, attn_v, attn_output, ffn_norm,
-// ffn_gate, ffn_up, ffn_down; Qwen3's attn_q_norm, attn_k_norm).
+// ffn_gate, ffn_up, ffn_down; Qwen3's attn_q_norm, attn_k_norm; Gemma's
+// post_attention_norm, post_ffw_norm) with Llama's meaning of ffn_norm
+// (Config.LayerTensor knows Gemma's).
 func (n Naming) LayerTensor(i int, part string) string {
 	return n.layerName(i, part, "weight")
 }

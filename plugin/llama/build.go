@@ -90,8 +90,16 @@ const ExternalMinBytes = 64 << 10
 //
 // Rotary embedding uses the Hugging Face rotate-half convention; GGUF
 // attn_q/attn_k rows (permuted by llama.cpp's converter for ggml's
-// adjacent-pair rotation) are un-permuted here. Attention is grouped-query
-// with a causal mask; there is no KV cache (the graph scores whole windows).
+// adjacent-pair rotation; not Gemma-3's) are un-permuted here. Attention is
+// grouped-query with a causal mask; there is no KV cache (the graph scores
+// whole windows) unless opts.KVCache.
+//
+// Gemma-3 (cfg's Gemma fields): x = Gather(embed, ids)·EmbedScale; the
+// attention and MLP outputs are RMS-normalised before their residual adds
+// (PostNorms); the MLP is GeGLU with tanh GELU; q·k is scaled by AttnScale;
+// the sliding layers (cfg.IsSliding) mask keys at distance >= the window
+// and rotate with their own base (cfg.RopeBase, cfg.RopeFactor); norm
+// weights get NormShift added (Hugging Face's 1+w).
 func Build(cfg arch.Config, src tensor.Source, opts BuildOptions) ([]byte, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -107,11 +115,11 @@ func Build(cfg arch.Config, src tensor.Source, opts BuildOptions) ([]byte, error
 	if opts.Attention == AttentionGQA && cfg.HeadDim%16 != 0 {
 		return nil, fmt.Errorf("llama: GroupQueryAttention with rotary needs head_dim %% 16 == 0, have %d (use %q attention)", cfg.HeadDim, AttentionStandard)
 	}
-	b := &builder{cfg: cfg, src: src, infos: src.Tensors(), n: names(cfg.Naming), gqa: opts.Attention == AttentionGQA, weight: opts.Weight, kv: opts.KVCache, f16: opts.Float16}
+	b := &builder{cfg: cfg, src: src, infos: src.Tensors(), n: names(cfg), gqa: opts.Attention == AttentionGQA, weight: opts.Weight, kv: opts.KVCache, f16: opts.Float16}
 	if _, ok := src.(tensor.TransposedReader); ok {
 		// The source hands out Wᵀ itself (a .nwc file, the prefetcher): no
 		// transposing pass here.
-		b.readT = b.n.transposedReads(cfg.Layers, cfg.Naming)
+		b.readT = b.n.transposedReads(cfg)
 	}
 	g := onnx.NewGraph("llama")
 	if opts.Opset > 0 {
@@ -246,6 +254,24 @@ func (b *builder) vector(name string, n int) (string, error) {
 	return b.g.InitFloat32(name, []int64{int64(n)}, v), nil
 }
 
+// normWeight adds an RMSNorm weight [n]: as stored, or plus
+// Config.NormShift in float32 (Gemma's Hugging Face 1+w).
+func (b *builder) normWeight(name string, n int) (string, error) {
+	if b.cfg.NormShift == 0 {
+		return b.vector(name, n)
+	}
+	v, err := b.read(name, int64(n))
+	if err != nil {
+		return "", err
+	}
+	shift := float32(b.cfg.NormShift)
+	w := make([]float32, len(v))
+	for i, x := range v {
+		w[i] = x + shift
+	}
+	return b.g.InitFloat32(name, []int64{int64(n)}, w), nil
+}
+
 // linear adds the weight W [out, in] of y = x·Wᵀ as the initializer
 // "<name>.T" of shape [in, out], after un-permuting rotary rows when
 // heads > 0 (GGUF attn_q / attn_k).
@@ -261,7 +287,7 @@ func (b *builder) linear(name string, out, in int, heads int) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if heads > 0 && b.cfg.Naming == arch.NamingGGUF {
+	if heads > 0 && b.cfg.PermutedQK() {
 		w = arch.PermuteQK(w, out, in, heads, true)
 	}
 	return b.matrix(name+".T", []int64{int64(in), int64(out)}, tensor.Transpose(w, out, in, nil)), nil
@@ -281,6 +307,9 @@ func (b *builder) build() error {
 	}
 	embName := b.matrix(b.n.embed, []int64{int64(c.Vocab), int64(D)}, emb)
 	x := b.toF32(g.Node("Gather", []string{embName, ids}, onnx.AttrInt("axis", 0)))
+	if c.EmbedScale > 0 { // Gemma: the input embeddings only, not the tied head
+		x = g.Op("Mul", x, g.ScalarFloat32(float32(c.EmbedScale)))
+	}
 
 	// Positions and the rotary tables cos/sin [seq, 1, hd], in float32 as
 	// Hugging Face computes them: inv_freq = theta^(-2j/hd), angle = pos*inv_freq.
@@ -302,15 +331,41 @@ func (b *builder) build() error {
 		kpos = pos
 	}
 	posF := g.Node("Cast", []string{pos}, onnx.AttrInt("to", int64(onnx.Float)))
-	invFreq := make([]float32, hd)
-	for j := 0; j < hd/2; j++ {
-		// HF: 1 / (base ** (arange(0, dim, 2).float() / dim)), in float32.
-		e := float32(2*j) / float32(hd)
-		f := float32(1 / math.Pow(c.RopeTheta, float64(e)))
-		invFreq[j], invFreq[j+hd/2] = f, f
+	// The rotary tables of each (base, linear factor) the layers use
+	// (Gemma-3: one for the sliding layers, one for the global ones), made
+	// on first use.
+	type ropeKey struct{ base, factor float64 }
+	type ropeTables struct {
+		invF, angles   string // inv_freq [1, hd]; pos*inv_freq [seq, hd]
+		cos, sin       string // [seq, 1, hd] (standard attention)
+		gqaCos, gqaSin string // [total, hd/2] (GroupQueryAttention caches)
 	}
-	invF := g.InitFloat32("rope.inv_freq", []int64{1, int64(hd)}, invFreq)
-	angles := g.Op("Mul", g.Node("Unsqueeze", []string{posF, g.ConstInt64(1)}), invF) // [seq, hd]
+	ropes := map[ropeKey]*ropeTables{}
+	ropeFor := func(l int) *ropeTables {
+		k := ropeKey{c.RopeBase(l), c.RopeFactor(l)}
+		if t, ok := ropes[k]; ok {
+			return t
+		}
+		invFreq := make([]float32, hd)
+		for j := 0; j < hd/2; j++ {
+			// HF: 1 / (base ** (arange(0, dim, 2).float() / dim)), in
+			// float32; linear scaling divides it by the factor.
+			e := float32(2*j) / float32(hd)
+			f := float32(1 / math.Pow(k.base, float64(e)))
+			if k.factor != 1 {
+				f /= float32(k.factor)
+			}
+			invFreq[j], invFreq[j+hd/2] = f, f
+		}
+		name := "rope.inv_freq"
+		if len(ropes) > 0 {
+			name = fmt.Sprintf("rope.inv_freq.%d", len(ropes))
+		}
+		t := &ropeTables{invF: g.InitFloat32(name, []int64{1, int64(hd)}, invFreq)}
+		t.angles = g.Op("Mul", g.Node("Unsqueeze", []string{posF, g.ConstInt64(1)}), t.invF) // [seq, hd]
+		ropes[k] = t
+		return t
+	}
 
 	eps := g.ScalarFloat32(float32(c.RMSEps))
 	two := g.ScalarFloat32(2)
@@ -325,44 +380,64 @@ func (b *builder) build() error {
 		return g.Op("Mul", w, g.Op("Div", x, g.Op("Sqrt", g.Op("Add", ms, eps))))
 	}
 
-	// GroupQueryAttention inputs: the rotary caches [seq, hd/2], the
-	// per-sequence seqlens_k (total length - 1, int32 [batch]) and the total
-	// length (int32 scalar).
+	// GroupQueryAttention inputs: the per-sequence seqlens_k (total length
+	// - 1, int32 [batch]) and the total length (int32 scalar), then per
+	// rotary table (gqaRope) the caches [total, hd/2].
 	var gqaIn []string
 	if b.gqa {
-		// The caches cover every position up to the total length.
-		cacheAngles := angles
-		if b.kv {
-			kposF := g.Node("Cast", []string{kpos}, onnx.AttrInt("to", int64(onnx.Float)))
-			cacheAngles = g.Op("Mul", g.Node("Unsqueeze", []string{kposF, g.ConstInt64(1)}), invF)
-		}
-		anglesHalf := g.Node("Slice", []string{cacheAngles, g.ConstInt64(0), g.ConstInt64(int64(hd / 2)), g.ConstInt64(1)})
 		batch := g.Node("Slice", []string{idsShape, g.ConstInt64(0), g.ConstInt64(1)})
 		seqM1 := g.Op("Sub", totalLen, g.ScalarInt64(1))
 		seqlensK := g.Node("Cast", []string{g.Op("Expand", seqM1, batch)}, onnx.AttrInt("to", int64(onnx.Int32)))
 		total := g.Node("Cast", []string{totalLen}, onnx.AttrInt("to", int64(onnx.Int32)))
-		gqaIn = []string{seqlensK, total, g.Op("Cos", anglesHalf), g.Op("Sin", anglesHalf)}
+		gqaIn = []string{seqlensK, total}
+	}
+	gqaRope := func(l int) []string {
+		t := ropeFor(l)
+		if t.gqaCos == "" {
+			// The caches cover every position up to the total length.
+			cacheAngles := t.angles
+			if b.kv {
+				kposF := g.Node("Cast", []string{kpos}, onnx.AttrInt("to", int64(onnx.Float)))
+				cacheAngles = g.Op("Mul", g.Node("Unsqueeze", []string{kposF, g.ConstInt64(1)}), t.invF)
+			}
+			anglesHalf := g.Node("Slice", []string{cacheAngles, g.ConstInt64(0), g.ConstInt64(int64(hd / 2)), g.ConstInt64(1)})
+			t.gqaCos, t.gqaSin = g.Op("Cos", anglesHalf), g.Op("Sin", anglesHalf)
+		}
+		return []string{t.gqaCos, t.gqaSin}
+	}
+	// attnScale multiplies q·k: Config.AttnScale, else 1/sqrt(head_dim).
+	attnScale := float32(1 / math.Sqrt(float64(hd)))
+	if c.AttnScale > 0 {
+		attnScale = float32(c.AttnScale)
 	}
 
 	// The standard-operator attention's shared values, made on first use.
-	var cos, sin, keep, negInf, scale, shape4q, shape4kv, shape5q, shape5kv, shape3 string
+	var keep, keepSliding, negInf, scale, shape4q, shape4kv, shape5q, shape5kv, shape3 string
 	setup := func() {
-		if cos != "" {
+		if keep != "" {
 			return
 		}
-		angles3 := g.Op("Unsqueeze", angles, g.ConstInt64(1)) // [seq, 1, hd]
-		cos, sin = g.Op("Cos", angles3), g.Op("Sin", angles3)
-		// Causal mask [seq, seq]: key position <= query position.
-		keep = g.Op("LessOrEqual", g.Op("Unsqueeze", kpos, g.ConstInt64(0)), g.Op("Unsqueeze", pos, g.ConstInt64(1)))
+		// Causal mask [seq, total]: key position <= query position.
+		qp, kp := g.Op("Unsqueeze", pos, g.ConstInt64(1)), g.Op("Unsqueeze", kpos, g.ConstInt64(0))
+		keep = g.Op("LessOrEqual", kp, qp)
+		if c.MasksWindow() {
+			// Sliding layers: also query - key < window.
+			keepSliding = g.Op("And", keep, g.Op("Less", g.Op("Sub", qp, kp), g.ScalarInt64(int64(c.SlidingWindow))))
+		}
 		negInf = g.ScalarFloat32(float32(math.Inf(-1)))
-		scale = g.ScalarFloat32(float32(1 / math.Sqrt(float64(hd))))
+		scale = g.ScalarFloat32(attnScale)
 		shape4q = g.ConstInt64(0, 0, int64(H), int64(hd))
 		shape4kv = g.ConstInt64(0, 0, int64(KV), int64(hd))
 		shape5q = g.ConstInt64(0, 0, int64(KV), int64(G), int64(hd))
 		shape5kv = g.ConstInt64(0, 0, int64(KV), 1, int64(hd))
 		shape3 = g.ConstInt64(0, 0, int64(H*hd))
 	}
-	rope := func(x string) string { // x [batch, seq, heads, hd]
+	rope := func(x string, t *ropeTables) string { // x [batch, seq, heads, hd]
+		if t.cos == "" {
+			angles3 := g.Op("Unsqueeze", t.angles, g.ConstInt64(1)) // [seq, 1, hd]
+			t.cos, t.sin = g.Op("Cos", angles3), g.Op("Sin", angles3)
+		}
+		cos, sin := t.cos, t.sin
 		splitAttrs := []onnx.Attr{onnx.AttrInt("axis", -1)}
 		if g.Opset >= 18 { // num_outputs is required from opset 18
 			splitAttrs = append(splitAttrs, onnx.AttrInt("num_outputs", 2))
@@ -386,8 +461,9 @@ func (b *builder) build() error {
 	// [b, s, heads*hd] (biases added); returns Wo·Attn(...) [b, s, d].
 	attention := func(l int, q, k, v, qNorm, kNorm, wo string) string {
 		setup()
-		q = rope(headNorm(g.Op("Reshape", q, shape4q), qNorm))  // [b, s, H, hd]
-		k = rope(headNorm(g.Op("Reshape", k, shape4kv), kNorm)) // [b, s, KV, hd]
+		rt := ropeFor(l)
+		q = rope(headNorm(g.Op("Reshape", q, shape4q), qNorm), rt)  // [b, s, H, hd]
+		k = rope(headNorm(g.Op("Reshape", k, shape4kv), kNorm), rt) // [b, s, KV, hd]
 		// Grouped-query attention without copying kv heads: query head
 		// h = kv*G + g attends with kv head kv (as HF's repeat_kv).
 		q5 := transpose(g.Op("Reshape", q, shape5q), 0, 2, 3, 1, 4) // [b, KV, G, s, hd]
@@ -414,16 +490,32 @@ func (b *builder) build() error {
 			v5 = transpose(g.Op("Reshape", v, shape5kv), 0, 2, 3, 1, 4) // [b, KV, 1, s, hd]
 		}
 		scores := g.Op("Mul", g.Op("MatMul", q5, kT), scale) // [b, KV, G, s, total]
-		scores = g.Op("Where", keep, scores, negInf)
+		mask := keep
+		if c.MasksWindow() && c.IsSliding(l) {
+			mask = keepSliding
+		}
+		scores = g.Op("Where", mask, scores, negInf)
 		probs := g.Node("Softmax", []string{scores}, onnx.AttrInt("axis", -1))
 		ctx := g.Op("MatMul", probs, v5)                             // [b, KV, G, s, hd]
 		ctx = g.Op("Reshape", transpose(ctx, 0, 3, 1, 2, 4), shape3) // [b, s, H*hd]
 		return b.mm(ctx, wo)
 	}
 
+	// postNorm is Gemma's norm of a block output before its residual add
+	// (Config.PostNorms; x itself otherwise), with the weight named name.
+	postNorm := func(x, name string) (string, error) {
+		if !c.PostNorms {
+			return x, nil
+		}
+		w, err := b.normWeight(name, D)
+		if err != nil {
+			return "", err
+		}
+		return rmsnorm(x, w), nil
+	}
 	for l := 0; l < c.Layers; l++ {
 		ln := func(part string) string { return b.n.layer(l, part) }
-		attnNorm, err := b.vector(ln(partAttnNorm), D)
+		attnNorm, err := b.normWeight(ln(partAttnNorm), D)
 		if err != nil {
 			return err
 		}
@@ -452,6 +544,7 @@ func (b *builder) build() error {
 		if err != nil {
 			return err
 		}
+		var a string // the attention block's output [b, s, d]
 		if b.gqa {
 			past := []string{"", ""}
 			if b.kv {
@@ -469,16 +562,27 @@ func (b *builder) build() error {
 				k = g.Op("Reshape", rmsnorm(g.Op("Reshape", k, g.ConstInt64(0, 0, int64(KV), int64(hd))), kNorm), flat)
 			}
 			in := append([]string{q, k, v}, past...)
-			outs := b.gqaNode(l, append(in, gqaIn...),
+			attrs := []onnx.Attr{
 				onnx.AttrInt("num_heads", int64(H)), onnx.AttrInt("kv_num_heads", int64(KV)),
 				onnx.AttrInt("do_rotary", 1), onnx.AttrInt("rotary_interleaved", 0),
-				onnx.AttrFloat("scale", float32(1/math.Sqrt(float64(hd)))))
-			x = g.Op("Add", x, b.mm(outs[0], wo))
+				onnx.AttrFloat("scale", attnScale)}
+			if c.MasksWindow() && c.IsSliding(l) {
+				// local_window_size is the window in positions, the query's
+				// own included (a window one shorter or longer fails
+				// TestFamiliesMatchTransformers/gemma3).
+				attrs = append(attrs, onnx.AttrInt("local_window_size", int64(c.SlidingWindow)))
+			}
+			outs := b.gqaNode(l, append(append(in, gqaIn...), gqaRope(l)...), attrs...)
+			a = b.mm(outs[0], wo)
 		} else {
-			x = g.Op("Add", x, attention(l, q, k, v, qNorm, kNorm, wo))
+			a = attention(l, q, k, v, qNorm, kNorm, wo)
 		}
+		if a, err = postNorm(a, ln(partPostAttnNorm)); err != nil {
+			return err
+		}
+		x = g.Op("Add", x, a)
 
-		ffnNorm, err := b.vector(ln(partFFNNorm), D)
+		ffnNorm, err := b.normWeight(ln(partFFNNorm), D)
 		if err != nil {
 			return err
 		}
@@ -496,11 +600,20 @@ func (b *builder) build() error {
 		}
 		m := rmsnorm(x, ffnNorm)
 		gate := b.mm(m, wg)
-		act := g.Op("Mul", g.Op("Mul", gate, g.Op("Sigmoid", gate)), b.mm(m, wu))
-		x = g.Op("Add", x, b.mm(act, wd))
+		var act string
+		if c.Act == arch.ActGELUTanh {
+			act = g.Op("Mul", geluTanh(g, gate), b.mm(m, wu))
+		} else {
+			act = g.Op("Mul", g.Op("Mul", gate, g.Op("Sigmoid", gate)), b.mm(m, wu))
+		}
+		f, err := postNorm(b.mm(act, wd), ln(partPostFFNNorm))
+		if err != nil {
+			return err
+		}
+		x = g.Op("Add", x, f)
 	}
 
-	normW, err := b.vector(b.n.norm, D)
+	normW, err := b.normWeight(b.n.norm, D)
 	if err != nil {
 		return err
 	}
@@ -555,11 +668,20 @@ func (b *builder) qkNorms(l int) (qNorm, kNorm string, err error) {
 	if !b.cfg.QKNorm {
 		return "", "", nil
 	}
-	if qNorm, err = b.vector(b.n.layer(l, partQNorm), b.cfg.HeadDim); err != nil {
+	if qNorm, err = b.normWeight(b.n.layer(l, partQNorm), b.cfg.HeadDim); err != nil {
 		return "", "", err
 	}
-	if kNorm, err = b.vector(b.n.layer(l, partKNorm), b.cfg.HeadDim); err != nil {
+	if kNorm, err = b.normWeight(b.n.layer(l, partKNorm), b.cfg.HeadDim); err != nil {
 		return "", "", err
 	}
 	return qNorm, kNorm, nil
+}
+
+// geluTanh is GELU with the tanh approximation (PyTorch's
+// gelu(approximate="tanh"), Gemma's gelu_pytorch_tanh):
+// 0.5·x·(1 + tanh(sqrt(2/π)·(x + 0.044715·x³))).
+func geluTanh(g *onnx.Graph, x string) string {
+	x3 := g.Op("Mul", g.Op("Mul", x, x), x)
+	inner := g.Op("Mul", g.Op("Add", x, g.Op("Mul", x3, g.ScalarFloat32(0.044715))), g.ScalarFloat32(float32(math.Sqrt(2/math.Pi))))
+	return g.Op("Mul", g.Op("Mul", x, g.ScalarFloat32(0.5)), g.Op("Add", g.Op("Tanh", inner), g.ScalarFloat32(1)))
 }

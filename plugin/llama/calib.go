@@ -22,7 +22,7 @@ const (
 	KindAttnIn  = "attn_qkv"    // RMSNorm(x): input of attn_q, attn_k, attn_v
 	KindAttnOut = "attn_output" // attention context before o_proj: input of attn_output
 	KindFFNIn   = "ffn_gate_up" // RMSNorm(h): input of ffn_gate, ffn_up
-	KindFFNDown = "ffn_down"    // SiLU(gate)*up: input of ffn_down
+	KindFFNDown = "ffn_down"    // act(gate)*up (SiLU, Gemma: tanh GELU): input of ffn_down
 )
 
 // calibKinds lists the kinds in graph order with the parts that read them
@@ -89,7 +89,7 @@ func BuildCalibration(cfg arch.Config, src tensor.Source, opts CalibrationOption
 	if err := checkBuildOptions(cfg, bo); err != nil {
 		return nil, nil, err
 	}
-	b := &builder{cfg: cfg, src: src, infos: src.Tensors(), n: names(cfg.Naming), gqa: bo.Attention == AttentionGQA}
+	b := &builder{cfg: cfg, src: src, infos: src.Tensors(), n: names(cfg), gqa: bo.Attention == AttentionGQA}
 	g := onnx.NewGraph("llama-calibration")
 	if bo.Opset > 0 {
 		g.Opset = bo.Opset

@@ -193,7 +193,7 @@ type constSource struct{ infos []tensor.Info }
 
 func newConstSource(c arch.Config) *constSource {
 	s := &constSource{}
-	n := names(arch.NamingGGUF)
+	n := names(c)
 	for _, name := range n.readOrder(c) {
 		if name == n.head && c.Tied {
 			continue

@@ -36,6 +36,10 @@ var families = []family{
 	{"mistral", arch.Config{Arch: arch.ArchMistral, HeadDim: 16}},
 	{"qwen2", arch.Config{Arch: arch.ArchQwen2, HeadDim: 16, QKVBias: true, Tied: true}},
 	{"qwen3", arch.Config{Arch: arch.ArchQwen3, HeadDim: 32, QKNorm: true, Tied: true}},
+	// Layers sliding, global, sliding; window 6 < 24 tokens.
+	{"gemma3", arch.Config{Arch: arch.ArchGemma3, HeadDim: 32, QKNorm: true, Tied: true, SlidingWindow: 6, SlidingPattern: 2,
+		PostNorms: true, Act: arch.ActGELUTanh, NormShift: 1, RopeLocalTheta: 10000, RopeScale: 4,
+		AttnScale: float64(float32(1 / math.Sqrt(24))), EmbedScale: 8}},
 }
 
 // familyRef reads a family's token ids and reference logits.
@@ -96,7 +100,9 @@ func TestFamiliesMatchTransformers(t *testing.T) {
 		}
 		w := f.want
 		if cfg.Arch != w.Arch || cfg.HeadDim != w.HeadDim || cfg.QKVBias != w.QKVBias || cfg.QKNorm != w.QKNorm ||
-			cfg.Tied != w.Tied || cfg.SlidingWindow != 0 || cfg.Naming != arch.NamingHF {
+			cfg.Tied != w.Tied || cfg.SlidingWindow != w.SlidingWindow || cfg.SlidingPattern != w.SlidingPattern ||
+			cfg.PostNorms != w.PostNorms || cfg.Act != w.Act || cfg.NormShift != w.NormShift || cfg.RopeLocalTheta != w.RopeLocalTheta ||
+			cfg.RopeScale != w.RopeScale || cfg.AttnScale != w.AttnScale || cfg.EmbedScale != w.EmbedScale || cfg.Naming != arch.NamingHF {
 			t.Fatalf("config %+v", cfg)
 		}
 		if len(ref) != len(toks)*cfg.Vocab {
@@ -190,7 +196,7 @@ func copyFamily(t *testing.T, name string, edit func(map[string]any)) string {
 // refused, one at least as long is not.
 func TestFamiliesRefused(t *testing.T) {
 	orttest.Require(t)
-	for _, mt := range []string{"gemma3", "phi3"} {
+	for _, mt := range []string{"gemma2", "phi3"} {
 		dir := copyFamily(t, "llama", func(m map[string]any) { m["model_type"] = mt })
 		_, err := OpenSource(openFamily(t, dir), Options{Threads: 1})
 		if !errors.Is(err, arch.ErrConfig) || !strings.Contains(err.Error(), mt) {

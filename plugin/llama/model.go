@@ -315,9 +315,10 @@ var ErrClosed = errors.New("llama: model closed")
 // the model computes only up to its window.
 var ErrSlidingWindow = errors.New("llama: sequence longer than the sliding_window")
 
-// checkWindow refuses n positions beyond cfg's sliding window.
+// checkWindow refuses n positions beyond cfg's sliding window when the
+// graph does not mask it (arch.Config.MasksWindow: Gemma-3's is masked).
 func checkWindow(cfg arch.Config, n int) error {
-	if cfg.SlidingWindow > 0 && n > cfg.SlidingWindow {
+	if cfg.SlidingWindow > 0 && !cfg.MasksWindow() && n > cfg.SlidingWindow {
 		return fmt.Errorf("%w: %s attends to the last %d positions, the sequence has %d", ErrSlidingWindow, cfg.Arch, cfg.SlidingWindow, n)
 	}
 	return nil

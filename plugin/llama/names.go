@@ -20,8 +20,8 @@ type tensorNames struct {
 // readOrder is the order Build reads the weights of a model with config c
 // in (the prefetch order for loader.Prefetch): embedding, each layer's parts
 // as Build uses them (Qwen3's q/k norms and Qwen2's biases after the
-// attention matrices), final norm, output head (absent when tied; Prefetch
-// skips unknown names).
+// attention matrices, Gemma's post-attention norm after them), final norm,
+// output head (absent when tied; Prefetch skips unknown names).
 func (n tensorNames) readOrder(c arch.Config) []string {
 	order := []string{n.embed}
 	for l := 0; l < c.Layers; l++ {
@@ -34,8 +34,14 @@ func (n tensorNames) readOrder(c arch.Config) []string {
 		if c.QKVBias {
 			order = append(order, n.bias(l, partQ), n.bias(l, partK), n.bias(l, partV))
 		}
+		if c.PostNorms {
+			order = append(order, n.layer(l, partPostAttnNorm))
+		}
 		for _, p := range []string{partFFNNorm, partGate, partUp, partDown} {
 			order = append(order, n.layer(l, p))
+		}
+		if c.PostNorms {
+			order = append(order, n.layer(l, partPostFFNNorm))
 		}
 	}
 	return append(order, n.norm, n.head)
@@ -52,27 +58,33 @@ const (
 	partGate     = "ffn_gate"
 	partUp       = "ffn_up"
 	partDown     = "ffn_down"
-	// Qwen3's per-head q/k norms.
+	// Qwen3's and Gemma-3's per-head q/k norms.
 	partQNorm = "attn_q_norm"
 	partKNorm = "attn_k_norm"
+	// Gemma's norms of the attention and MLP outputs (Config.PostNorms);
+	// its ffn_norm is the norm before the MLP, as Llama's.
+	partPostAttnNorm = "post_attention_norm"
+	partPostFFNNorm  = "post_ffw_norm"
 )
 
-func names(n arch.Naming) tensorNames {
+func names(c arch.Config) tensorNames {
+	n := c.Naming
 	return tensorNames{
 		embed: n.EmbedTensor(), norm: n.NormTensor(), head: n.HeadTensor(),
-		layer: n.LayerTensor, bias: n.LayerBias,
+		layer: c.LayerTensor, bias: n.LayerBias,
 	}
 }
 
 // transposedReads is the set of weights Build reads as their float32
 // transpose (tensor.ReadFloat32T: the graph wants Wᵀ, and the nwc decoder
-// writes it directly): every block linear except GGUF's attn_q/attn_k,
-// whose rows are un-permuted first.
-func (n tensorNames) transposedReads(layers int, naming arch.Naming) func(string) bool {
+// writes it directly): every block linear except permuted attn_q/attn_k
+// (arch.Config.PermutedQK: GGUF but Gemma-3), whose rows are un-permuted
+// first.
+func (n tensorNames) transposedReads(c arch.Config) func(string) bool {
 	set := map[string]bool{}
-	for l := 0; l < layers; l++ {
+	for l := 0; l < c.Layers; l++ {
 		for _, p := range []string{partQ, partK, partV, partO, partGate, partUp, partDown} {
-			if naming == arch.NamingGGUF && (p == partQ || p == partK) {
+			if c.PermutedQK() && (p == partQ || p == partK) {
 				continue
 			}
 			set[n.layer(l, p)] = true
@@ -84,7 +96,7 @@ func (n tensorNames) transposedReads(layers int, naming arch.Naming) func(string
 // prefetch wraps src in the prefetcher Build wants: its read order, and the
 // weights it reads transposed prefetched as Wᵀ.
 func prefetch(src tensor.Source, cfg arch.Config) *loader.Prefetcher {
-	n := names(cfg.Naming)
+	n := names(cfg)
 	return loader.Prefetch(context.Background(), src, false, loader.PrefetchOptions{
-		Order: n.readOrder(cfg), Transposed: n.transposedReads(cfg.Layers, cfg.Naming)})
+		Order: n.readOrder(cfg), Transposed: n.transposedReads(cfg)})
 }
