@@ -39,6 +39,17 @@ type LM interface {
 	Vocab() int
 }
 
+// BufferedLM is an LM that can write a window's logits into a buffer the
+// caller reuses: Evaluate then keeps one buffer for the model across windows
+// instead of a fresh seqLen x Vocab() slice per window (2 GB for a
+// 262k-token vocabulary and 2048-token windows).
+type BufferedLM interface {
+	LM
+	// LogitsInto is Logits writing into dst when it has the capacity (a new
+	// slice otherwise); it returns the logits.
+	LogitsInto(ctx context.Context, tokens []int32, dst []float32) ([]float32, error)
+}
+
 // Tokenizer turns text into token ids (without special tokens).
 // *tokenizer.Tokenizer (plugin/tokenizer) satisfies it.
 type Tokenizer interface {
@@ -172,6 +183,7 @@ func Run(ctx context.Context, lm LM, ref LM, tokens []int32, opts Options) (Resu
 		}
 	}
 
+	var buf []float32 // the model's logits, reused when lm is a BufferedLM
 	for w := 0; w < windows; w++ {
 		if err := ctx.Err(); err != nil {
 			finish()
@@ -179,7 +191,14 @@ func Run(ctx context.Context, lm LM, ref LM, tokens []int32, opts Options) (Resu
 		}
 		win := used[w*seqLen : (w+1)*seqLen]
 		t0 := time.Now()
-		logits, err := lm.Logits(ctx, win)
+		var logits []float32
+		var err error
+		if b, ok := lm.(BufferedLM); ok {
+			logits, err = b.LogitsInto(ctx, win, buf)
+			buf = logits
+		} else {
+			logits, err = lm.Logits(ctx, win)
+		}
 		modelTime += time.Since(t0)
 		if err != nil {
 			finish()

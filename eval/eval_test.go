@@ -493,3 +493,48 @@ func TestEvaluateAndReport(t *testing.T) {
 		t.Errorf("KL or reference without a reference model: %s", js)
 	}
 }
+
+// bufLM is a fakeLM that also implements BufferedLM and records the
+// buffers it was handed.
+type bufLM struct {
+	fakeLM
+	dsts []*float32
+}
+
+func (b *bufLM) LogitsInto(ctx context.Context, tokens []int32, dst []float32) ([]float32, error) {
+	out, err := b.Logits(ctx, tokens)
+	if err != nil || cap(dst) < len(out) {
+		b.dsts = append(b.dsts, nil)
+		return out, err
+	}
+	b.dsts = append(b.dsts, &dst[:1][0])
+	return append(dst[:0], out...), nil
+}
+
+// TestBufferedLMReusesBuffer: a BufferedLM gets back the buffer of the
+// previous window, and the result equals the plain LM's.
+func TestBufferedLMReusesBuffer(t *testing.T) {
+	const vocab = 5
+	fn := func(tokens []int32, i int, row []float32) { row[tokens[i]%vocab] = float32(i%3) + 1 }
+	tokens := seqTokens(40, vocab)
+	plain, err := Run(context.Background(), &fakeLM{vocab: vocab, fn: fn}, nil, tokens, Options{SeqLen: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &bufLM{fakeLM: fakeLM{vocab: vocab, fn: fn}}
+	got, err := Run(context.Background(), b, nil, tokens, Options{SeqLen: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Perplexity != plain.Perplexity {
+		t.Fatalf("perplexity %g, plain LM %g", got.Perplexity, plain.Perplexity)
+	}
+	if len(b.dsts) != 4 || b.dsts[0] != nil {
+		t.Fatalf("buffers %v: want a nil first buffer and 4 calls", b.dsts)
+	}
+	for i := 2; i < len(b.dsts); i++ {
+		if b.dsts[i] == nil || b.dsts[i] != b.dsts[1] {
+			t.Fatalf("window %d got buffer %p, window 1 %p: not reused", i, b.dsts[i], b.dsts[1])
+		}
+	}
+}

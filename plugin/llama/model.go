@@ -331,10 +331,20 @@ func (m *Model) Logits(ctx context.Context, tokens []int32) ([]float32, error) {
 	return m.LogitsBatch(ctx, [][]int32{tokens})
 }
 
+// LogitsInto is Logits writing into dst when cap(dst) suffices (eval reuses
+// one buffer across windows: eval.BufferedLM).
+func (m *Model) LogitsInto(ctx context.Context, tokens []int32, dst []float32) ([]float32, error) {
+	return m.logitsBatch(ctx, [][]int32{tokens}, dst)
+}
+
 // LogitsBatch runs the model on equally long sequences at once and returns
 // their logits, len(seqs) x len(seqs[0]) x Vocab() float32 in row-major
 // order.
 func (m *Model) LogitsBatch(ctx context.Context, seqs [][]int32) ([]float32, error) {
+	return m.logitsBatch(ctx, seqs, nil)
+}
+
+func (m *Model) logitsBatch(ctx context.Context, seqs [][]int32, dst []float32) ([]float32, error) {
 	if len(seqs) == 0 || len(seqs[0]) == 0 {
 		return nil, fmt.Errorf("llama: no tokens")
 	}
@@ -368,7 +378,11 @@ func (m *Model) LogitsBatch(ctx context.Context, seqs [][]int32) ([]float32, err
 		return nil, fmt.Errorf("llama: input tensor: %w", err)
 	}
 	defer in.Destroy()
-	logits := make([]float32, B*S*V)
+	logits := dst[:0]
+	if cap(logits) < B*S*V {
+		logits = make([]float32, B*S*V)
+	}
+	logits = logits[:B*S*V]
 	out, err := ort.NewTensor(ort.NewShape(int64(B), int64(S), int64(V)), logits)
 	if err != nil {
 		return nil, fmt.Errorf("llama: output tensor: %w", err)

@@ -1,0 +1,96 @@
+#!/usr/bin/env python3
+"""Perplexity of gemma-3-270m on the first K windows of the WikiText-2 test
+text: `nwc eval` (Go + ONNX Runtime, float32 on the dequantized GGUF) against
+llama.cpp (llama-cpp-python, its own quantized kernels) on the same windows.
+
+Protocol (eval/eval.go, the GPTQ convention): the whole text (rows joined by
+"\\n\\n") tokenized once without BOS, cut into non-overlapping windows of
+--seq-len tokens; each window is run on its own and its positions 0..L-2
+predict tokens 1..L-1. The ids come from `nwc tokenize --ids-out` (equal to
+llama.cpp's own tokenizer's: scripts/check-gguf-tokenizer.py); llama.cpp is
+fed the same ids window by window (a fresh context each), logits_all, and the
+NLL is computed here in float64. Pass: perplexities within --tol (0.5 %).
+
+  $NWC_CACHE/llamacpp/venv-0.3.16/bin/python scripts/check-gemma3-ppl.py \\
+      [--model gemma3-270m] [--windows 8] [--seq-len 2048] [--threads 2] [--json OUT]
+Needs bin/nwc (make build) and the ONNX Runtime env of the docs.
+"""
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CACHE = os.environ.get("NWC_CACHE") or os.path.expanduser("~/.cache/nwc")
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="gemma3-270m")
+    ap.add_argument("--gguf", default=os.path.join(CACHE, "models", "gemma3-270m", "gemma-3-270m-q4_k_m.gguf"))
+    ap.add_argument("--windows", type=int, default=8)
+    ap.add_argument("--seq-len", type=int, default=2048)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--tol", type=float, default=0.005)
+    ap.add_argument("--nwc", default=os.path.join(ROOT, "bin", "nwc"))
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        idf = os.path.join(tmp, "ids.bin")
+        subprocess.run([args.nwc, "tokenize", "--model", args.gguf, "--ids-out", idf], check=True,
+                       stdout=sys.stderr)
+        ids = np.fromfile(idf, dtype="<i4")
+        log(f"nwc eval --max-windows {args.windows} ...")
+        out = subprocess.run([args.nwc, "eval", "--model", args.model, "--max-windows", str(args.windows),
+                              "--seq-len", str(args.seq_len), "--json", "-q", "--threads", str(args.threads)],
+                             check=True, capture_output=True, text=True)
+        ours = json.loads(out.stdout)
+    L = args.seq_len
+    if len(ids) < args.windows * L:
+        sys.exit(f"{len(ids)} tokens: fewer than {args.windows} windows of {L}")
+
+    from llama_cpp import Llama
+    import llama_cpp
+    llm = Llama(model_path=args.gguf, logits_all=True, n_ctx=L, n_batch=512, n_threads=args.threads, verbose=False)
+    nll, n, per = 0.0, 0, []
+    for w in range(args.windows):
+        win = ids[w * L:(w + 1) * L].tolist()
+        llm.reset()
+        llm.eval(win)
+        s = np.asarray(llm.scores[:L], dtype=np.float64)
+        m = s.max(axis=1, keepdims=True)
+        lse = (m[:, 0] + np.log(np.exp(s - m).sum(axis=1)))[:-1]
+        tgt = s[np.arange(L - 1), np.asarray(win[1:])]
+        wn = float((lse - tgt).sum())
+        nll += wn
+        n += L - 1
+        per.append(math.exp(wn / (L - 1)))
+        log(f"llama.cpp window {w}: ppl {per[-1]:.4f}")
+    ref = math.exp(nll / n)
+    rel = abs(ours["perplexity"] - ref) / ref
+    res = {"model": args.model, "gguf": os.path.basename(args.gguf), "windows": args.windows, "seq_len": L,
+           "tokens_scored": n, "tokens_total": int(len(ids)),
+           "llama_cpp_python": llama_cpp.__version__, "ppl_llamacpp": ref, "ppl_llamacpp_per_window": per,
+           "ppl_nwc": ours["perplexity"], "nwc_tokens_scored": ours.get("tokens_scored"),
+           "relative_difference": rel, "tolerance": args.tol, "pass": rel <= args.tol}
+    print(json.dumps(res, indent=1))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(res, f, indent=1)
+            f.write("\n")
+    if not res["pass"]:
+        sys.exit(f"perplexity differs by {rel:.2%} (> {args.tol:.1%})")
+
+
+if __name__ == "__main__":
+    main()
