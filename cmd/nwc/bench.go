@@ -317,8 +317,8 @@ type memoLM struct {
 	budget int64
 	mu     sync.Mutex
 	used   int64
-	cache map[uint64][]float32
-	files map[uint64]string
+	cache  map[uint64][]float32
+	files  map[uint64]string
 }
 
 // memoBudget is the memory memoLM keeps logits in before spilling to disk.
