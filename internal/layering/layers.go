@@ -26,7 +26,7 @@ var Layers = []Layer{
 		"loader/codec/ecsq", "ortcodec",
 	}},
 	{"loading", []string{"loader"}},
-	{"runtime", []string{"plugin/onnx", "plugin/tokenizer", "plugin/chat", "plugin/llama"}},
+	{"runtime", []string{"plugin/onnx", "plugin/tokenizer", "plugin/chat", "plugin/llama", "plugin/bert"}},
 	{"measurement", []string{"eval", "eval/calib"}},
 	{"public API", []string{"plugin", "plugin/serve"}},
 	{"commands", []string{"cmd/nwc", "plugin/llama/cmd/llamadump"}},
