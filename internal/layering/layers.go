@@ -27,7 +27,7 @@ var Layers = []Layer{
 	}},
 	{"loading", []string{"loader"}},
 	{"runtime", []string{"plugin/onnx", "plugin/tokenizer", "plugin/chat", "plugin/llama", "plugin/bert"}},
-	{"measurement", []string{"eval", "eval/calib"}},
+	{"measurement", []string{"eval", "eval/calib", "eval/embed"}},
 	{"public API", []string{"plugin", "plugin/serve"}},
 	{"commands", []string{"cmd/nwc", "plugin/llama/cmd/llamadump"}},
 }
