@@ -4,8 +4,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -59,15 +57,12 @@ func runBenchEmbed(ctx context.Context, args []string) error {
 	stem := filepath.Join(*outDir, *name)
 	rep := &report.EmbedReport{}
 	if *resume {
-		if b, err := os.ReadFile(stem + ".json"); err == nil {
-			if err := json.Unmarshal(b, rep); err != nil {
-				return fmt.Errorf("bench embed: --resume: %s.json: %w", stem, err)
-			}
-			if rep.Model != *model || rep.Sentences != *nSent {
-				return fmt.Errorf("bench embed: --resume: %s.json is for model %s, %d sentences", stem, rep.Model, rep.Sentences)
-			}
-		} else if !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("bench embed: --resume: %w", err)
+		found, err := loadResume(stem, rep)
+		if err != nil {
+			return err
+		}
+		if found && (rep.Model != *model || rep.Sentences != *nSent) {
+			return fmt.Errorf("bench embed: --resume: %s.json is for model %s, %d sentences", stem, rep.Model, rep.Sentences)
 		}
 	}
 	rep.Title = fmt.Sprintf("%s: bits/weight vs embedding fidelity", *model)
@@ -100,16 +95,7 @@ func runBenchEmbed(ctx context.Context, args []string) error {
 	}
 	defer os.RemoveAll(tmp)
 
-	notes := map[string]bool{}
-	for _, n := range rep.Notes {
-		notes[n] = true
-	}
-	note := func(n string) {
-		if !notes[n] {
-			notes[n] = true
-			rep.Notes = append(rep.Notes, n)
-		}
-	}
+	note := noter(&rep.Notes)
 	var hess loader.HessianFunc
 	for _, p := range points {
 		if rep.Has(p.method, p.setting) || !usesCalibration(p.codec) {
@@ -152,11 +138,11 @@ func runBenchEmbed(ctx context.Context, args []string) error {
 		rep.Points = append(rep.Points, pt)
 		fmt.Fprintf(os.Stderr, "[%d/%d] %s %s: %.3f bits/weight, mean cosine %.5f (p1 %.5f), top-%d agreement %.4f\n",
 			i+1, len(points), p.method, p.setting, pt.BitsPerWeight, pt.MeanCosine, pt.P1Cosine, pt.TopK, pt.TopKAgreement)
-		if err := writeEmbedReport(rep, stem); err != nil { // after every point
+		if err := writeReport(rep, len(rep.Points), stem); err != nil { // after every point
 			return err
 		}
 	}
-	if err := writeEmbedReport(rep, stem); err != nil {
+	if err := writeReport(rep, len(rep.Points), stem); err != nil {
 		return err
 	}
 	fmt.Printf("wrote %s.md, %s.json, %s.png\n", stem, stem, stem)
@@ -193,28 +179,4 @@ func benchEmbedOne(ctx context.Context, src tensor.Source, refEmb [][]float32, s
 	return report.EmbedPoint{Method: p.method, Setting: p.setting, BitsPerWeight: sum.LinearBitsPerWeight, FileBits: sum.BitsPerWeight,
 		MeanCosine: r.MeanCosine, MinCosine: r.MinCosine, P1Cosine: r.P1Cosine, TopK: r.TopK, TopKAgreement: r.TopKAgreement,
 		CompressSeconds: sum.Seconds}, nil
-}
-
-// writeEmbedReport writes stem.md, stem.json and stem.png.
-func writeEmbedReport(rep *report.EmbedReport, stem string) error {
-	for ext, write := range map[string]func(*os.File) error{
-		".md":   func(f *os.File) error { return rep.WriteMarkdown(f) },
-		".json": func(f *os.File) error { return rep.WriteJSON(f) },
-	} {
-		f, err := os.Create(stem + ext)
-		if err != nil {
-			return err
-		}
-		if err := write(f); err != nil {
-			f.Close()
-			return err
-		}
-		if err := f.Close(); err != nil {
-			return err
-		}
-	}
-	if len(rep.Points) == 0 {
-		return nil
-	}
-	return rep.WritePlot(stem + ".png")
 }

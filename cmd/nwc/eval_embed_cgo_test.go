@@ -5,12 +5,11 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/nwc-project/nwc/loader/refmodel"
+	"github.com/nwc-project/nwc/internal/tensortest"
 )
 
 // nwc eval on a compressed BERT encoder switches to the embedding mode by
@@ -20,16 +19,7 @@ func TestEvalEmbed(t *testing.T) {
 	if err := runEval(ctx, []string{"--mode", "bogus", "--model", tinyRTN}); err == nil || !strings.Contains(err.Error(), "--mode") {
 		t.Errorf("--mode bogus: %v", err)
 	}
-	m, err := refmodel.Lookup("minilm-l6")
-	if err == nil {
-		_, err = os.Stat(m.File)
-	}
-	if err != nil {
-		if os.Getenv("NWC_REQUIRE_MODELS") == "1" {
-			t.Fatal(err)
-		}
-		t.Skip("minilm-l6 not cached (make setup):", err)
-	}
+	tensortest.RequireModel(t, "minilm-l6")
 	if err := runEval(ctx, []string{"--model", "minilm-l6"}); err == nil || !strings.Contains(err.Error(), "--reference") {
 		t.Errorf("embedding mode without a reference: %v", err)
 	}

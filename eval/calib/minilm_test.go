@@ -4,28 +4,18 @@ package calib
 
 import (
 	"context"
-	"os"
 	"testing"
 
+	"github.com/nwc-project/nwc/internal/tensortest"
 	"github.com/nwc-project/nwc/loader"
 	"github.com/nwc-project/nwc/loader/codec"
-	"github.com/nwc-project/nwc/loader/refmodel"
 )
 
 // A BERT encoder (minilm-l6) is calibrated through plugin/bert: its own
 // tokenizer (the caller's is not used), windows of max_seq_length-2
 // tokens, no sink weighting, H for all six linears of every layer.
 func TestMiniLMHessians(t *testing.T) {
-	m, err := refmodel.Lookup("minilm-l6")
-	if err == nil {
-		_, err = os.Stat(m.File)
-	}
-	if err != nil {
-		if os.Getenv("NWC_REQUIRE_MODELS") == "1" {
-			t.Fatal(err)
-		}
-		t.Skip("minilm-l6 not cached (make setup):", err)
-	}
+	tensortest.RequireModel(t, "minilm-l6")
 	src, _, err := loader.Open("minilm-l6", codec.Env{})
 	if err != nil {
 		t.Fatal(err)

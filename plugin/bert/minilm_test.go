@@ -12,9 +12,9 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/nwc-project/nwc/internal/tensortest"
 	"github.com/nwc-project/nwc/loader"
 	"github.com/nwc-project/nwc/loader/codec"
-	"github.com/nwc-project/nwc/loader/refmodel"
 	"github.com/nwc-project/nwc/loader/tensor"
 )
 
@@ -22,16 +22,7 @@ import (
 // NWC_REQUIRE_MODELS=1).
 func openMiniLM(t *testing.T) tensor.Source {
 	t.Helper()
-	m, err := refmodel.Lookup("minilm-l6")
-	if err == nil {
-		_, err = os.Stat(m.File)
-	}
-	if err != nil {
-		if os.Getenv("NWC_REQUIRE_MODELS") == "1" {
-			t.Fatalf("NWC_REQUIRE_MODELS=1: %v", err)
-		}
-		t.Skip("minilm-l6 not cached (make setup):", err)
-	}
+	tensortest.RequireModel(t, "minilm-l6")
 	src, _, err := loader.Open("minilm-l6", codec.Env{})
 	if err != nil {
 		t.Fatal(err)
