@@ -14,6 +14,12 @@ scikit-learn httpx). Usage:
 
   $NWC_CACHE/venv-train/bin/python scripts/check-embeddings.py \
       [--model $NWC_CACHE/models/minilm-l6] [--out plugin/bert/testdata/golden-minilm-l6.json]
+
+--eval-set N writes instead the N evaluation sentences of eval/embed (the same
+rule as embed.Split/Pick, reimplemented here) with their embeddings, to --out
+(default $NWC_CACHE/embed-ref-minilm-l6-N.json, not committed: 1.5 MB for
+1,000); NWC_EMBED_REF=that file go test -run TestEvalSetParity ./plugin/bert
+compares the Go runtime with it.
 """
 import argparse
 import base64
@@ -57,13 +63,45 @@ SENTENCES = [
 ]
 
 
+def eval_sentences(text, n):
+    """eval/embed's rule: Split (non-heading lines, cut after . ? ! tokens,
+    5..60 tokens, first occurrence) then Pick (index i*len/n)."""
+    out, seen = [], set()
+    for line in text.split("\n"):
+        t = line.strip()
+        if not t or t.startswith("="):
+            continue
+        words = t.split()
+        start = 0
+        for i, w in enumerate(words):
+            if w not in (".", "?", "!") and i != len(words) - 1:
+                continue
+            s = words[start:i + 1]
+            start = i + 1
+            if 5 <= len(s) <= 60:
+                j = " ".join(s)
+                if j not in seen:
+                    seen.add(j)
+                    out.append(j)
+    return [out[i * len(out) // n] for i in range(n)]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     cache = os.environ.get("NWC_CACHE", os.path.expanduser("~/.cache/nwc"))
     ap.add_argument("--model", default=os.path.join(cache, "models", "minilm-l6"))
     here = os.path.dirname(os.path.abspath(__file__))
-    ap.add_argument("--out", default=os.path.join(here, "..", "plugin", "bert", "testdata", "golden-minilm-l6.json"))
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--eval-set", type=int, default=0, metavar="N", help="embed eval/embed's N evaluation sentences instead")
     args = ap.parse_args()
+    sentences = SENTENCES
+    if args.eval_set:
+        with open(os.path.join(here, "..", "eval", "testdata", "wikitext-2-raw-test.txt"), encoding="utf-8") as f:
+            sentences = eval_sentences(f.read(), args.eval_set)
+        if args.out is None:
+            args.out = os.path.join(cache, f"embed-ref-minilm-l6-{args.eval_set}.json")
+    elif args.out is None:
+        args.out = os.path.join(here, "..", "plugin", "bert", "testdata", "golden-minilm-l6.json")
 
     import numpy as np
     import torch
@@ -72,9 +110,9 @@ def main():
 
     torch.manual_seed(0)
     m = SentenceTransformer(args.model, device="cpu")
-    emb = m.encode(SENTENCES, batch_size=32, convert_to_numpy=True)
+    emb = m.encode(sentences, batch_size=32, convert_to_numpy=True)
     emb = np.ascontiguousarray(emb, dtype="<f4")
-    tok = m.tokenizer(SENTENCES, truncation=True, max_length=m.max_seq_length)
+    tok = m.tokenizer(sentences, truncation=True, max_length=m.max_seq_length)
     out = {
         "model": "minilm-l6 (sentence-transformers/all-MiniLM-L6-v2, fp32)",
         "made_by": "scripts/check-embeddings.py",
@@ -82,7 +120,7 @@ def main():
         "torch": torch.__version__,
         "max_seq_length": m.max_seq_length,
         "dim": int(emb.shape[1]),
-        "sentences": SENTENCES,
+        "sentences": sentences,
         "token_ids": [list(map(int, ids)) for ids in tok["input_ids"]],
         "embeddings_f32le_base64": base64.b64encode(emb.tobytes()).decode(),
     }
@@ -90,7 +128,7 @@ def main():
         json.dump(out, f, ensure_ascii=False, indent=1)
         f.write("\n")
     norms = np.linalg.norm(emb, axis=1)
-    print(f"wrote {args.out}: {len(SENTENCES)} sentences x {emb.shape[1]}, norms {norms.min():.6f}..{norms.max():.6f}", file=sys.stderr)
+    print(f"wrote {args.out}: {len(sentences)} sentences x {emb.shape[1]}, norms {norms.min():.6f}..{norms.max():.6f}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/nwc-project/nwc/eval/embed"
 	"github.com/nwc-project/nwc/internal/tensortest"
 	"github.com/nwc-project/nwc/loader"
 	"github.com/nwc-project/nwc/loader/codec"
@@ -39,9 +40,9 @@ type golden struct {
 	Emb       string    `json:"embeddings_f32le_base64"`
 }
 
-func loadGolden(t *testing.T) (golden, [][]float32) {
+func loadGolden(t *testing.T, path string) (golden, [][]float32) {
 	t.Helper()
-	data, err := os.ReadFile("testdata/golden-minilm-l6.json")
+	data, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +79,7 @@ func cosine(a, b []float32) float64 {
 // token ids, cosine >= 0.9999 for every sentence.
 func TestGoldenEmbeddings(t *testing.T) {
 	src := openMiniLM(t)
-	g, want := loadGolden(t)
+	g, want := loadGolden(t, "testdata/golden-minilm-l6.json")
 	m, err := OpenSource(src, Options{Threads: 2})
 	if err != nil {
 		t.Fatal(err)
@@ -122,4 +123,52 @@ func TestGoldenEmbeddings(t *testing.T) {
 	if c := cosine(one[0], got[3]); c < 0.999999 {
 		t.Errorf("sentence 3 alone vs in a batch: cosine %.8f", c)
 	}
+}
+
+// TestEvalSetParity compares the embeddings of eval/embed's evaluation
+// sentences with sentence-transformers' (scripts/check-embeddings.py
+// --eval-set 1000 writes them; NWC_EMBED_REF names the file; skipped
+// without it).
+func TestEvalSetParity(t *testing.T) {
+	path := os.Getenv("NWC_EMBED_REF")
+	if path == "" {
+		t.Skip("NWC_EMBED_REF not set (scripts/check-embeddings.py --eval-set 1000 writes the file)")
+	}
+	src := openMiniLM(t)
+	g, want := loadGolden(t, path)
+	sentences, err := embed.Sentences(len(g.Sentences))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(sentences, g.Sentences) {
+		t.Fatal("the file's sentences are not eval/embed's")
+	}
+	m, err := OpenSource(src, Options{Threads: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	got, err := m.Embed(context.Background(), g.Sentences)
+	if err != nil {
+		t.Fatal(err)
+	}
+	worst, idsDiffer := 1.0, 0
+	for i := range got {
+		ids, err := m.Tokenizer().EncodeSentence(g.Sentences[i], m.Config().MaxSeqLen)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(ids, g.TokenIDs[i]) {
+			idsDiffer++
+		}
+		c := cosine(got[i], want[i])
+		worst = min(worst, c)
+		if c < 0.9999 {
+			t.Errorf("sentence %d: cosine %.7f", i, c)
+		}
+	}
+	if idsDiffer > 0 {
+		t.Errorf("%d sentences tokenized differently", idsDiffer)
+	}
+	t.Logf("%d evaluation sentences: min cosine to sentence-transformers %.9f (1 - %.2e), token ids identical", len(got), worst, 1-worst)
 }
