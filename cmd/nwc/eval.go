@@ -95,6 +95,9 @@ func runEval(ctx context.Context, args []string) error {
 	}
 	if *mode == modeEmbed || (*mode == modeAuto && bert.IsBERT(src)) {
 		src.Close()
+		if *text != "" || *digest {
+			return fmt.Errorf("eval: --text and --digest apply to --mode lm; the embedding mode uses the WikiText-2 sentences of eval/embed")
+		}
 		return runEvalEmbed(ctx, *model, *ref, *nSent, *topK, *asJSON, lf)
 	}
 	tok, err := tokenizer.ForSource(src)
