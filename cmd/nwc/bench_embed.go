@@ -19,8 +19,6 @@ import (
 	"github.com/nwc-project/nwc/ortcodec/ldlq"
 )
 
-const benchEmbedUsage = "usage: nwc bench embed [--model minilm-l6] [--run CODEC[=B1,B2,...]]... [--sentences N] [--topk K] [--out DIR] [--name STEM] [--resume]"
-
 // runBenchEmbed compresses a sentence encoder at every point, and measures
 // the fidelity of each file's embeddings to the uncompressed model's
 // (eval/embed): docs/results/embed-<model>.{md,json,png}.
