@@ -14,9 +14,9 @@ import (
 	"testing"
 
 	"github.com/nwc-project/nwc/internal/ortenv/orttest"
+	"github.com/nwc-project/nwc/internal/tensortest"
 	"github.com/nwc-project/nwc/loader/codec"
 	"github.com/nwc-project/nwc/loader/container"
-	"github.com/nwc-project/nwc/loader/refmodel"
 	"github.com/nwc-project/nwc/loader/safetensors"
 	"github.com/nwc-project/nwc/loader/tensor"
 	"github.com/nwc-project/nwc/ortcodec/ldlq"
@@ -186,16 +186,7 @@ func TestDetect(t *testing.T) {
 
 // The real fp32 model round-trips bit for bit through the lossless codec.
 func TestMiniLMLossless(t *testing.T) {
-	m, err := refmodel.Lookup("minilm-l6")
-	if err == nil {
-		_, err = os.Stat(m.File)
-	}
-	if err != nil {
-		if os.Getenv("NWC_REQUIRE_MODELS") == "1" {
-			t.Fatal(err)
-		}
-		t.Skip("minilm-l6 not cached (make setup):", err)
-	}
+	tensortest.RequireModel(t, "minilm-l6")
 	src, _, err := Open("minilm-l6", codec.Env{})
 	if err != nil {
 		t.Fatal(err)

@@ -10,6 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"hash/fnv"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
@@ -113,15 +114,12 @@ func runBenchRD(ctx context.Context, args []string) error {
 	stem := filepath.Join(*outDir, *name)
 	rep := &report.Report{}
 	if *resume {
-		if b, err := os.ReadFile(stem + ".json"); err == nil {
-			if err := json.Unmarshal(b, rep); err != nil {
-				return fmt.Errorf("bench: --resume: %s.json: %w", stem, err)
-			}
-			if rep.Model != *model || rep.SeqLen != *seqLen {
-				return fmt.Errorf("bench: --resume: %s.json is for model %s, seq-len %d", stem, rep.Model, rep.SeqLen)
-			}
-		} else if !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("bench: --resume: %w", err)
+		found, err := loadResume(stem, rep)
+		if err != nil {
+			return err
+		}
+		if found && (rep.Model != *model || rep.SeqLen != *seqLen) {
+			return fmt.Errorf("bench: --resume: %s.json is for model %s, seq-len %d", stem, rep.Model, rep.SeqLen)
 		}
 	}
 	rep.Title = fmt.Sprintf("%s: bits/weight vs quality", *model)
@@ -154,16 +152,7 @@ func runBenchRD(ctx context.Context, args []string) error {
 	ref := newMemoLM(refModel, tmp)
 
 	var hess loader.HessianFunc
-	notes := map[string]bool{}
-	for _, n := range rep.Notes {
-		notes[n] = true
-	}
-	note := func(n string) {
-		if !notes[n] {
-			notes[n] = true
-			rep.Notes = append(rep.Notes, n)
-		}
-	}
+	note := noter(&rep.Notes)
 	for _, p := range points {
 		if rep.Has(p.method, p.setting) || !usesCalibration(p.codec) || hess != nil {
 			continue
@@ -211,11 +200,11 @@ func runBenchRD(ctx context.Context, args []string) error {
 		rep.Points = append(rep.Points, pt)
 		fmt.Fprintf(os.Stderr, "[%d/%d] %s %s: %.3f bits/weight, perplexity %.4f, KL %.5f (compress %.0f s, load %.0f s)\n",
 			i+1, len(points), p.method, p.setting, pt.BitsPerWeight, pt.Perplexity, pt.MeanKL, pt.CompressSeconds, pt.LoadSeconds)
-		if err := writeReport(rep, stem); err != nil { // after every point: a long run keeps what it measured
+		if err := writeReport(rep, len(rep.Points), stem); err != nil { // after every point: a long run keeps what it measured
 			return err
 		}
 	}
-	if err := writeReport(rep, stem); err != nil {
+	if err := writeReport(rep, len(rep.Points), stem); err != nil {
 		return err
 	}
 	fmt.Printf("wrote %s.md, %s.json, %s.png\n", stem, stem, stem)
@@ -282,8 +271,47 @@ func codecProvenance(name string) string {
 	return s + "."
 }
 
-// writeReport writes stem.md, stem.json and stem.png.
-func writeReport(rep *report.Report, stem string) error {
+// loadResume reads stem.json into rep for --resume; found is false when
+// there is none yet.
+func loadResume(stem string, rep any) (found bool, err error) {
+	b, err := os.ReadFile(stem + ".json")
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("bench: --resume: %w", err)
+	}
+	if err := json.Unmarshal(b, rep); err != nil {
+		return false, fmt.Errorf("bench: --resume: %s.json: %w", stem, err)
+	}
+	return true, nil
+}
+
+// noter returns a function that appends a note to notes once (notes
+// already there, from --resume, count).
+func noter(notes *[]string) func(string) {
+	seen := map[string]bool{}
+	for _, n := range *notes {
+		seen[n] = true
+	}
+	return func(n string) {
+		if !seen[n] {
+			seen[n] = true
+			*notes = append(*notes, n)
+		}
+	}
+}
+
+// reportFiles is a report writeReport writes (report.Report,
+// report.EmbedReport).
+type reportFiles interface {
+	WriteMarkdown(io.Writer) error
+	WriteJSON(io.Writer) error
+	WritePlot(path string) error
+}
+
+// writeReport writes stem.md, stem.json and, when it has points, stem.png.
+func writeReport(rep reportFiles, points int, stem string) error {
 	for ext, write := range map[string]func(*os.File) error{
 		".md":   func(f *os.File) error { return rep.WriteMarkdown(f) },
 		".json": func(f *os.File) error { return rep.WriteJSON(f) },
@@ -300,7 +328,7 @@ func writeReport(rep *report.Report, stem string) error {
 			return err
 		}
 	}
-	if len(rep.Points) == 0 {
+	if points == 0 {
 		return nil
 	}
 	return rep.WritePlot(stem + ".png")

@@ -24,8 +24,9 @@ import (
 
 const (
 	benchUsage       = "usage: nwc bench rd [--model NAME] [--run CODEC[=B1,B2,...]]... [--codecs C1,C2 --bits B1,B2] [--seq-len N] [--max-windows K] [--out DIR] [--name STEM] [--resume]"
+	benchEmbedUsage  = "usage: nwc bench embed [--model minilm-l6] [--run CODEC[=B1,B2,...]]... [--sentences N] [--topk K] [--out DIR] [--name STEM] [--resume]"
 	benchDecodeUsage = "usage: nwc bench decode [--files A.nwc,B.nwc | --codecs C1,C2,...|shipped] [--model NAME] [--threads N] [--sessions N] [--batch N] [--prefetch N] [--repeat 3] [--sweep KEY=V1,V2 ...] [--out DIR] [--name STEM]"
-	benchAllUsage    = benchUsage + "\n       " + benchDecodeUsage + "\n       " + benchLoadUsage + "\n       " + benchParetoUsage
+	benchAllUsage    = benchUsage + "\n       " + benchEmbedUsage + "\n       " + benchDecodeUsage + "\n       " + benchLoadUsage + "\n       " + benchParetoUsage
 )
 
 // runBench dispatches the bench subcommands.
@@ -34,6 +35,8 @@ func runBench(ctx context.Context, args []string) error {
 		switch args[0] {
 		case "rd":
 			return runBenchRD(ctx, args)
+		case "embed":
+			return runBenchEmbed(ctx, args)
 		case "decode":
 			return runBenchDecode(ctx, args[1:])
 		case "load":

@@ -12,7 +12,9 @@ import (
 	"github.com/schollz/progressbar/v3"
 
 	"github.com/nwc-project/nwc/eval"
+	"github.com/nwc-project/nwc/eval/embed"
 	"github.com/nwc-project/nwc/loader"
+	"github.com/nwc-project/nwc/plugin/bert"
 	"github.com/nwc-project/nwc/plugin/llama"
 	"github.com/nwc-project/nwc/plugin/tokenizer"
 )
@@ -59,6 +61,9 @@ func runEval(ctx context.Context, args []string) error {
 	asJSON := fs.Bool("json", false, "print a JSON report")
 	quiet := fs.Bool("q", false, "no progress bar")
 	digest := fs.Bool("digest", false, "print the sha256 digest of the weights the runtime was built with (compare with nwc inspect --digest)")
+	mode := fs.String("mode", modeAuto, "lm (perplexity/KL) or embed (sentence-embedding fidelity to --reference); default: embed for a BERT encoder, lm otherwise")
+	nSent := fs.Int("sentences", embed.DefaultSentences, "--mode embed: sentences of the WikiText-2 test text compared")
+	topK := fs.Int("topk", embed.DefaultTopK, "--mode embed: k of the top-k retrieval agreement")
 	var lf lmFlags
 	lf.register(fs)
 	pos, err := parseFlags(fs, args)
@@ -72,6 +77,7 @@ func runEval(ctx context.Context, args []string) error {
 	}
 	if *model == "" {
 		fmt.Fprintln(os.Stderr, "usage: nwc eval --model NAME|PATH [--reference NAME|PATH] [--text PATH] [--seq-len N] [--max-windows K] [--json] [--provider cpu|cuda] [--threads N]")
+		fmt.Fprintln(os.Stderr, "       nwc eval --mode embed --model NAME|PATH --reference NAME|PATH [--sentences N] [--topk K] [--json]")
 		return errUsage
 	}
 	if err := lf.init(); err != nil {
@@ -80,6 +86,19 @@ func runEval(ctx context.Context, args []string) error {
 	src, _, err := loader.Open(*model, lf.env())
 	if err != nil {
 		return err
+	}
+	switch *mode {
+	case modeAuto, modeLM, modeEmbed:
+	default:
+		src.Close()
+		return fmt.Errorf("eval: --mode %q: want %s or %s", *mode, modeLM, modeEmbed)
+	}
+	if *mode == modeEmbed || (*mode == modeAuto && bert.IsBERT(src)) {
+		src.Close()
+		if *text != "" || *digest {
+			return fmt.Errorf("eval: --text and --digest apply to --mode lm; the embedding mode uses the WikiText-2 sentences of eval/embed")
+		}
+		return runEvalEmbed(ctx, *model, *ref, *nSent, *topK, *asJSON, lf)
 	}
 	tok, err := tokenizer.ForSource(src)
 	if err != nil {

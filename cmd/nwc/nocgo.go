@@ -38,6 +38,10 @@ func runBenchRD(ctx context.Context, args []string) error {
 	return fmt.Errorf("bench rd: %w", ortenv.ErrNoCGO)
 }
 
+func runBenchEmbed(ctx context.Context, args []string) error {
+	return fmt.Errorf("bench embed: %w", ortenv.ErrNoCGO)
+}
+
 func runBenchLoad(ctx context.Context, args []string) error {
 	return fmt.Errorf("bench load: %w", ortenv.ErrNoCGO)
 }

@@ -20,11 +20,12 @@ func TestNoCGO(t *testing.T) {
 	in := filepath.Join(dir, "m.safetensors")
 	writeModel(t, in)
 	for name, run := range map[string]func() error{
-		"eval":       func() error { return runEval(ctx, []string{"--model", in}) },
-		"generate":   func() error { return runGenerate(ctx, []string{"--model", in, "--prompt", "hi"}) },
-		"bench":      func() error { return runBench(ctx, []string{"rd"}) },
-		"bench load": func() error { return runBench(ctx, []string{"load"}) },
-		"tokenize":   func() error { return runTokenize(ctx, []string{"--model", in}) },
+		"eval":        func() error { return runEval(ctx, []string{"--model", in}) },
+		"generate":    func() error { return runGenerate(ctx, []string{"--model", in, "--prompt", "hi"}) },
+		"bench":       func() error { return runBench(ctx, []string{"rd"}) },
+		"bench load":  func() error { return runBench(ctx, []string{"load"}) },
+		"bench embed": func() error { return runBench(ctx, []string{"embed"}) },
+		"tokenize":    func() error { return runTokenize(ctx, []string{"--model", in}) },
 		"calibration": func() error {
 			return runCompress(ctx, []string{"--model", in, "--codec", "gptq-g128", "-o", filepath.Join(dir, "c.nwc"), "-q"})
 		},

@@ -21,6 +21,7 @@ import (
 	"github.com/nwc-project/nwc/eval"
 	"github.com/nwc-project/nwc/loader/refmodel"
 	"github.com/nwc-project/nwc/loader/tensor"
+	"github.com/nwc-project/nwc/plugin/bert"
 	"github.com/nwc-project/nwc/plugin/llama"
 )
 
@@ -335,7 +336,18 @@ func windowTokens(text string, n, seqLen int, tok Encoder) ([][]int32, []int, er
 // holds them for this model, text, token count and window length, else
 // collects them by running the model on the text tokenized by tok, and
 // caches them. A damaged cache entry is reported through Logf and replaced.
+//
+// A BERT encoder (plugin/bert) is calibrated with its own tokenizer, in
+// windows of its max_seq_length, without sink weighting (forBERT).
 func Collect(ctx context.Context, src tensor.Source, tok Encoder, opts Options) (*Hessians, error) {
+	if bert.IsBERT(src) {
+		btok, bo, closeTok, err := forBERT(src, opts)
+		if err != nil {
+			return nil, err
+		}
+		defer closeTok()
+		tok, opts = btok, bo
+	}
 	o, err := opts.resolved()
 	if err != nil {
 		return nil, err
@@ -426,16 +438,14 @@ func collect(ctx context.Context, src tensor.Source, tok Encoder, o Options) (*H
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", o.TextName, err)
 	}
-	cal, err := llama.OpenCalibrator(src, llama.CalibrationOptions{Provider: o.Provider, Threads: o.Threads, Logf: o.Logf})
+	cal, err := openCalibrator(src, o)
 	if err != nil {
 		return nil, err
 	}
 	defer cal.Close()
 	h := &Hessians{TextBytes: len(o.Text), WindowStarts: starts, SeqLen: o.SeqLen, Windows: nw, Provider: cal.Provider(), Threads: o.Threads}
-	h.Attention = llama.DefaultAttention(cal.Config(), cal.Provider())
-	for _, ci := range cal.Inputs() {
-		h.Inputs = append(h.Inputs, &Input{Name: ci.Name, Layer: ci.Layer, Kind: ci.Kind, N: ci.N, Weights: ci.Weights, H: make([]float64, ci.N*ci.N)})
-	}
+	h.Attention = cal.attention()
+	h.Inputs = cal.inputs()
 	add := func(i int, m []float32) {
 		acc := h.Inputs[i].H
 		for j, v := range m {
@@ -444,7 +454,7 @@ func collect(ctx context.Context, src tensor.Source, tok Encoder, o Options) (*H
 	}
 	for b := 0; b < nw; b += o.Batch {
 		e := min(b+o.Batch, nw)
-		if err := cal.Run(ctx, wins[b:e], add, nil); err != nil {
+		if err := cal.run(ctx, wins[b:e], add); err != nil {
 			return nil, err
 		}
 		h.Tokens += int64((e - b) * o.SeqLen)
@@ -458,8 +468,10 @@ func collect(ctx context.Context, src tensor.Source, tok Encoder, o Options) (*H
 			return nil, fmt.Errorf("calib: %s: %w", in.Name, err)
 		}
 	}
-	if err := runSink(ctx, cal, wins, h); err != nil {
-		return nil, err
+	if lc, ok := cal.(llamaCalibrator); ok { // a decoder's sink statistics (forBERT)
+		if err := runSink(ctx, lc.Calibrator, wins, h); err != nil {
+			return nil, err
+		}
 	}
 	h.Seconds = time.Since(t0).Seconds()
 	h.index()

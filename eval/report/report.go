@@ -114,11 +114,18 @@ func (r *Report) WritePlot(path string) (err error) {
 			err = fmt.Errorf("report: plot %s: %v", path, p)
 		}
 	}()
-	ppl, err := r.panel("perplexity", func(p Point) float64 { return p.Perplexity }, r.RefPerplexity)
+	return r.writePanels(path, "perplexity", r.RefPerplexity, "mean KL divergence (nats)")
+}
+
+// writePanels writes the two log-scale panels side by side: ylabel1 against
+// Point.Perplexity (ref1 drawn as the reference line when > 0), ylabel2
+// against Point.MeanKL. The caller recovers gonum/plot's panics.
+func (r *Report) writePanels(path, ylabel1 string, ref1 float64, ylabel2 string) error {
+	ppl, err := r.panel(ylabel1, func(p Point) float64 { return p.Perplexity }, ref1)
 	if err != nil {
 		return err
 	}
-	kl, err := r.panel("mean KL divergence (nats)", func(p Point) float64 { return p.MeanKL }, 0)
+	kl, err := r.panel(ylabel2, func(p Point) float64 { return p.MeanKL }, 0)
 	if err != nil {
 		return err
 	}

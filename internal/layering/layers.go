@@ -26,8 +26,8 @@ var Layers = []Layer{
 		"loader/codec/ecsq", "ortcodec",
 	}},
 	{"loading", []string{"loader"}},
-	{"runtime", []string{"plugin/onnx", "plugin/tokenizer", "plugin/chat", "plugin/llama"}},
-	{"measurement", []string{"eval", "eval/calib"}},
+	{"runtime", []string{"plugin/onnx", "plugin/tokenizer", "plugin/chat", "plugin/llama", "plugin/bert"}},
+	{"measurement", []string{"eval", "eval/calib", "eval/embed"}},
 	{"public API", []string{"plugin", "plugin/serve"}},
 	{"commands", []string{"cmd/nwc", "plugin/llama/cmd/llamadump"}},
 }

@@ -29,6 +29,9 @@ var AssetFiles = []string{
 	"tokenizer_config.json",
 	"special_tokens_map.json",
 	"generation_config.json",
+	// sentence-transformers' pipeline (plugin/bert: max_seq_length, Normalize).
+	"sentence_bert_config.json",
+	"modules.json",
 }
 
 // MaxIndexSize bounds the size of an index file.

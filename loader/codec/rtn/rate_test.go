@@ -3,15 +3,14 @@ package rtn_test
 import (
 	"bytes"
 	"context"
-	"os"
 	"path/filepath"
 	"testing"
 
+	"github.com/nwc-project/nwc/internal/tensortest"
 	"github.com/nwc-project/nwc/loader"
 	"github.com/nwc-project/nwc/loader/codec"
 	"github.com/nwc-project/nwc/loader/codec/rtn"
 	"github.com/nwc-project/nwc/loader/container"
-	"github.com/nwc-project/nwc/loader/refmodel"
 	"github.com/nwc-project/nwc/loader/tensor"
 )
 
@@ -24,16 +23,7 @@ import (
 // also coded in both versions: the sizes are the formula's and the decoded
 // values are identical.
 func TestRateRealModel(t *testing.T) {
-	m, err := refmodel.Lookup("minilm-l6")
-	if err == nil {
-		_, err = os.Stat(m.File)
-	}
-	if err != nil {
-		if os.Getenv("NWC_REQUIRE_MODELS") == "1" {
-			t.Fatal(err)
-		}
-		t.Skip("minilm-l6 not cached (make setup):", err)
-	}
+	tensortest.RequireModel(t, "minilm-l6")
 	src, _, err := loader.Open("minilm-l6", codec.Env{})
 	if err != nil {
 		t.Fatal(err)
