@@ -17,7 +17,7 @@ WINDOWS=${WINDOWS:-4}
 OUT=${OUT:-out/calib-protocol}
 RESULTS=${RESULTS:-docs/results}
 NAME=${NAME:-calib-protocol-$MODEL}
-RUNS=${RUNS:-"gptq-g128:3:sequential gptq-g128:3:onepass rtn-g128:3:none nwc:3:sequential nwc:3:onepass ecsq:3:sequential ecsq:3:onepass gptq-g128:4:sequential gptq-g128:4:onepass rtn-g128:4:none nwc:4:sequential nwc:4:onepass ecsq:4:sequential ecsq:4:onepass"}
+RUNS=${RUNS:-"gptq-g128:3:sequential gptq-g128:3:onepass nwc:3:sequential nwc:3:onepass ecsq:3:sequential ecsq:3:onepass gptq-g128:4:sequential gptq-g128:4:onepass nwc:4:sequential nwc:4:onepass ecsq:4:sequential ecsq:4:onepass rtn-g128:3:none rtn-g128:4:none"}
 mkdir -p "$OUT"
 
 for run in $RUNS; do
