@@ -27,6 +27,10 @@ type CompressOptions struct {
 	// Hessian gives the calibration statistics of each linear input for the
 	// codecs that use them (codec.Codec.Calibration); nil means the identity.
 	Hessian HessianFunc
+	// Sequential, when set (and the codec uses calibration), replaces
+	// Hessian: the block linears are coded first, in its order, each with
+	// the H it computes from the model coded so far (SequentialCalibration).
+	Sequential SequentialCalibration
 	// FeedbackBlock is the LDLQ error-feedback block, in columns, of the
 	// nwc and ecsq codecs (0: ldlq.FeedbackBlock, 16). nwc runs its encoder
 	// once per block; smaller blocks feed back more often at the price of
@@ -112,6 +116,20 @@ func Compress(ctx context.Context, src tensor.Source, path string, opts Compress
 	if !spec.Calibration {
 		hess = nil
 	}
+	codecName := opts.Codec
+	if s, ok := enc.(fmt.Stringer); ok && arg == "" {
+		codecName += ":" + s.String() // the trained codec nwc picked
+	}
+	var pre map[string]coded // block linears coded by the sequential protocol
+	if spec.Calibration && lossy != nil && opts.Sequential != nil {
+		key := fmt.Sprintf("codec=%s bits=%g feedback=%d", codecName, opts.Bits, opts.FeedbackBlock)
+		if pre, err = codeSequential(ctx, src, lossy, opts.Sequential, key, opts.Env); err != nil {
+			return nil, err
+		}
+		hess = func(name string, _ int) ([]float64, error) {
+			return nil, fmt.Errorf("not covered by the sequential calibration")
+		}
+	}
 	w, err := container.Create(path)
 	if err != nil {
 		return nil, err
@@ -162,15 +180,16 @@ func Compress(ctx context.Context, src tensor.Source, path string, opts Compress
 			}
 			go func(ti tensor.Info) {
 				defer func() { <-sem }()
+				if c, ok := pre[ti.Name]; ok {
+					res <- c
+					return
+				}
 				res <- encodeTensor(ctx, src, ll, lossy, hess, ti)
 			}(ti)
 		}
 	}()
 
-	sum := &Summary{Output: path, Codec: opts.Codec}
-	if s, ok := enc.(fmt.Stringer); ok && arg == "" {
-		sum.Codec += ":" + s.String() // the trained codec nwc picked
-	}
+	sum := &Summary{Output: path, Codec: codecName}
 	var done int64
 	var firstErr error
 	for res := range queue {

@@ -27,7 +27,7 @@ func calibrationFor(ctx context.Context, src tensor.Source, noCalib bool, tokens
 	if err != nil {
 		return nil, nil, err
 	}
-	info := &calibInfo{Text: h.TextName, Tokens: h.Tokens, Windows: h.Windows, SinkWeight: h.SinkWeight, Cached: h.Cached}
+	info := &calibInfo{Protocol: calib.ProtocolOnePass, Text: h.TextName, Tokens: h.Tokens, Windows: h.Windows, SinkWeight: h.SinkWeight, Cached: h.Cached}
 	if !quiet {
 		fmt.Fprintf(os.Stderr, "nwc: calibration: H = X^T X over %d tokens (%d windows) of %s, first tokens weighted x%g, cached %v\n",
 			h.Tokens, h.Windows, h.TextName, h.SinkWeight, h.Cached)
@@ -39,6 +39,46 @@ func calibrationFor(ctx context.Context, src tensor.Source, noCalib bool, tokens
 		}
 		return H, nil
 	}, info, nil
+}
+
+// sequentialFor prepares the sequential (GPTQ) protocol for src; info
+// describes it once the compression is done.
+func sequentialFor(ctx context.Context, src tensor.Source, tokens int, sinkWeight float64, lf lmFlags, quiet bool) (loader.SequentialCalibration, func() *calibInfo, error) {
+	tok, err := tokenizer.ForSource(src)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer tok.Close()
+	opts := calib.Options{Tokens: tokens, SinkWeight: sinkWeight, Provider: lf.provider, Threads: lf.threads,
+		Logf: func(format string, args ...any) { fmt.Fprintf(os.Stderr, "nwc: "+format+"\n", args...) }}
+	if !quiet {
+		var bar *progressbar.ProgressBar
+		opts.Progress = func(done, total int) {
+			if bar == nil {
+				bar = progressbar.NewOptions(total, progressbar.OptionSetWriter(os.Stderr),
+					progressbar.OptionSetDescription("sequential calibration + coding (linear inputs)"), progressbar.OptionShowCount(),
+					progressbar.OptionSetPredictTime(true), progressbar.OptionSetWidth(30))
+			}
+			bar.Set(done)
+			if done == total {
+				bar.Finish()
+				fmt.Fprintln(os.Stderr)
+			}
+		}
+	}
+	seq, err := calib.NewSequential(ctx, src, tok, opts)
+	if err != nil {
+		return nil, nil, err
+	}
+	info := func() *calibInfo {
+		h := seq.Info()
+		if !quiet {
+			fmt.Fprintf(os.Stderr, "nwc: calibration (sequential): H = X^T X over %d tokens (%d windows) of %s from the model coded so far, first tokens weighted x%g, cached %v, %.1f s\n",
+				h.Tokens, h.Windows, h.TextName, h.SinkWeight, h.Cached, h.Seconds)
+		}
+		return &calibInfo{Protocol: calib.ProtocolSequential, Text: h.TextName, Tokens: h.Tokens, Windows: h.Windows, SinkWeight: h.SinkWeight, Cached: h.Cached, Seconds: h.Seconds}
+	}
+	return seq, info, nil
 }
 
 // collectHessians gets H for every block linear of src: from the cache, or

@@ -24,6 +24,7 @@ func runCompress(ctx context.Context, args []string) error {
 	jobs := fs.Int("j", 0, "tensors coded in parallel (0 = all cores)")
 	asJSON := fs.Bool("json", false, "print a JSON summary")
 	calibTokens := fs.Int("calib-tokens", calib.DefaultTokens, "calibration tokens for H = X^T X (gptq, ecsq, nwc), from the carried Gutenberg text")
+	protocol := fs.String("calib", calib.ProtocolOnePass, "calibration protocol of gptq, ecsq, nwc: "+calib.ProtocolOnePass+" (every H from the unquantized model) or "+calib.ProtocolSequential+" (GPTQ's: block by block, each H from the model coded so far, true-sequential inside a block; cached per model, codec and rate)")
 	noCalib := fs.Bool("no-calib", false, "no calibration data: H = I (no error feedback, all columns equally important)")
 	fbBlock := fs.Int("feedback-block", 0, "LDLQ error-feedback block in columns for nwc and ecsq (0 = 16)")
 	sinkWeight := fs.Float64("sink-weight", calib.DefaultSinkWeight, "times the first token of every calibration window counts in H (attention sink; 1 = plain X^T X)")
@@ -53,6 +54,12 @@ func runCompress(ctx context.Context, args []string) error {
 	if c, _, err := codec.Lookup(*codecName); err == nil && !c.Lossy && bitsSet {
 		return fmt.Errorf("compress: --codec %s is lossless and takes no --bits (drop --bits, or pick a lossy codec: nwc, ecsq, gptq-g128, rtn-g128)", *codecName)
 	}
+	if *protocol != calib.ProtocolOnePass && *protocol != calib.ProtocolSequential {
+		return fmt.Errorf("compress: --calib %q: want %s or %s", *protocol, calib.ProtocolOnePass, calib.ProtocolSequential)
+	}
+	if *protocol == calib.ProtocolSequential && *noCalib {
+		return fmt.Errorf("compress: --calib %s and --no-calib exclude each other", calib.ProtocolSequential)
+	}
 	if err := lf.init(); err != nil {
 		return fmt.Errorf("compress: %w", err)
 	}
@@ -64,7 +71,13 @@ func runCompress(ctx context.Context, args []string) error {
 	opts := loader.CompressOptions{Codec: *codecName, Bits: *bits, Concurrency: *jobs, FeedbackBlock: *fbBlock,
 		Env: lf.env()}
 	rep := compressReport{}
-	if usesCalibration(*codecName) {
+	var seqInfo func() *calibInfo
+	switch {
+	case usesCalibration(*codecName) && *protocol == calib.ProtocolSequential:
+		if opts.Sequential, seqInfo, err = sequentialFor(ctx, src, *calibTokens, *sinkWeight, lf, *quiet); err != nil {
+			return err
+		}
+	case usesCalibration(*codecName):
 		h, info, err := calibrationFor(ctx, src, *noCalib, *calibTokens, *sinkWeight, lf, *quiet)
 		if err != nil {
 			return err
@@ -77,6 +90,9 @@ func runCompress(ctx context.Context, args []string) error {
 	finish()
 	if err != nil {
 		return err
+	}
+	if seqInfo != nil {
+		rep.Calibration = seqInfo()
 	}
 	rep.Summary = sum
 	if *asJSON {
@@ -96,12 +112,15 @@ type compressReport struct {
 
 // calibInfo describes the calibration statistics used.
 type calibInfo struct {
+	Protocol   string  `json:"protocol,omitempty"` // onepass or sequential
 	Text       string  `json:"text,omitempty"`
 	Tokens     int64   `json:"tokens"` // 0: none, H = I
 	Windows    int     `json:"windows,omitempty"`
 	SinkWeight float64 `json:"sink_weight,omitempty"`
 	Cached     bool    `json:"cached"`
 	Note       string  `json:"note,omitempty"`
+	// Seconds: time spent collecting H (sequential: the block runs, not the coding).
+	Seconds float64 `json:"seconds,omitempty"`
 }
 
 // usesCalibration reports whether a codec uses H (unknown names: no; the

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"strings"
 	"testing"
 
 	"github.com/nwc-project/nwc/loader/codec"
@@ -30,5 +32,19 @@ func TestGroupCodec(t *testing.T) {
 	}
 	if _, _, err := codec.Lookup("gptq-g32:act"); err != nil {
 		t.Error(err)
+	}
+}
+
+// TestCompressCalibFlag: --calib takes onepass or sequential, and
+// sequential excludes --no-calib (both refused before the model is opened).
+func TestCompressCalibFlag(t *testing.T) {
+	for _, args := range [][]string{
+		{"--model", "none.gguf", "-o", "x.nwc", "--codec", "gptq-g128", "--calib", "twopass"},
+		{"--model", "none.gguf", "-o", "x.nwc", "--codec", "gptq-g128", "--calib", "sequential", "--no-calib"},
+	} {
+		err := runCompress(context.Background(), args)
+		if err == nil || !strings.Contains(err.Error(), "--calib") {
+			t.Errorf("%v: %v", args, err)
+		}
 	}
 }

@@ -46,6 +46,11 @@ func runBenchLoad(ctx context.Context, args []string) error {
 	return fmt.Errorf("bench load: %w", ortenv.ErrNoCGO)
 }
 
+// sequentialFor: the sequential protocol runs the model.
+func sequentialFor(ctx context.Context, src tensor.Source, tokens int, sinkWeight float64, lf lmFlags, quiet bool) (loader.SequentialCalibration, func() *calibInfo, error) {
+	return nil, nil, fmt.Errorf("compress: --calib %s runs the model: %w", calib.ProtocolSequential, ortenv.ErrNoCGO)
+}
+
 // calibrationFor returns the identity H with noCalib; collecting H runs the
 // model, which this build cannot do.
 func calibrationFor(ctx context.Context, src tensor.Source, noCalib bool, tokens int, sinkWeight float64, lf lmFlags, quiet bool) (loader.HessianFunc, *calibInfo, error) {

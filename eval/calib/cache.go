@@ -153,13 +153,9 @@ func (h *Hessians) Save(dir string) error {
 			return fmt.Errorf("calib: save: %w", err)
 		}
 	}
-	mj, err := json.MarshalIndent(meta{Format: MetaVersion, Created: time.Now().UTC(), Hessians: h}, "", "  ")
-	if err != nil {
-		return fmt.Errorf("calib: save: %w", err)
-	}
 	// meta.json last: an entry without it is incomplete.
-	if err := os.WriteFile(filepath.Join(tmp, metaName), append(mj, '\n'), 0o644); err != nil {
-		return fmt.Errorf("calib: save: %w", err)
+	if err := writeMeta(tmp, h); err != nil {
+		return err
 	}
 	if err := os.RemoveAll(dir); err != nil {
 		return fmt.Errorf("calib: save: %w", err)
@@ -171,6 +167,18 @@ func (h *Hessians) Save(dir string) error {
 		return fmt.Errorf("calib: save: %w", err)
 	}
 	h.Path = dir
+	return nil
+}
+
+// writeMeta writes h's meta.json into dir.
+func writeMeta(dir string, h *Hessians) error {
+	mj, err := json.MarshalIndent(meta{Format: MetaVersion, Created: time.Now().UTC(), Hessians: h}, "", "  ")
+	if err != nil {
+		return fmt.Errorf("calib: save: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, metaName), append(mj, '\n'), 0o644); err != nil {
+		return fmt.Errorf("calib: save: %w", err)
+	}
 	return nil
 }
 

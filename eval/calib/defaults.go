@@ -77,6 +77,14 @@ const (
 	MaxSinkWeight = 1 << 20
 )
 
+// Protocols of nwc compress --calib.
+const (
+	// ProtocolOnePass: every H from the unquantized model (Collect).
+	ProtocolOnePass = "onepass"
+	// ProtocolSequential: GPTQ's protocol (Sequential).
+	ProtocolSequential = "sequential"
+)
+
 // NoCalibrationNote is the note to print when a compressor falls back to
 // Identity for lack of calibration data.
 const NoCalibrationNote = "no calibration data: H = I for every linear (LDLQ error feedback off, all columns of equal importance)"
