@@ -77,6 +77,6 @@ done
 {
 	echo "llama-cpp-python $VER sdist sha256 $SDIST_SHA256"
 	echo "GGML_NATIVE=$NATIVE"
-	"$DEST/bin/llama-quantize" --version 2>&1 | head -n 2 || true
+	"$DEST/bin/llama-perplexity" --version 2>&1 | grep -i "built with" || true
 } >"$STAMP"
 echo "llama.cpp tools installed: $DEST/bin"

@@ -56,6 +56,7 @@ func runEval(ctx context.Context, args []string) error {
 	text := fs.String("text", "", "text file, one row per line (default: the WikiText-2 test text the project carries)")
 	seqLen := fs.Int("seq-len", eval.DefaultSeqLen, "window length in tokens")
 	maxWin := fs.Int("max-windows", 0, "evaluate only the first K windows (0 = all)")
+	scoreFrom := fs.Int("score-from", 0, "score only predictions at window positions >= N (llama-perplexity's protocol: seq-len/2)")
 	asJSON := fs.Bool("json", false, "print a JSON report")
 	quiet := fs.Bool("q", false, "no progress bar")
 	digest := fs.Bool("digest", false, "print the sha256 digest of the weights the runtime was built with (compare with nwc inspect --digest)")
@@ -71,7 +72,7 @@ func runEval(ctx context.Context, args []string) error {
 		return fmt.Errorf("eval: unexpected arguments %v", pos)
 	}
 	if *model == "" {
-		fmt.Fprintln(os.Stderr, "usage: nwc eval --model NAME|PATH [--reference NAME|PATH] [--text PATH] [--seq-len N] [--max-windows K] [--json] [--provider cpu|cuda] [--threads N]")
+		fmt.Fprintln(os.Stderr, "usage: nwc eval --model NAME|PATH [--reference NAME|PATH] [--text PATH] [--seq-len N] [--max-windows K] [--score-from N] [--json] [--provider cpu|cuda] [--threads N]")
 		return errUsage
 	}
 	if err := lf.init(); err != nil {
@@ -122,7 +123,7 @@ func runEval(ctx context.Context, args []string) error {
 		refLM, out.ReferenceLoadSecs = r, secs
 	}
 	var bar *progressbar.ProgressBar
-	opts := eval.Options{SeqLen: *seqLen, MaxWindows: *maxWin}
+	opts := eval.Options{SeqLen: *seqLen, MaxWindows: *maxWin, ScoreFrom: *scoreFrom}
 	if !*quiet { // on stderr: --json output on stdout stays clean
 		opts.Progress = func(p eval.Progress) {
 			if bar == nil {
