@@ -21,6 +21,8 @@
 #
 # Every step is cached under $NWC_CACHE/llamacpp/peers (large files; a step
 # whose output exists is skipped), so a second run only redoes the table.
+# The reference's logits are computed once (nwc eval --reference-cache,
+# about 400 MB per window).
 # Needs: bin/nwc (make build), the llama.cpp tools (make setup-llamacpp), the
 # reference model and venv-check (make setup).
 #
@@ -85,7 +87,7 @@ fi
 if [[ ! -s "$WORK/ref-lossless.inspect.json" ]]; then
 	log "nwc compress --codec lossless $MODEL"
 	"$NWC" compress "$MODEL" --codec lossless -o "$WORK/ref-lossless.nwc" -q
-	"$NWC" inspect "$WORK/ref-lossless.nwc" --verify >&2
+	"$NWC" inspect "$WORK/ref-lossless.nwc" --verify | tail -n 2 >&2
 	"$NWC" inspect "$WORK/ref-lossless.nwc" --json >"$WORK/ref-lossless.inspect.json"
 fi
 
@@ -112,7 +114,8 @@ for variant in $VARIANTS; do
 		ev="$WORK/$name.eval-w$WIN.json"
 		if [[ -s "$q" && ! -s "$ev" ]]; then
 			log "nwc eval $name ($WIN windows)"
-			nice -n 5 "$NWC" eval --model "$q" --reference "$MODEL" --max-windows "$WIN" --threads "$THREADS" --json -q >"$ev.tmp"
+			nice -n 5 "$NWC" eval --model "$q" --reference "$MODEL" --reference-cache "$WORK/reference-logits" \
+				--max-windows "$WIN" --threads "$THREADS" --json -q >"$ev.tmp"
 			mv "$ev.tmp" "$ev"
 		fi
 	done

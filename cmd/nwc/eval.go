@@ -59,6 +59,7 @@ func runEval(ctx context.Context, args []string) error {
 	scoreFrom := fs.Int("score-from", 0, "score only predictions at window positions >= N (llama-perplexity's protocol: seq-len/2)")
 	asJSON := fs.Bool("json", false, "print a JSON report")
 	quiet := fs.Bool("q", false, "no progress bar")
+	refCache := fs.String("reference-cache", "", "keep the reference's logits in this folder (one file per window, ~400 MB each at 2048 tokens): later runs on the same windows reuse them")
 	digest := fs.Bool("digest", false, "print the sha256 digest of the weights the runtime was built with (compare with nwc inspect --digest)")
 	var lf lmFlags
 	lf.register(fs)
@@ -121,6 +122,11 @@ func runEval(ctx context.Context, args []string) error {
 			return fmt.Errorf("eval: reference vocabulary %d differs from the model's %d", r.Vocab(), lm.Vocab())
 		}
 		refLM, out.ReferenceLoadSecs = r, secs
+		if *refCache != "" {
+			if refLM, err = newCachedLM(r, *refCache, *ref, lf.provider); err != nil {
+				return err
+			}
+		}
 	}
 	var bar *progressbar.ProgressBar
 	opts := eval.Options{SeqLen: *seqLen, MaxWindows: *maxWin, ScoreFrom: *scoreFrom}
