@@ -104,6 +104,7 @@ def main():
     ap.add_argument("--windows", type=int, required=True)
     ap.add_argument("--calib-chunks", type=int, required=True)
     ap.add_argument("--types", required=True)
+    ap.add_argument("--xcheck", default="Q4_K_M", help="the file of the llama-perplexity cross-check")
     ap.add_argument("--reference", required=True, help="the reference Q4_1 GGUF")
     ap.add_argument("--out", required=True, help="output path without suffix")
     a = ap.parse_args()
@@ -145,7 +146,7 @@ def main():
                        "mean_kl": 0.0, "perplexity": ref_eval["perplexity"] if ref_eval else None,
                        "linear_codecs": dict(codecs)})
     xc = {
-        "file": "Q4_K_M-imatrix.gguf",
+        "file": a.xcheck + ".gguf",
         "llama_perplexity_second_halves": parse_llama_ppl(os.path.join(a.work, "xcheck-llama-half.log")),
         "nwc_eval_score_from_1024": load_json(os.path.join(a.work, "xcheck-nwc-half.json")),
         "llama_perplexity_window0_strided": parse_llama_ppl(os.path.join(a.work, "xcheck-llama-full1.log")),
@@ -205,7 +206,7 @@ def main():
     L.append("")
     h, nh = xc["llama_perplexity_second_halves"], xc["nwc_eval_score_from_1024"]
     f1, nf1 = xc["llama_perplexity_window0_strided"], xc["nwc_eval_window0"]
-    L.append("File: Q4_K_M with the importance matrix. Text: the WikiText-2 test rows joined with \"\\n\\n\" "
+    L.append(f"File: {a.xcheck}. Text: the WikiText-2 test rows joined with \"\\n\\n\" "
              "(what nwc eval tokenizes), given to llama-perplexity as a file; no BOS (the model's add_bos_token "
              "is false, so llama.cpp adds none either).\n")
     L.append("llama-perplexity `-c 2048 -b 2048 --chunks N` cuts the same non-overlapping 2048-token windows but "

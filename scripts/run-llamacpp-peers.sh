@@ -17,7 +17,10 @@
 #      weights), the type every tensor got, KL and perplexity
 #      (scripts/llamacpp_peers.py)
 #   6. one cross-check of nwc eval against llama-perplexity on the same file
-#      and windows (Q4_K_M with the importance matrix)
+#      and windows (Q4_K_M)
+#
+# Usage: scripts/run-llamacpp-peers.sh [all|xcheck|table]  (xcheck: step 6
+# and the table only; table: the table from what is there)
 #
 # Every step is cached under $NWC_CACHE/llamacpp/peers (large files; a step
 # whose output exists is skipped), so a second run only redoes the table.
@@ -29,6 +32,7 @@
 # Env: NWC_CACHE, NWC_PEER_WINDOWS (4), NWC_PEER_CALIB_CHUNKS (8),
 #      NWC_PEER_TYPES (space-separated llama-quantize types; default below),
 #      NWC_PEER_VARIANTS ("imatrix plain"; "plain" skips llama-imatrix),
+#      NWC_PEER_XCHECK (Q4_K_M: the file of the cross-check),
 #      NWC_PEER_THREADS (2), NWC_PEER_OUT (docs/results),
 #      NWC_PEER_NAME (llamacpp-smollm2-135m)
 set -euo pipefail
@@ -44,6 +48,7 @@ NAME="${NWC_PEER_NAME:-llamacpp-smollm2-135m}"
 # Most informative first: the run can be stopped and resumed.
 TYPES="${NWC_PEER_TYPES:-Q4_K_M Q2_K Q3_K_S Q3_K_M Q4_K_S IQ4_NL Q4_0 Q4_1 Q5_K_S Q5_K_M Q5_0 Q5_1 Q6_K Q8_0}"
 VARIANTS="${NWC_PEER_VARIANTS:-imatrix plain}"
+XCHECK="${NWC_PEER_XCHECK:-Q4_K_M}"
 TOOLS="$NWC_CACHE/llamacpp/tools-0.3.16/bin"
 WORK="$NWC_CACHE/llamacpp/peers"
 PY="$NWC_CACHE/venv-check/bin/python"
@@ -62,6 +67,10 @@ IMAT="$WORK/imatrix.gguf"
 
 log() { echo "[$(date -u +%H:%M:%S)] $*" >&2; }
 
+MODE="${1:-all}"
+case "$MODE" in all | xcheck | table) ;; *) echo "usage: $0 [all|xcheck|table]" >&2; exit 2 ;; esac
+
+run_quantize() {
 # 1. F32 GGUF of the reference.
 if [[ ! -s "$F32" ]]; then
 	log "F32 GGUF of $MODEL"
@@ -121,10 +130,13 @@ for variant in $VARIANTS; do
 	done
 done
 
-# 6. Cross-check against llama-perplexity (Q4_K_M with the importance matrix):
+}
+
+run_xcheck() {
+# 6. Cross-check against llama-perplexity (one file, NWC_PEER_XCHECK):
 # the same text (rows joined with "\n\n", as nwc eval tokenizes it), the same
 # 2048-token windows (no BOS: the model's add_bos_token is false).
-XQ="$WORK/Q4_K_M-imatrix.gguf"
+XQ="$WORK/$XCHECK.gguf"
 JOINED="$WORK/wikitext-2-raw-test.joined.txt"
 "$PY" - "$JOINED" <<'PYEOF'
 import sys
@@ -164,8 +176,13 @@ if [[ -s "$XQ" ]]; then
 	fi
 fi
 
+}
+
+[[ "$MODE" == all ]] && run_quantize
+[[ "$MODE" == all || "$MODE" == xcheck ]] && run_xcheck
+
 # 5. The table.
-"$PY" scripts/llamacpp_peers.py --work "$WORK" --windows "$WIN" --calib-chunks "$CHUNKS" --types "$TYPES" \
+"$PY" scripts/llamacpp_peers.py --work "$WORK" --xcheck "$XCHECK" --windows "$WIN" --calib-chunks "$CHUNKS" --types "$TYPES" \
 	--reference "$NWC_CACHE/models/smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf" \
 	--out "$OUTDIR/$NAME"
 log "wrote $OUTDIR/$NAME.md and .json"

@@ -424,3 +424,38 @@ func TestCrossCheckRandomBlocks(t *testing.T) {
 	t.Logf("golden hashes:\n%s", golden.String())
 	_ = tensor.Invalid
 }
+
+// TestCrossCheckFiles compares, in every GGUF file named by
+// NWC_GGUF_CROSSCHECK (separated by ':'; the llama-quantize outputs of
+// scripts/run-llamacpp-peers.sh, say), two tensors of each ggml type the
+// file holds with gguf-py's dequantize: real blocks of every type
+// llama.cpp's quantizer wrote. Skipped without the variable.
+func TestCrossCheckFiles(t *testing.T) {
+	env := os.Getenv("NWC_GGUF_CROSSCHECK")
+	if env == "" {
+		t.Skip("NWC_GGUF_CROSSCHECK not set")
+	}
+	python := checkPython(t)
+	seen := map[GGMLType]int{}
+	for _, p := range strings.Split(env, ":") {
+		g, err := Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		per := map[GGMLType]int{}
+		var names []string
+		for _, ti := range g.TensorInfos() {
+			if per[ti.Type] < 2 && ti.DType.IsFloat() {
+				per[ti.Type]++
+				names = append(names, ti.Name)
+			}
+		}
+		recs := runReference(t, python, p, names)
+		compareWithReference(t, g, recs, names)
+		for gt, n := range per {
+			seen[gt] += n
+		}
+		g.Close()
+	}
+	t.Logf("types checked: %v", seen)
+}
