@@ -29,7 +29,7 @@ TEST_ENV := ONNXRUNTIME_SHARED_LIBRARY_PATH=$(ORT_LIB) NWC_REQUIRE_ORT=1 NWC_REQ
 # Go files to gofmt-check (skip VCS, testdata, outputs).
 FIND_GOFILES = find . -type d \( -name .git -o -name testdata -o -path ./out -o -path ./bin -o -name node_modules \) -prune -o -type f -name '*.go' -print
 
-.PHONY: all setup setup-check setup-train setup-cuda train build test test-nocgo check-api-example fmt-check vet fuzz demo clean check-tokenizer check-gguf-tokenizer check-decode
+.PHONY: all setup setup-check setup-train setup-cuda setup-llamacpp train build test test-nocgo check-api-example fmt-check vet fuzz demo clean check-tokenizer check-gguf-tokenizer check-decode
 
 all: build
 
@@ -47,6 +47,12 @@ setup-train:
 # of PyPI wheels; not part of setup/test). docs/GPU.md
 setup-cuda:
 	NWC_CACHE=$(NWC_CACHE) scripts/setup-cuda.sh
+
+# llama.cpp's llama-quantize/imatrix/perplexity, built from the vendored
+# sources of the llama-cpp-python 0.3.16 sdist (minutes; not part of
+# setup/test). scripts/run-llamacpp-peers.sh uses them.
+setup-llamacpp:
+	NWC_CACHE=$(NWC_CACHE) scripts/setup-llamacpp-tools.sh
 
 # Reproduce one shipped codec from scratch (dataset, training, export, parity):
 # nwc-w128d2-l300 by default (LAMBDA=... for another rate point; OUT=... to

@@ -62,6 +62,11 @@ type Options struct {
 	SeqLen int
 	// MaxWindows, when > 0, evaluates only the first MaxWindows windows.
 	MaxWindows int
+	// ScoreFrom, when > 0, scores only the predictions made at window
+	// positions >= ScoreFrom (each window still runs whole). llama.cpp's
+	// llama-perplexity scores from SeqLen/2 (docs/EVAL.md): ScoreFrom =
+	// SeqLen/2 reproduces its protocol on the same windows.
+	ScoreFrom int
 	// Progress, when set, is called after each window.
 	Progress func(Progress)
 }
@@ -81,10 +86,12 @@ type Result struct {
 	Perplexity float64 `json:"perplexity"`
 	// MeanNLL is the mean negative log-likelihood (nats) per scored token.
 	MeanNLL float64 `json:"mean_nll"`
-	// TokensScored = Windows * (SeqLen - 1) predictions.
+	// TokensScored = Windows * (SeqLen - 1 - ScoreFrom) predictions.
 	TokensScored int64 `json:"tokens_scored"`
-	Windows      int   `json:"windows"`
-	SeqLen       int   `json:"seq_len"`
+	// ScoreFrom: the first scored window position (Options.ScoreFrom).
+	ScoreFrom int `json:"score_from,omitempty"`
+	Windows   int `json:"windows"`
+	SeqLen    int `json:"seq_len"`
 	// TextTokens is the number of tokens of the whole text; TokensUsed =
 	// Windows * SeqLen of them were fed to the model (the rest is the
 	// dropped tail, or windows left out by MaxWindows).
@@ -135,6 +142,10 @@ func Run(ctx context.Context, lm LM, ref LM, tokens []int32, opts Options) (Resu
 	if opts.MaxWindows < 0 {
 		return Result{}, fmt.Errorf("eval: max windows %d is negative", opts.MaxWindows)
 	}
+	if opts.ScoreFrom < 0 || opts.ScoreFrom >= seqLen-1 {
+		return Result{}, fmt.Errorf("eval: score-from %d outside [0, %d)", opts.ScoreFrom, seqLen-1)
+	}
+	perWindow := int64(seqLen - 1 - opts.ScoreFrom) // predictions scored per window
 	if lm == nil {
 		return Result{}, errors.New("eval: no model")
 	}
@@ -156,7 +167,7 @@ func Run(ctx context.Context, lm LM, ref LM, tokens []int32, opts Options) (Resu
 		}
 	}
 
-	res := Result{SeqLen: seqLen, TextTokens: len(tokens)}
+	res := Result{SeqLen: seqLen, TextTokens: len(tokens), ScoreFrom: opts.ScoreFrom}
 	start := time.Now()
 	var modelTime time.Duration
 	var nllWindowSum float64 // sum_w nll_w * seqLen, as GPTQ accumulates it
@@ -167,7 +178,7 @@ func Run(ctx context.Context, lm LM, ref LM, tokens []int32, opts Options) (Resu
 		res.Seconds = time.Since(start).Seconds()
 		res.ModelSeconds = modelTime.Seconds()
 		res.TokensUsed = int64(res.Windows) * int64(seqLen)
-		res.TokensScored = int64(res.Windows) * int64(seqLen-1)
+		res.TokensScored = int64(res.Windows) * perWindow
 		if res.Windows > 0 {
 			res.Perplexity = math.Exp(nllWindowSum / float64(int64(res.Windows)*int64(seqLen)))
 			res.MeanNLL = nllTokens / float64(res.TokensScored)
@@ -221,7 +232,7 @@ func Run(ctx context.Context, lm LM, ref LM, tokens []int32, opts Options) (Resu
 			}
 		}
 		var winNLL float64
-		for i := 0; i < seqLen-1; i++ {
+		for i := opts.ScoreFrom; i < seqLen-1; i++ {
 			row := logits[i*vocab : (i+1)*vocab]
 			nll, err := NLL(row, win[i+1])
 			if err != nil {
@@ -245,10 +256,10 @@ func Run(ctx context.Context, lm LM, ref LM, tokens []int32, opts Options) (Resu
 		}
 		nllTokens += winNLL
 		// GPTQ: loss = mean over the window's seqLen-1 predictions, times seqLen.
-		nllWindowSum += winNLL / float64(seqLen-1) * float64(seqLen)
+		nllWindowSum += winNLL / float64(perWindow) * float64(seqLen)
 		res.Windows++
 		if opts.Progress != nil {
-			scored := int64(res.Windows) * int64(seqLen-1)
+			scored := int64(res.Windows) * perWindow
 			p := Progress{
 				Window: res.Windows, Windows: windows, TokensScored: scored,
 				Perplexity: math.Exp(nllWindowSum / float64(int64(res.Windows)*int64(seqLen))),

@@ -293,6 +293,43 @@ func TestRunKL(t *testing.T) {
 	}
 }
 
+// TestRunScoreFrom: with ScoreFrom only the later positions of each window
+// count (llama-perplexity's protocol), for perplexity and KL alike.
+func TestRunScoreFrom(t *testing.T) {
+	const vocab = 4
+	tokens := seqTokens(40, vocab)
+	// Positions < 5 predict uniformly (NLL log 4); later ones put logit 2 on
+	// the next token.
+	lm := &fakeLM{vocab: vocab, fn: func(tok []int32, i int, row []float32) {
+		if i >= 5 && i+1 < len(tok) {
+			row[tok[i+1]] = 2
+		}
+	}}
+	ref := &fakeLM{vocab: vocab}
+	res, err := Run(context.Background(), lm, ref, tokens, Options{SeqLen: 10, ScoreFrom: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := math.Log(math.Exp(2)+3) - 2
+	if res.TokensScored != 4*4 || res.ScoreFrom != 5 || !near(res.MeanNLL, want, 1e-12) || !near(res.Perplexity, math.Exp(want), 1e-12) {
+		t.Fatalf("scored %d from %d, mean NLL %.15g ppl %.15g, want %.15g", res.TokensScored, res.ScoreFrom, res.MeanNLL, res.Perplexity, want)
+	}
+	// KL(U || P) at every scored position is the same.
+	p := math.Exp(2) / (math.Exp(2) + 3)
+	q := 1 / (math.Exp(2) + 3)
+	kl := 0.25*math.Log(0.25/p) + 0.75*math.Log(0.25/q)
+	if !near(*res.MeanKL, kl, 1e-12) {
+		t.Errorf("mean KL %.15g, want %.15g", *res.MeanKL, kl)
+	}
+	all, err := Run(context.Background(), lm, ref, tokens, Options{SeqLen: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if all.TokensScored != 4*9 || all.MeanNLL <= res.MeanNLL {
+		t.Errorf("all positions: scored %d, mean NLL %g", all.TokensScored, all.MeanNLL)
+	}
+}
+
 type badLM struct {
 	vocab, n int
 	err      error
@@ -325,6 +362,8 @@ func TestRunErrors(t *testing.T) {
 		{"short", &fakeLM{vocab: 10}, nil, tokens[:3], Options{SeqLen: 4}, "shorter than one window"},
 		{"seqlen1", &fakeLM{vocab: 10}, nil, tokens, Options{SeqLen: 1}, "at least 2"},
 		{"negative max", &fakeLM{vocab: 10}, nil, tokens, Options{SeqLen: 4, MaxWindows: -1}, "negative"},
+		{"score-from past the window", &fakeLM{vocab: 10}, nil, tokens, Options{SeqLen: 4, ScoreFrom: 3}, "score-from 3"},
+		{"negative score-from", &fakeLM{vocab: 10}, nil, tokens, Options{SeqLen: 4, ScoreFrom: -1}, "score-from -1"},
 		{"token out of vocab", &fakeLM{vocab: 5}, nil, tokens, Options{SeqLen: 4}, "outside the model's vocabulary"},
 		{"vocab mismatch", &fakeLM{vocab: 10}, &fakeLM{vocab: 11}, tokens, Options{SeqLen: 4}, "differs from the reference"},
 		{"short logits", &badLM{vocab: 10, n: 39}, nil, tokens, Options{SeqLen: 4}, "returned 39 logits"},

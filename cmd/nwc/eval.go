@@ -58,8 +58,10 @@ func runEval(ctx context.Context, args []string) error {
 	text := fs.String("text", "", "text file, one row per line (default: the WikiText-2 test text the project carries)")
 	seqLen := fs.Int("seq-len", eval.DefaultSeqLen, "window length in tokens")
 	maxWin := fs.Int("max-windows", 0, "evaluate only the first K windows (0 = all)")
+	scoreFrom := fs.Int("score-from", 0, "score only predictions at window positions >= N (llama-perplexity's protocol: seq-len/2)")
 	asJSON := fs.Bool("json", false, "print a JSON report")
 	quiet := fs.Bool("q", false, "no progress bar")
+	refCache := fs.String("reference-cache", "", "keep the reference's logits in this folder (one file per window, ~400 MB each at 2048 tokens): later runs on the same windows reuse them")
 	digest := fs.Bool("digest", false, "print the sha256 digest of the weights the runtime was built with (compare with nwc inspect --digest)")
 	mode := fs.String("mode", modeAuto, "lm (perplexity/KL) or embed (sentence-embedding fidelity to --reference); default: embed for a BERT encoder, lm otherwise")
 	nSent := fs.Int("sentences", embed.DefaultSentences, "--mode embed: sentences of the WikiText-2 test text compared")
@@ -76,7 +78,7 @@ func runEval(ctx context.Context, args []string) error {
 		return fmt.Errorf("eval: unexpected arguments %v", pos)
 	}
 	if *model == "" {
-		fmt.Fprintln(os.Stderr, "usage: nwc eval --model NAME|PATH [--reference NAME|PATH] [--text PATH] [--seq-len N] [--max-windows K] [--json] [--provider cpu|cuda] [--threads N]")
+		fmt.Fprintln(os.Stderr, "usage: nwc eval --model NAME|PATH [--reference NAME|PATH] [--text PATH] [--seq-len N] [--max-windows K] [--score-from N] [--json] [--provider cpu|cuda] [--threads N]")
 		fmt.Fprintln(os.Stderr, "       nwc eval --mode embed --model NAME|PATH --reference NAME|PATH [--sentences N] [--topk K] [--json]")
 		return errUsage
 	}
@@ -139,9 +141,14 @@ func runEval(ctx context.Context, args []string) error {
 			return fmt.Errorf("eval: reference vocabulary %d differs from the model's %d", r.Vocab(), lm.Vocab())
 		}
 		refLM, out.ReferenceLoadSecs = r, secs
+		if *refCache != "" {
+			if refLM, err = newCachedLM(r, *refCache, *ref, lf.provider); err != nil {
+				return err
+			}
+		}
 	}
 	var bar *progressbar.ProgressBar
-	opts := eval.Options{SeqLen: *seqLen, MaxWindows: *maxWin}
+	opts := eval.Options{SeqLen: *seqLen, MaxWindows: *maxWin, ScoreFrom: *scoreFrom}
 	if !*quiet { // on stderr: --json output on stdout stays clean
 		opts.Progress = func(p eval.Progress) {
 			if bar == nil {

@@ -31,6 +31,7 @@ const (
 	IDRaw        uint8 = 0  // lossless: the stored bytes as they are
 	IDZstd       uint8 = 1  // lossless: zstd of the stored bytes
 	IDFloatSplit uint8 = 2  // lossless: exponent / sign+mantissa planes, zstd each
+	IDBlockSplit uint8 = 3  // lossless: GGML block codes rANS-coded, fp16 fields float-split
 	IDRTN        uint8 = 16 // round-to-nearest groups (rtn, gptq)
 	IDECSQ       uint8 = 17 // entropy-coded scalar quantization
 	IDF16        uint8 = 18 // float16 rounding

@@ -345,7 +345,7 @@ func (s *splitmix64) next() uint64 {
 
 var halfOffsets = map[GGMLType][]int{
 	TypeQ4_0: {0}, TypeQ4_1: {0, 2}, TypeQ5_0: {0}, TypeQ5_1: {0, 2}, TypeQ8_0: {0},
-	TypeQ2_K: {80, 82}, TypeQ3_K: {108}, TypeQ4_K: {0, 2}, TypeQ5_K: {0, 2}, TypeQ6_K: {208},
+	TypeQ2_K: {80, 82}, TypeQ3_K: {108}, TypeQ4_K: {0, 2}, TypeQ5_K: {0, 2}, TypeQ6_K: {208}, TypeIQ4_NL: {0}, TypeIQ4_XS: {0},
 }
 
 func randomBlocks(gt GGMLType, nb int, seed uint64) []byte {
@@ -395,7 +395,7 @@ func TestCrossCheckRandomBlocks(t *testing.T) {
 	var tensors []testTensor
 	var names []string
 	for _, gt := range []GGMLType{TypeF32, TypeF16, TypeBF16, TypeQ4_0, TypeQ4_1, TypeQ5_0, TypeQ5_1, TypeQ8_0,
-		TypeQ2_K, TypeQ3_K, TypeQ4_K, TypeQ5_K, TypeQ6_K} {
+		TypeQ2_K, TypeQ3_K, TypeQ4_K, TypeQ5_K, TypeQ6_K, TypeIQ4_NL, TypeIQ4_XS} {
 		ti := ggmlTypes[gt]
 		nb := 64
 		elems := uint64(nb) * uint64(ti.blockElems)
@@ -423,4 +423,39 @@ func TestCrossCheckRandomBlocks(t *testing.T) {
 	}
 	t.Logf("golden hashes:\n%s", golden.String())
 	_ = tensor.Invalid
+}
+
+// TestCrossCheckFiles compares, in every GGUF file named by
+// NWC_GGUF_CROSSCHECK (separated by ':'; the llama-quantize outputs of
+// scripts/run-llamacpp-peers.sh, say), two tensors of each ggml type the
+// file holds with gguf-py's dequantize: real blocks of every type
+// llama.cpp's quantizer wrote. Skipped without the variable.
+func TestCrossCheckFiles(t *testing.T) {
+	env := os.Getenv("NWC_GGUF_CROSSCHECK")
+	if env == "" {
+		t.Skip("NWC_GGUF_CROSSCHECK not set")
+	}
+	python := checkPython(t)
+	seen := map[GGMLType]int{}
+	for _, p := range strings.Split(env, ":") {
+		g, err := Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		per := map[GGMLType]int{}
+		var names []string
+		for _, ti := range g.TensorInfos() {
+			if per[ti.Type] < 2 && ti.DType.IsFloat() {
+				per[ti.Type]++
+				names = append(names, ti.Name)
+			}
+		}
+		recs := runReference(t, python, p, names)
+		compareWithReference(t, g, recs, names)
+		for gt, n := range per {
+			seen[gt] += n
+		}
+		g.Close()
+	}
+	t.Logf("types checked: %v", seen)
 }

@@ -57,6 +57,10 @@ func dequantizeGGML(dt DType, raw []byte, dst []float32) error {
 		fn = dequantQ6_K
 	case Q8_K:
 		fn = dequantQ8_K
+	case IQ4_NL:
+		fn = dequantIQ4_NL
+	case IQ4_XS:
+		fn = dequantIQ4_XS
 	default:
 		return fmt.Errorf("%w: %s dequantization not implemented", ErrUnsupportedDType, dt)
 	}
@@ -341,5 +345,39 @@ func dequantQ8_K(x []byte, y []float32) {
 	y = y[:qkK]
 	for j := range y {
 		y[j] = d * float32(int8(qs[j]))
+	}
+}
+
+// kvaluesIQ4NL is the non-linear 4-bit codebook of IQ4_NL and IQ4_XS
+// (kvalues_iq4nl in ggml-common.h).
+var kvaluesIQ4NL = [16]int8{-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113}
+
+// block_iq4_nl { ggml_half d; uint8_t qs[16]; }
+func dequantIQ4_NL(x []byte, y []float32) {
+	d := f16(x[0:])
+	qs := x[2:18]
+	y = y[:32]
+	for j := 0; j < 16; j++ {
+		y[j] = d * float32(kvaluesIQ4NL[qs[j]&0xf])
+		y[j+16] = d * float32(kvaluesIQ4NL[qs[j]>>4])
+	}
+}
+
+// block_iq4_xs { ggml_half d; uint16_t scales_h; uint8_t scales_l[4]; uint8_t qs[128]; }
+func dequantIQ4_XS(x []byte, y []float32) {
+	d := f16(x[0:])
+	scalesH := binary.LittleEndian.Uint16(x[2:])
+	scalesL := x[4:8]
+	qs := x[8:136]
+	y = y[:qkK]
+	for ib := 0; ib < qkK/32; ib++ {
+		ls := int32(scalesL[ib/2]>>(4*(ib%2))&0xf) | int32((scalesH>>(2*ib))&3)<<4
+		dl := d * float32(ls-32)
+		q := qs[16*ib : 16*ib+16]
+		yy := y[32*ib : 32*ib+32]
+		for j := 0; j < 16; j++ {
+			yy[j] = dl * float32(kvaluesIQ4NL[q[j]&0xf])
+			yy[j+16] = dl * float32(kvaluesIQ4NL[q[j]>>4])
+		}
 	}
 }

@@ -238,7 +238,51 @@ func TestDequantQ8_K(t *testing.T) {
 	expectEq(t, Q8_K, dq(t, Q8_K, b), want)
 }
 
+func TestDequantIQ4_NL(t *testing.T) {
+	b := make([]byte, 18)
+	putF16(b, 0.5)
+	want := make([]float32, 32)
+	for j := 0; j < 16; j++ {
+		b[2+j] = byte(j) | byte(15-j)<<4
+		want[j] = float32(kvaluesIQ4NL[j]) * 0.5
+		want[j+16] = float32(kvaluesIQ4NL[15-j]) * 0.5
+	}
+	expectEq(t, IQ4_NL, dq(t, IQ4_NL, b), want)
+}
+
+func TestDequantIQ4_XS(t *testing.T) {
+	b := make([]byte, 136)
+	putF16(b, 0.25)
+	// Sub-block ib has the 6-bit scale ls = 4*ib + 3 (low 4 bits in
+	// scales_l, high 2 bits in scales_h): the scale is ls - 32.
+	var sh uint16
+	for ib := 0; ib < 8; ib++ {
+		ls := 4*ib + 3 + 32*(ib%2)
+		b[4+ib/2] |= byte(ls&0xf) << (4 * (ib % 2))
+		sh |= uint16(ls>>4) << (2 * ib)
+	}
+	binary.LittleEndian.PutUint16(b[2:], sh)
+	want := make([]float32, 256)
+	for ib := 0; ib < 8; ib++ {
+		ls := 4*ib + 3 + 32*(ib%2)
+		for j := 0; j < 16; j++ {
+			lo, hi := (j+ib)%16, (3*j+ib)%16
+			b[8+16*ib+j] = byte(lo) | byte(hi)<<4
+			dl := float32(0.25) * float32(ls-32)
+			want[32*ib+j] = dl * float32(kvaluesIQ4NL[lo])
+			want[32*ib+j+16] = dl * float32(kvaluesIQ4NL[hi])
+		}
+	}
+	expectEq(t, IQ4_XS, dq(t, IQ4_XS, b), want)
+}
+
 func TestDequantErrors(t *testing.T) {
+	if _, err := ToFloat32(IQ4_XS, make([]byte, 135), 256, nil); !errors.Is(err, ErrShape) {
+		t.Errorf("short IQ4_XS block: %v", err)
+	}
+	if _, err := ToFloat32(IQ4_NL, make([]byte, 18), 16, nil); !errors.Is(err, ErrShape) {
+		t.Errorf("partial IQ4_NL block: %v", err)
+	}
 	if _, err := ToFloat32(Q4_0, make([]byte, 17), 32, nil); !errors.Is(err, ErrShape) {
 		t.Errorf("short block: %v", err)
 	}
@@ -269,7 +313,7 @@ func (s *splitmix64) next() uint64 {
 // halfOffsets are the offsets of the fp16 fields in each block type.
 var halfOffsets = map[DType][]int{
 	Q4_0: {0}, Q4_1: {0, 2}, Q5_0: {0}, Q5_1: {0, 2}, Q8_0: {0},
-	Q2_K: {80, 82}, Q3_K: {108}, Q4_K: {0, 2}, Q5_K: {0, 2}, Q6_K: {208},
+	Q2_K: {80, 82}, Q3_K: {108}, Q4_K: {0, 2}, Q5_K: {0, 2}, Q6_K: {208}, IQ4_NL: {0}, IQ4_XS: {0},
 }
 
 // randomBlocks returns nb random blocks of dt whose fp16 fields are finite.
@@ -295,20 +339,22 @@ func randomBlocks(dt DType, nb int, seed uint64) []byte {
 // goldenSHA256 of the float32 output of randomBlocks(dt, 64, 42+dt), equal to
 // gguf-py 0.19.0 (see TestCrossCheckRandomBlocks in loader/gguf).
 var goldenSHA256 = map[DType]string{
-	Q4_0: "f322df55100bc30e191efbf853853930bbcdf41c187096cffedde76eee17d311",
-	Q4_1: "d676ef26e891b6614ec7ab255b1cd4fd15c74be58b13a348f2e9f49a81f96121",
-	Q5_0: "c9744e79f440f1af87a5bb19132b505f99f35cf791688ca1f88cefa8de3df724",
-	Q5_1: "34bc398f851cb15e920197cb7edabb8833a02c2960240832e7f6dc6360189184",
-	Q8_0: "4d00657893f52701b27232ed014fe890edf35af105b828ee7f9706c78dc91521",
-	Q2_K: "7bf8496aab2f171403f955a253b41a5d149f04263551bcd345419a5e0c8f3d97",
-	Q3_K: "d890697723bc5f405697739f51f1ccb3c755c1962585c3a7a520d002b6c33432",
-	Q4_K: "eeab4806fbf25bb50aa387210d7b3aa00a3b84d9cd72f07a9941b51d9ec0fc15",
-	Q5_K: "bb99932ae4ea33c26b16d36d331ce0ecbd1f02a078824279568a7db59b6a57bc",
-	Q6_K: "a701a8fb8f66b00d1863ce29875e69971a215bed2d092f4ee9e9390b0891773e",
+	Q4_0:   "f322df55100bc30e191efbf853853930bbcdf41c187096cffedde76eee17d311",
+	Q4_1:   "d676ef26e891b6614ec7ab255b1cd4fd15c74be58b13a348f2e9f49a81f96121",
+	Q5_0:   "c9744e79f440f1af87a5bb19132b505f99f35cf791688ca1f88cefa8de3df724",
+	Q5_1:   "34bc398f851cb15e920197cb7edabb8833a02c2960240832e7f6dc6360189184",
+	Q8_0:   "4d00657893f52701b27232ed014fe890edf35af105b828ee7f9706c78dc91521",
+	Q2_K:   "7bf8496aab2f171403f955a253b41a5d149f04263551bcd345419a5e0c8f3d97",
+	Q3_K:   "d890697723bc5f405697739f51f1ccb3c755c1962585c3a7a520d002b6c33432",
+	Q4_K:   "eeab4806fbf25bb50aa387210d7b3aa00a3b84d9cd72f07a9941b51d9ec0fc15",
+	Q5_K:   "bb99932ae4ea33c26b16d36d331ce0ecbd1f02a078824279568a7db59b6a57bc",
+	Q6_K:   "a701a8fb8f66b00d1863ce29875e69971a215bed2d092f4ee9e9390b0891773e",
+	IQ4_NL: "16001734c416031e47b4ca96af13f45582ef5b1d1096e36c1fc15569963b80e3",
+	IQ4_XS: "666660ee1f476755b541c344d976f5b95581ff8d08f247b1f10287d2c4ea3d1d",
 }
 
 func TestDequantGolden(t *testing.T) {
-	if len(goldenSHA256) != 10 {
+	if len(goldenSHA256) != 12 {
 		t.Fatal("golden table incomplete")
 	}
 	for dt, want := range goldenSHA256 {
@@ -338,7 +384,7 @@ func TestDequantReusesDst(t *testing.T) {
 }
 
 func BenchmarkDequantize(b *testing.B) {
-	for _, dt := range []DType{Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K} {
+	for _, dt := range []DType{Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K, IQ4_NL, IQ4_XS} {
 		const n = 1 << 20
 		raw := randomBlocks(dt, int(n/dt.BlockElems()), 7)
 		dst := make([]float32, n)

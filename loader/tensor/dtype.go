@@ -36,6 +36,8 @@ const (
 	Q5_K
 	Q6_K
 	Q8_K
+	IQ4_NL
+	IQ4_XS
 	numDTypes
 )
 
@@ -69,6 +71,8 @@ var dtypes = [numDTypes]dtypeInfo{
 	Q5_K:    {"Q5_K", 256, 176, true},
 	Q6_K:    {"Q6_K", 256, 210, true},
 	Q8_K:    {"Q8_K", 256, 292, true},
+	IQ4_NL:  {"IQ4_NL", 32, 18, true},
+	IQ4_XS:  {"IQ4_XS", 256, 136, true},
 }
 
 // Valid reports whether d is a known dtype.

@@ -1,6 +1,8 @@
 // Package lossless holds the lossless codecs of the .nwc container: raw,
-// zstd, and float-split (the exponent field of each F32/F16/BF16 value in
-// its own byte plane, zstd-coded per plane). The "lossless" encoder picks
+// zstd, float-split (the exponent field of each F32/F16/BF16 value in
+// its own byte plane, zstd-coded per plane) and block-split (the integer
+// codes of GGML Q4_0/Q4_1/IQ4_NL/Q8_0 blocks rANS-coded apart from their
+// float16 fields). The "lossless" encoder picks
 // among them per tensor; every codec keeps the tensors it does not code
 // (embeddings, norms, assets) with it.
 package lossless
@@ -22,6 +24,7 @@ const (
 	IDRaw        = codec.IDRaw
 	IDZstd       = codec.IDZstd
 	IDFloatSplit = codec.IDFloatSplit
+	IDBlockSplit = codec.IDBlockSplit
 )
 
 func init() {
@@ -31,12 +34,14 @@ func init() {
 	codec.Register(codec.Codec{Name: "raw", ID: IDRaw, Doc: "stored bytes as they are (decode only)", NewDecoder: dec(IDRaw)})
 	codec.Register(codec.Codec{Name: "zstd", ID: IDZstd, Doc: "zstd of the stored bytes (decode only)", NewDecoder: dec(IDZstd)})
 	codec.Register(codec.Codec{Name: "float-split", ID: IDFloatSplit, Doc: "float exponent/mantissa planes, zstd each (decode only)", NewDecoder: dec(IDFloatSplit)})
-	codec.Register(codec.Codec{Name: "lossless", Doc: "every tensor bit-exact: float-split for floats, zstd or raw otherwise (no --bits)",
+	codec.Register(codec.Codec{Name: "block-split", ID: IDBlockSplit, Doc: "GGML block codes rANS-coded, fp16 fields float-split (decode only)", NewDecoder: dec(IDBlockSplit)})
+	codec.Register(codec.Codec{Name: "lossless", Doc: "every tensor bit-exact: float-split for floats, block-split for Q4_0/Q4_1/IQ4_NL/Q8_0 blocks, zstd or raw otherwise (no --bits)",
 		NewEncoder: func(codec.Config) (codec.Encoder, error) { return New() }})
 }
 
-// Lossless codes tensors without loss: float-split for F32/F16/BF16, zstd for
-// everything else, and raw where coding does not help. Safe for concurrent use.
+// Lossless codes tensors without loss: float-split for F32/F16/BF16,
+// block-split for Q4_0/Q4_1/IQ4_NL/Q8_0 blocks (or zstd when that is
+// smaller), zstd for everything else, and raw where coding does not help. Safe for concurrent use.
 type Lossless struct {
 	enc *zstd.Encoder
 	dec *zstd.Decoder
@@ -118,6 +123,15 @@ func (l *Lossless) EncodeBytes(dt tensor.DType, raw []byte) (id uint8, params, p
 	} else {
 		payload = l.enc.EncodeAll(raw, make([]byte, 0, len(raw)/2+64))
 		id = IDZstd
+		if _, ok := blockLayoutOf(dt); ok && len(raw) > 0 && int64(len(raw))%dt.BlockBytes() == 0 {
+			bs, err := l.encodeBlockSplit(dt, raw)
+			if err != nil {
+				return 0, nil, nil, err
+			}
+			if len(bs) < len(payload) {
+				payload, id = bs, IDBlockSplit
+			}
+		}
 	}
 	if len(payload) >= len(raw) {
 		return IDRaw, nil, raw, nil
@@ -154,6 +168,8 @@ func (l *Lossless) decodeBytes(st *stage.Times, n int64, id uint8, dt tensor.DTy
 		return out, err
 	case IDFloatSplit:
 		return l.decodeSplit(st, n, dt, rawSize, payload, dst)
+	case IDBlockSplit:
+		return l.decodeBlockSplit(st, n, dt, rawSize, payload, dst)
 	}
 	return nil, fmt.Errorf("%w: id %d", codec.ErrUnknownCodec, id)
 }
