@@ -80,6 +80,9 @@ func NewSequential(ctx context.Context, src tensor.Source, tok Encoder, opts Opt
 	if err != nil {
 		return nil, err
 	}
+	if err := llama.CheckBlockStages(cfg); err != nil {
+		return nil, err
+	}
 	sum := sha256.Sum256([]byte(o.Text))
 	s := &Sequential{src: src, ov: &overlay{Source: src, w: map[string][]float32{}}, o: o, cfg: cfg,
 		textSHA: hex.EncodeToString(sum[:]), stepOf: map[string]int{}, cur: -1}

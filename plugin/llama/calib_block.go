@@ -81,7 +81,7 @@ type BlockState struct {
 // config cfg without building a graph: the names, sizes and weights that
 // BuildCalibration's inputs have (H outputs empty).
 func BlockInputs(cfg arch.Config) []CalibrationInput {
-	n := names(cfg.Naming)
+	n := names(cfg)
 	var out []CalibrationInput
 	for l := 0; l < cfg.Layers; l++ {
 		for _, k := range calibKinds {
@@ -317,7 +317,7 @@ func buildBlockStage(cfg arch.Config, src tensor.Source, layer int, stage BlockS
 	if err := checkBuildOptions(cfg1, bo); err != nil {
 		return nil, nil, nil, err
 	}
-	b := &builder{cfg: cfg1, src: bs, infos: bs.Tensors(), n: names(cfg.Naming), gqa: bo.Attention == AttentionGQA}
+	b := &builder{cfg: cfg1, src: bs, infos: bs.Tensors(), n: names(cfg), gqa: bo.Attention == AttentionGQA}
 	g := onnx.NewGraph("llama-block")
 	if bo.Opset > 0 {
 		g.Opset = bo.Opset
@@ -466,13 +466,28 @@ type blockSource struct {
 	dummy  map[string][]float32
 }
 
+// CheckBlockStages reports whether the block stages (sequential
+// calibration) can run a model of config cfg. A block is cut from a
+// one-layer model whose layer 0 stands for layer l: that holds while every
+// layer has the same graph. Gemma-3's layers differ (sliding/global
+// pattern, rotary bases) and carry post-norms: refused.
+func CheckBlockStages(cfg arch.Config) error {
+	if cfg.SlidingPattern > 0 || cfg.PostNorms {
+		return fmt.Errorf("block stages (sequential calibration): architecture %s is not supported (per-layer attention pattern, post-norms); use one-pass calibration", cfg.Arch)
+	}
+	return nil
+}
+
 func newBlockSource(cfg arch.Config, src tensor.Source, layer int, embed bool) (*blockSource, arch.Config, error) {
-	n := names(cfg.Naming)
+	if err := CheckBlockStages(cfg); err != nil {
+		return nil, cfg, err
+	}
+	n := names(cfg)
 	cfg1 := cfg
 	cfg1.Layers = 1
 	bs := &blockSource{src: src, rename: map[string]string{}, dummy: map[string][]float32{}}
 	all := src.Tensors()
-	one := names(cfg.Naming).readOrder(cfg1)
+	one := names(cfg).readOrder(cfg1)
 	for _, name := range one {
 		var from string
 		switch name {

@@ -5,7 +5,10 @@ package llama
 import (
 	"context"
 	"math"
+	"strings"
 	"testing"
+
+	"github.com/nwc-project/nwc/loader/arch"
 
 	"github.com/nwc-project/nwc/internal/ortenv/orttest"
 )
@@ -92,5 +95,22 @@ func TestBlockStages(t *testing.T) {
 				t.Error("hidden states of the wrong size accepted")
 			}
 		})
+	}
+}
+
+// TestCheckBlockStagesRefusesGemma3: a Gemma-3 config (per-layer pattern,
+// post-norms) is refused by name; the Llama test config passes.
+func TestCheckBlockStagesRefusesGemma3(t *testing.T) {
+	if err := CheckBlockStages(tinyCfg); err != nil {
+		t.Fatalf("llama config refused: %v", err)
+	}
+	g := tinyCfg
+	g.Arch, g.SlidingPattern, g.SlidingWindow, g.PostNorms = arch.ArchGemma3, 6, 4, true
+	err := CheckBlockStages(g)
+	if err == nil || !strings.Contains(err.Error(), "gemma3") {
+		t.Fatalf("gemma3 config: err = %v, want a refusal naming gemma3", err)
+	}
+	if _, _, err := newBlockSource(g, nil, 0, false); err == nil {
+		t.Fatal("newBlockSource accepted a gemma3 config")
 	}
 }
