@@ -78,7 +78,7 @@ func NewSequential(ctx context.Context, src tensor.Source, tok Encoder, opts Opt
 	}
 	cfg, err := arch.ConfigFromSource(src)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("sequential calibration (decoder models only): %w", err)
 	}
 	if err := llama.CheckBlockStages(cfg); err != nil {
 		return nil, err
