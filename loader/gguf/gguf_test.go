@@ -208,7 +208,7 @@ func sampleTensors() []testTensor {
 		{name: "q4_1", typ: TypeQ4_1, dims: []uint64{32}, data: q41, offset: -1},
 		{name: "q6_k", typ: TypeQ6_K, dims: []uint64{256, 1}, data: q6k, offset: -1},
 		{name: "i32", typ: TypeI32, dims: []uint64{3}, data: i32, offset: -1},
-		{name: "iq4_nl", typ: TypeIQ4_NL, dims: []uint64{32}, data: make([]byte, 18), offset: -1},
+		{name: "iq2_xxs", typ: TypeIQ2_XXS, dims: []uint64{256}, data: make([]byte, 66), offset: -1},
 		{name: "empty", typ: TypeF32, dims: []uint64{0, 4}, data: nil, offset: -1},
 	}
 }
@@ -286,7 +286,7 @@ func checkSample(t *testing.T, g *File) {
 
 	wantShapes := map[string][]int64{
 		"f32": {2, 3}, "f16": {4}, "bf16": {1, 1, 2}, "q8_0": {2, 32}, "q4_1": {32},
-		"q6_k": {1, 256}, "i32": {3}, "iq4_nl": {32}, "empty": {4, 0},
+		"q6_k": {1, 256}, "i32": {3}, "iq2_xxs": {256}, "empty": {4, 0},
 	}
 	infos := g.Tensors()
 	if len(infos) != len(wantShapes) {
@@ -343,12 +343,12 @@ func checkSample(t *testing.T, g *File) {
 		}
 	}
 	// Listed but not convertible.
-	ti, _ := g.TensorInfo("iq4_nl")
-	if ti.Type != TypeIQ4_NL || ti.DType != tensor.Invalid || ti.Size != 18 {
-		t.Errorf("iq4_nl info %+v", ti)
+	ti, _ := g.TensorInfo("iq2_xxs")
+	if ti.Type != TypeIQ2_XXS || ti.DType != tensor.Invalid || ti.Size != 66 {
+		t.Errorf("iq2_xxs info %+v", ti)
 	}
-	if _, err := g.ReadFloat32("iq4_nl", nil); !errors.Is(err, tensor.ErrUnsupportedDType) || !strings.Contains(err.Error(), "IQ4_NL") {
-		t.Errorf("ReadFloat32(iq4_nl): %v", err)
+	if _, err := g.ReadFloat32("iq2_xxs", nil); !errors.Is(err, tensor.ErrUnsupportedDType) || !strings.Contains(err.Error(), "IQ2_XXS") {
+		t.Errorf("ReadFloat32(iq2_xxs): %v", err)
 	}
 	if _, err := g.ReadFloat32("i32", nil); !errors.Is(err, tensor.ErrUnsupportedDType) {
 		t.Errorf("ReadFloat32(i32): %v", err)
@@ -541,7 +541,7 @@ func TestTruncated(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The last tensor (iq4_nl / empty) ends before the padding: everything
+	// The last tensor (iq2_xxs / empty) ends before the padding: everything
 	// shorter than the end of the last tensor's data must fail.
 	end := int64(0)
 	for _, ti := range g.TensorInfos() {
@@ -566,7 +566,7 @@ func TestShortRead(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ti, _ := g.TensorInfo("iq4_nl")
+	ti, _ := g.TensorInfo("iq2_xxs")
 	cut := g.DataOffset() + ti.Offset + 1
 	g, err = NewReader(bytes.NewReader(data[:cut]), int64(len(data)), "x")
 	if err != nil {
@@ -575,7 +575,7 @@ func TestShortRead(t *testing.T) {
 	if _, err := g.ReadRaw("f32", nil); err != nil {
 		t.Error(err)
 	}
-	if _, err := g.ReadRaw("iq4_nl", nil); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "short read") {
+	if _, err := g.ReadRaw("iq2_xxs", nil); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "short read") {
 		t.Errorf("short read: %v", err)
 	}
 }
