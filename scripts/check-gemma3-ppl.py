@@ -12,7 +12,7 @@ fed the same ids window by window (a fresh context each), logits_all, and the
 NLL is computed here in float64. Pass: perplexities within --tol (0.5 %).
 
   $NWC_CACHE/llamacpp/venv-0.3.16/bin/python scripts/check-gemma3-ppl.py \\
-      [--model gemma3-270m] [--windows 8] [--seq-len 2048] [--threads 2] [--json OUT]
+      [--model gemma3-270m] [--windows 8] [--seq-len 2048] [--threads 2] [--json OUT] [--nwc-json FILE]
 Needs bin/nwc (make build) and the ONNX Runtime env of the docs.
 """
 import argparse
@@ -43,6 +43,7 @@ def main():
     ap.add_argument("--tol", type=float, default=0.005)
     ap.add_argument("--nwc", default=os.path.join(ROOT, "bin", "nwc"))
     ap.add_argument("--json", default=None)
+    ap.add_argument("--nwc-json", default=None, help="keep (or reuse) nwc eval's JSON result in this file")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -50,11 +51,20 @@ def main():
         subprocess.run([args.nwc, "tokenize", "--model", args.gguf, "--ids-out", idf], check=True,
                        stdout=sys.stderr)
         ids = np.fromfile(idf, dtype="<i4")
-        log(f"nwc eval --max-windows {args.windows} ...")
-        out = subprocess.run([args.nwc, "eval", "--model", args.model, "--max-windows", str(args.windows),
-                              "--seq-len", str(args.seq_len), "--json", "-q", "--threads", str(args.threads)],
-                             check=True, capture_output=True, text=True)
-        ours = json.loads(out.stdout)
+        if args.nwc_json and os.path.exists(args.nwc_json):
+            log(f"nwc eval: reusing {args.nwc_json}")
+            ours = json.load(open(args.nwc_json))
+        else:
+            log(f"nwc eval --max-windows {args.windows} ...")
+            out = subprocess.run([args.nwc, "eval", "--model", args.model, "--max-windows", str(args.windows),
+                                  "--seq-len", str(args.seq_len), "--json", "-q", "--threads", str(args.threads)],
+                                 check=True, capture_output=True, text=True)
+            ours = json.loads(out.stdout)
+            if args.nwc_json:
+                with open(args.nwc_json, "w") as f:
+                    f.write(out.stdout)
+        if ours.get("windows") not in (None, args.windows) or ours.get("seq_len") not in (None, args.seq_len):
+            sys.exit(f"nwc eval result has windows {ours.get('windows')} seq_len {ours.get('seq_len')}, want {args.windows}, {args.seq_len}")
     L = args.seq_len
     if len(ids) < args.windows * L:
         sys.exit(f"{len(ids)} tokens: fewer than {args.windows} windows of {L}")
@@ -67,11 +77,17 @@ def main():
         win = ids[w * L:(w + 1) * L].tolist()
         llm.reset()
         llm.eval(win)
-        s = np.asarray(llm.scores[:L], dtype=np.float64)
-        m = s.max(axis=1, keepdims=True)
-        lse = (m[:, 0] + np.log(np.exp(s - m).sum(axis=1)))[:-1]
-        tgt = s[np.arange(L - 1), np.asarray(win[1:])]
-        wn = float((lse - tgt).sum())
+        # float64 in row chunks: a 262k vocabulary makes a whole window's
+        # logits 2 GB in float32, and a float64 copy with temporaries
+        # would need several times that.
+        tgt_ids = np.asarray(win[1:])
+        wn = 0.0
+        for r0 in range(0, L - 1, 128):
+            r1 = min(r0 + 128, L - 1)
+            s = np.asarray(llm.scores[r0:r1], dtype=np.float64)
+            m = s.max(axis=1)
+            lse = m + np.log(np.exp(s - m[:, None]).sum(axis=1))
+            wn += float((lse - s[np.arange(r1 - r0), tgt_ids[r0:r1]]).sum())
         nll += wn
         n += L - 1
         per.append(math.exp(wn / (L - 1)))

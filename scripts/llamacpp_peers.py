@@ -149,7 +149,7 @@ def main():
         "file": a.xcheck + ".gguf",
         "llama_perplexity_second_halves": parse_llama_ppl(os.path.join(a.work, "xcheck-llama-half.log")),
         "nwc_eval_score_from_1024": load_json(os.path.join(a.work, "xcheck-nwc-half.json")),
-        "llama_perplexity_window0_strided": parse_llama_ppl(os.path.join(a.work, "xcheck-llama-full1.log")),
+        "llama_perplexity_window0_strided": parse_llama_ppl(os.path.join(a.work, "xcheck-llama-full1-c1025.log")),
         "nwc_eval_window0": load_json(os.path.join(a.work, "xcheck-nwc-full1.json")),
     }
     for k in ("nwc_eval_score_from_1024", "nwc_eval_window0"):
@@ -212,8 +212,8 @@ def main():
     L.append("llama-perplexity `-c 2048 -b 2048 --chunks N` cuts the same non-overlapping 2048-token windows but "
              "scores only the second half of each (predictions from positions 1024..2046, 1023 per window). "
              "`nwc eval --score-from 1024` scores exactly those predictions. Its strided mode "
-             "(`--ppl-stride 2047 --chunks 1`) scores every prediction of the first window, as `nwc eval "
-             "--max-windows 1` does (with more chunks the strided windows start 2047 tokens apart, not 2048).\n")
+             "(`-c 1025 --ppl-stride 2047 --chunks 1`: that mode widens the context to c + stride/2 = 2048) scores every "
+             "prediction of the first window, as `nwc eval --max-windows 1` does.\n")
     L.append("| protocol | llama-perplexity | nwc eval | predictions |")
     L.append("|---|---|---|---|")
     if h and nh:

@@ -161,13 +161,16 @@ if [[ -s "$XQ" ]]; then
 			>"$WORK/xcheck-nwc-half.json.tmp"
 		mv "$WORK/xcheck-nwc-half.json.tmp" "$WORK/xcheck-nwc-half.json"
 	fi
-	# (b) every prediction of the first window: strided mode with stride
-	# 2047 scores positions 0..2046 of chunk 0 = tokens 0..2047.
-	if [[ ! -s "$WORK/xcheck-llama-full1.log" ]]; then
+	# (b) every prediction of the first window: strided mode. llama-perplexity
+	# widens the context to c + stride/2 in that mode (perplexity.cpp main)
+	# and scores positions n_ctx-stride-1 .. n_ctx-2; -c 1025 with stride
+	# 2047 gives n_ctx 2048 and positions 0..2046 of chunk 0 = tokens 0..2047.
+	# (The log's name says which: an older -c 2048 run scored tokens 1024..3070.)
+	if [[ ! -s "$WORK/xcheck-llama-full1-c1025.log" ]]; then
 		log "llama-perplexity (strided, window 0 whole)"
-		nice -n 5 "$TOOLS/llama-perplexity" -m "$XQ" -f "$JOINED" -c 2048 -b 2048 --ppl-stride 2047 --chunks 1 -t "$THREADS" \
-			>"$WORK/xcheck-llama-full1.log.tmp" 2>&1
-		mv "$WORK/xcheck-llama-full1.log.tmp" "$WORK/xcheck-llama-full1.log"
+		nice -n 5 "$TOOLS/llama-perplexity" -m "$XQ" -f "$JOINED" -c 1025 -b 2048 --ppl-stride 2047 --chunks 1 -t "$THREADS" \
+			>"$WORK/xcheck-llama-full1-c1025.log.tmp" 2>&1
+		mv "$WORK/xcheck-llama-full1-c1025.log.tmp" "$WORK/xcheck-llama-full1-c1025.log"
 	fi
 	if [[ ! -s "$WORK/xcheck-nwc-full1.json" ]]; then
 		log "nwc eval --max-windows 1"
