@@ -183,6 +183,12 @@ func runBenchRD(ctx context.Context, args []string) error {
 		return err
 	}
 	rep.RefPerplexity, rep.Windows = base.Perplexity, base.Windows
+	// Every window's reference logits are in the memo now: the reference
+	// model's memory goes back before the candidates load.
+	ref.release()
+	if err := refModel.Close(); err != nil {
+		return err
+	}
 	fmt.Fprintf(os.Stderr, "reference %s: perplexity %.4f over %d tokens\n", *model, base.Perplexity, base.TokensScored)
 	for i, p := range points {
 		if rep.Has(p.method, p.setting) {
@@ -338,12 +344,15 @@ func writeReport(rep reportFiles, points int, stem string) error {
 // reference model runs once per window however many candidates are compared
 // with it. Up to memoBudget bytes stay in memory; the rest are spilled to
 // files in dir (a 262k-token vocabulary makes 2 GB of logits per 2048-token
-// window) and read back when asked for again.
+// window) and read back when asked for again. Once every window has been
+// computed, release drops the model (its session and weights: with a 262k
+// vocabulary the reference and a candidate side by side do not fit in 24 GB).
 type memoLM struct {
-	eval.LM
+	mu     sync.Mutex
+	lm     eval.LM // nil once released
+	vocab  int
 	dir    string
 	budget int64
-	mu     sync.Mutex
 	used   int64
 	cache  map[uint64][]float32
 	files  map[uint64]string
@@ -353,7 +362,17 @@ type memoLM struct {
 const memoBudget = 2 << 30
 
 func newMemoLM(lm eval.LM, dir string) *memoLM {
-	return &memoLM{LM: lm, dir: dir, budget: memoBudget, cache: map[uint64][]float32{}, files: map[uint64]string{}}
+	return &memoLM{lm: lm, vocab: lm.Vocab(), dir: dir, budget: memoBudget, cache: map[uint64][]float32{}, files: map[uint64]string{}}
+}
+
+func (m *memoLM) Vocab() int { return m.vocab }
+
+// release forgets the model: from now on only the windows computed so far
+// can be asked for (others are an error). The caller closes the model.
+func (m *memoLM) release() {
+	m.mu.Lock()
+	m.lm = nil
+	m.mu.Unlock()
 }
 
 func (m *memoLM) Logits(ctx context.Context, tokens []int32) ([]float32, error) {
@@ -367,22 +386,22 @@ func (m *memoLM) Logits(ctx context.Context, tokens []int32) ([]float32, error) 
 	m.mu.Lock()
 	l, ok := m.cache[key]
 	file, spilled := m.files[key]
+	lm := m.lm
 	m.mu.Unlock()
 	if ok {
 		return l, nil
 	}
 	if spilled {
-		raw, err := os.ReadFile(file)
+		l, err := readF32File(file, len(tokens)*m.vocab)
 		if err != nil {
 			return nil, fmt.Errorf("bench: reference logits spilled to %s: %w", file, err)
 		}
-		l = make([]float32, len(raw)/4)
-		for i := range l {
-			l[i] = math.Float32frombits(binary.LittleEndian.Uint32(raw[4*i:]))
-		}
 		return l, nil
 	}
-	l, err := m.LM.Logits(ctx, tokens)
+	if lm == nil {
+		return nil, errors.New("bench: reference logits of a window that was not computed before the reference model was released")
+	}
+	l, err := lm.Logits(ctx, tokens)
 	if err != nil {
 		return nil, err
 	}
@@ -393,14 +412,66 @@ func (m *memoLM) Logits(ctx context.Context, tokens []int32) ([]float32, error) 
 		m.used += size
 		return l, nil
 	}
-	raw := make([]byte, 4*len(l))
-	for i, v := range l {
-		binary.LittleEndian.PutUint32(raw[4*i:], math.Float32bits(v))
-	}
 	file = filepath.Join(m.dir, fmt.Sprintf("ref-logits-%016x.f32", key))
-	if err := os.WriteFile(file, raw, 0o600); err != nil {
+	if err := writeF32File(file, l); err != nil {
 		return nil, fmt.Errorf("bench: spilling reference logits: %w", err)
 	}
 	m.files[key] = file
 	return l, nil
+}
+
+// spillChunk is the buffer size of the spill files' reads and writes (no
+// second whole-window copy in memory).
+const spillChunk = 1 << 20
+
+func writeF32File(path string, v []float32) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, 0, spillChunk)
+	for _, x := range v {
+		buf = binary.LittleEndian.AppendUint32(buf, math.Float32bits(x))
+		if len(buf) == cap(buf) {
+			if _, err := f.Write(buf); err != nil {
+				f.Close()
+				return err
+			}
+			buf = buf[:0]
+		}
+	}
+	if _, err := f.Write(buf); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// readF32File reads n float32 values, refusing a file of another size.
+func readF32File(path string, n int) ([]float32, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if st.Size() != int64(n)*4 {
+		return nil, fmt.Errorf("%d bytes, want %d", st.Size(), int64(n)*4)
+	}
+	out := make([]float32, n)
+	buf := make([]byte, spillChunk)
+	for i := 0; i < n; {
+		k := min(n-i, spillChunk/4)
+		if _, err := io.ReadFull(f, buf[:4*k]); err != nil {
+			return nil, err
+		}
+		for j := 0; j < k; j++ {
+			out[i+j] = math.Float32frombits(binary.LittleEndian.Uint32(buf[4*j:]))
+		}
+		i += k
+	}
+	return out, nil
 }

@@ -63,3 +63,36 @@ func TestMemoLMSpills(t *testing.T) {
 		}
 	}
 }
+
+// TestMemoLMRelease: after release the computed windows still come back
+// (from memory and from spill files) and an unseen window is an error.
+func TestMemoLMRelease(t *testing.T) {
+	lm := &countLM{}
+	m := newMemoLM(lm, t.TempDir())
+	m.budget = 3 * 4 * 4
+	wins := [][]int32{{1, 2, 3, 4}, {5, 6, 7, 8}}
+	var first [][]float32
+	for _, w := range wins {
+		l, err := m.Logits(context.Background(), w)
+		if err != nil {
+			t.Fatal(err)
+		}
+		first = append(first, slices.Clone(l))
+	}
+	m.release()
+	for i, w := range wins {
+		l, err := m.Logits(context.Background(), w)
+		if err != nil || !slices.Equal(l, first[i]) {
+			t.Fatalf("window %d after release: %v, %v", i, l, err)
+		}
+	}
+	if m.Vocab() != 3 {
+		t.Fatalf("Vocab() = %d after release", m.Vocab())
+	}
+	if _, err := m.Logits(context.Background(), []int32{9, 9, 9, 9}); err == nil {
+		t.Fatal("an unseen window after release was not refused")
+	}
+	if lm.calls != len(wins) {
+		t.Fatalf("%d model calls, want %d", lm.calls, len(wins))
+	}
+}
