@@ -50,7 +50,7 @@ def main():
         if not os.path.exists(p):
             raise SystemExit(f"{p}: missing (run scripts/run-cross-model.sh)")
         rep = json.load(open(p))
-        reports[m] = {k: rep.get(k) for k in ("windows", "seq_len", "reference_perplexity", "command")}
+        reports[m] = {k: rep.get(k) for k in ("windows", "seq_len", "reference_perplexity", "command", "notes")}
         by_method = {}
         for pt in rep["points"]:
             method = pt["method"]
@@ -100,6 +100,32 @@ def main():
         seen = "—" if r["model_seen_in_training"] is None else ("**no (held out)**" if not r["model_seen_in_training"] else "yes")
         md.append(f"| {r['model']} | {r['target_bits']:.0f} | {r['method']} | {r['setting']} | {seen} | "
                   f"{r['bits_per_weight']:.3f} | {r['file_bits_per_weight']:.3f} | {r['mean_kl']:.4f} | {r['perplexity']:.3f} |")
+    # Summary: per model and rate, the same codec families held out and seen,
+    # against the baselines.
+    md += ["", "## Summary: held out against seen, and against the baselines", "",
+           "Per model and rate: the mean KL of the nwc codecs that never saw the model (best and worst of them) and of "
+           "those trained on it, and of each baseline. held-out / seen near 1 means the codec generalizes; "
+           "held-out / best baseline below 1 means nwc wins on a model it never saw.", "",
+           "| model | ~bits | nwc held out (best / worst) | nwc seen (best / worst) | ecsq | gptq-g128 | rtn-g128 | best held out / best seen | best held out / best baseline |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    fmt = lambda v: "—" if v is None else f"{v:.4f}"
+    for m in names:
+        for t in TARGETS:
+            rs = [r for r in rows if r["model"] == m and r["target_bits"] == t]
+            held = sorted(r["mean_kl"] for r in rs if r["model_seen_in_training"] is False)
+            seen = sorted(r["mean_kl"] for r in rs if r["model_seen_in_training"] is True)
+            base = {r["method"]: r["mean_kl"] for r in rs if r["model_seen_in_training"] is None}
+            if not rs:
+                continue
+            bb = min(base.values()) if base else None
+            ratio = lambda a, b: "—" if a is None or b is None else f"{a / b:.2f}"
+            hb, sb = (held[0] if held else None), (seen[0] if seen else None)
+            md.append(f"| {m} | {t:.0f} | {fmt(hb)} / {fmt(held[-1] if held else None)} | {fmt(sb)} / {fmt(seen[-1] if seen else None)} | "
+                      f"{fmt(base.get('ecsq'))} | {fmt(base.get('gptq-g128'))} | {fmt(base.get('rtn-g128'))} | "
+                      f"{ratio(hb, sb)} | {ratio(hb, bb)} |")
+    notes = [n for m in names for n in (reports[m].get("notes") or []) if n.startswith("Points of rd-")]
+    if notes:
+        md += ["", "Notes from the reports:", ""] + [f"- {n}" for n in notes]
     with open(os.path.join(args.results, "cross-model.md"), "w") as f:
         f.write("\n".join(md) + "\n")
     print("\n".join(md))
