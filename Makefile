@@ -29,7 +29,7 @@ TEST_ENV := ONNXRUNTIME_SHARED_LIBRARY_PATH=$(ORT_LIB) NWC_REQUIRE_ORT=1 NWC_REQ
 # Go files to gofmt-check (skip VCS, testdata, outputs).
 FIND_GOFILES = find . -type d \( -name .git -o -name testdata -o -path ./out -o -path ./bin -o -name node_modules \) -prune -o -type f -name '*.go' -print
 
-.PHONY: all setup setup-check setup-train setup-cuda setup-llamacpp train build test test-nocgo check-api-example fmt-check vet fuzz demo clean check-tokenizer check-gguf-tokenizer check-decode
+.PHONY: all setup setup-check setup-train setup-cuda setup-llamacpp train build test test-nocgo check-api-example fmt-check vet fuzz demo clean check-tokenizer check-gguf-tokenizer check-embeddings check-decode
 
 all: build
 
@@ -127,6 +127,20 @@ check-tokenizer: setup
 	fi
 	$(TEST_ENV) NWC_CHECK_PYTHON=$(LLAMACPP_VENV)/bin/python NWC_REQUIRE_LLAMA_CPP=1 \
 		$(GO) test -count=1 -v -run 'TestWikiTextMatchesReferences|TestSmolLM2Tokenizer' ./plugin/tokenizer
+
+# Sentence embeddings of minilm-l6 against sentence-transformers (docs/EMBEDDINGS.md):
+# the 1,000 evaluation sentences and the 32 golden ones. Adds transformers and
+# sentence-transformers (pinned) to the training venv; not part of `make test`
+# (the Go test uses the committed golden file).
+TRAIN_PY := $(NWC_CACHE)/venv-train/bin/python
+check-embeddings: setup setup-train
+	@$(TRAIN_PY) -c 'import sentence_transformers' 2>/dev/null || { \
+		$(TRAIN_PY) -m pip install -q transformers==4.57.1 && \
+		$(TRAIN_PY) -m pip install -q --no-deps sentence-transformers==5.1.2 && \
+		$(TRAIN_PY) -m pip install -q scipy scikit-learn httpx; }
+	$(TRAIN_PY) scripts/check-embeddings.py --eval-set 1000
+	$(TEST_ENV) NWC_EMBED_REF=$(NWC_CACHE)/embed-ref-minilm-l6-1000.json \
+		$(GO) test -count=1 -v -run 'TestEvalSetParity|TestGoldenEmbeddings' ./plugin/bert
 
 # SentencePiece (gemma3-270m) and byte-level BPE (smollm2-135m) tokenizers built from
 # GGUF metadata against llama.cpp on the whole WikiText-2 test text (docs/EVAL.md).
