@@ -36,6 +36,9 @@ type CompressOptions struct {
 	// once per block; smaller blocks feed back more often at the price of
 	// more, smaller batches.
 	FeedbackBlock int
+	// UniformLevels: the nwc codec's ablation with every column at quality
+	// level 0 (codec.Config.UniformLevels).
+	UniformLevels bool
 	// Env says where trained codecs live and how to run ONNX Runtime.
 	Env codec.Env
 	// Concurrency is the number of tensors coded at once; 0 means GOMAXPROCS.
@@ -95,7 +98,7 @@ func Compress(ctx context.Context, src tensor.Source, path string, opts Compress
 	if err != nil {
 		return nil, fmt.Errorf("compress: %w", err)
 	}
-	enc, err := spec.NewEncoder(codec.Config{Env: opts.Env, Arg: arg, Bits: opts.Bits, FeedbackBlock: opts.FeedbackBlock})
+	enc, err := spec.NewEncoder(codec.Config{Env: opts.Env, Arg: arg, Bits: opts.Bits, FeedbackBlock: opts.FeedbackBlock, UniformLevels: opts.UniformLevels})
 	if err != nil {
 		return nil, fmt.Errorf("compress: %s: %w", opts.Codec, err)
 	}
@@ -123,6 +126,9 @@ func Compress(ctx context.Context, src tensor.Source, path string, opts Compress
 	var pre map[string]coded // block linears coded by the sequential protocol
 	if spec.Calibration && lossy != nil && opts.Sequential != nil {
 		key := fmt.Sprintf("codec=%s bits=%g feedback=%d", codecName, opts.Bits, opts.FeedbackBlock)
+		if opts.UniformLevels {
+			key += " uniform-levels"
+		}
 		if pre, err = codeSequential(ctx, src, lossy, opts.Sequential, key, opts.Env); err != nil {
 			return nil, err
 		}

@@ -154,3 +154,46 @@ func checkDecodeMatrix(t *testing.T, root, name string) {
 		}
 	}
 }
+
+// TestUniformLevels: with codec.Config.UniformLevels every column of a
+// tensor is coded at level 0 although H ranks them; without it the same H
+// gives the top columns higher levels. Both decode.
+func TestUniformLevels(t *testing.T) {
+	const m, n = 48, 37
+	rng := rand.New(rand.NewPCG(5, 6))
+	w := make([]float32, m*n)
+	for i := range w {
+		w[i] = float32(rng.NormFloat64())
+	}
+	h := make([]float64, n*n)
+	for j := 0; j < n; j++ {
+		h[j*n+j] = float64(1 + rng.IntN(1000))
+	}
+	for _, uniform := range []bool{false, true} {
+		enc, err := newEncoder(codec.Config{Env: codec.Env{Codecs: os.DirFS("testdata")}, Arg: "tinycodec", UniformLevels: uniform})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := enc.Encode(context.Background(), codec.Input{Info: tensor.Info{Name: "w", DType: tensor.F32, Shape: []int64{m, n}}, Weights: w, H: h})
+		enc.(interface{ Close() error }).Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		hd, err := parseHeader([]int64{m, n}, out.Payload)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nonzero := 0
+		for _, l := range hd.levels {
+			if l != 0 {
+				nonzero++
+			}
+		}
+		if uniform && nonzero != 0 {
+			t.Errorf("uniform levels: %d columns above level 0", nonzero)
+		}
+		if !uniform && nonzero == 0 {
+			t.Error("importance levels: every column at level 0")
+		}
+	}
+}

@@ -35,9 +35,10 @@ func loadOptions(env codec.Env) []Option {
 
 // encoder codes block linears with one trained codec.
 type encoder struct {
-	id    Identity
-	c     *Codec
-	block int // LDLQ feedback block
+	id      Identity
+	c       *Codec
+	block   int  // LDLQ feedback block
+	uniform bool // every column at level 0 (codec.Config.UniformLevels)
 }
 
 // newEncoder loads the codec pickCodec names (a codec, or the member of a
@@ -66,7 +67,7 @@ func newEncoder(cfg codec.Config) (codec.Encoder, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &encoder{id: id, c: c, block: block}, nil
+	return &encoder{id: id, c: c, block: block, uniform: cfg.UniformLevels}, nil
 }
 
 // Codec returns the name of the trained codec the encoder uses.
@@ -110,6 +111,9 @@ func (e *encoder) Encode(ctx context.Context, in codec.Input) (codec.Output, err
 		}
 	}
 	levels := Levels(h, n)
+	if e.uniform {
+		levels = Levels(nil, n)
+	}
 	f, err := ldlq.NewFactor(h, n, ldlq.Options{Workers: 1, BlockSize: e.block})
 	if err != nil {
 		return codec.Output{}, err

@@ -27,6 +27,7 @@ func runCompress(ctx context.Context, args []string) error {
 	protocol := fs.String("calib", calib.ProtocolOnePass, "calibration protocol of gptq, ecsq, nwc: "+calib.ProtocolOnePass+" (every H from the unquantized model) or "+calib.ProtocolSequential+" (GPTQ's: block by block, each H from the model coded so far, true-sequential inside a block; cached per model, codec and rate)")
 	noCalib := fs.Bool("no-calib", false, "no calibration data: H = I (no error feedback, all columns equally important)")
 	fbBlock := fs.Int("feedback-block", 0, "LDLQ error-feedback block in columns for nwc and ecsq (0 = 16)")
+	uniform := fs.Bool("uniform-levels", false, "nwc, ablation: every column at quality level 0 (no importance levels; H still drives the error feedback)")
 	sinkWeight := fs.Float64("sink-weight", calib.DefaultSinkWeight, "times the first token of every calibration window counts in H (attention sink; 1 = plain X^T X)")
 	group := fs.Int("group", 0, "columns per scale/zero group for rtn-g* and gptq-g* (32, 64, 128; 0 = the codec name's): --codec gptq-g128 --group 64 is gptq-g64")
 	actOrder := fs.Bool("act-order", false, "gptq: quantize columns by descending diag(H), with static groups (same as --codec gptq-gN:act)")
@@ -60,6 +61,9 @@ func runCompress(ctx context.Context, args []string) error {
 	if *protocol == calib.ProtocolSequential && *noCalib {
 		return fmt.Errorf("compress: --calib %s and --no-calib exclude each other", calib.ProtocolSequential)
 	}
+	if *uniform && *codecName != "nwc" && !strings.HasPrefix(*codecName, "nwc:") {
+		return fmt.Errorf("compress: --uniform-levels applies to the nwc codec only, not %s", *codecName)
+	}
 	if err := lf.init(); err != nil {
 		return fmt.Errorf("compress: %w", err)
 	}
@@ -69,7 +73,7 @@ func runCompress(ctx context.Context, args []string) error {
 	}
 	defer src.Close()
 	opts := loader.CompressOptions{Codec: *codecName, Bits: *bits, Concurrency: *jobs, FeedbackBlock: *fbBlock,
-		Env: lf.env()}
+		UniformLevels: *uniform, Env: lf.env()}
 	rep := compressReport{}
 	var seqInfo func() *calibInfo
 	switch {

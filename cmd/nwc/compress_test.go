@@ -48,3 +48,14 @@ func TestCompressCalibFlag(t *testing.T) {
 		}
 	}
 }
+
+// TestCompressUniformLevelsFlag: the level ablation is refused for codecs
+// other than nwc, before any file is opened.
+func TestCompressUniformLevelsFlag(t *testing.T) {
+	for _, c := range []string{"ecsq", "gptq-g128", "rtn-g128"} {
+		err := runCompress(context.Background(), []string{"--model", "none.gguf", "-o", "x.nwc", "--codec", c, "--uniform-levels"})
+		if err == nil || !strings.Contains(err.Error(), "--uniform-levels") {
+			t.Errorf("%s: %v", c, err)
+		}
+	}
+}

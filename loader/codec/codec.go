@@ -131,6 +131,10 @@ type Config struct {
 	// FeedbackBlock is the LDLQ error-feedback block in columns (0: the
 	// codec's default).
 	FeedbackBlock int
+	// UniformLevels (nwc only; an ablation): every input column at quality
+	// level 0, H still driving the error feedback. The default gives the
+	// most important columns by diag(H) higher levels (ortcodec.Levels).
+	UniformLevels bool
 }
 
 // Codec describes one registered codec.

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Ablation of nwc's importance levels on smollm2-135m (issue 13): the
+# default codec at ~3 and ~4 bits/weight with its levels (the top 0.1/1/10 %
+# of input columns by diag(H) at levels 3/2/1) and with every column at
+# level 0 (`nwc compress --uniform-levels`; H still drives the LDLQ error
+# feedback), side by side in one run. Same harness as docs/results/rd-*:
+# one-pass calibration on $TOKENS tokens, `nwc eval --max-windows $WINDOWS`
+# against the reference model. Writes docs/results/ablation-levels-$MODEL.{md,json}.
+#
+# Resumable: a step whose JSON is in $OUT is skipped (delete $OUT to start over).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+NWC=${NWC:-bin/nwc}
+MODEL=${MODEL:-smollm2-135m}
+TOKENS=${TOKENS:-65536}
+WINDOWS=${WINDOWS:-4}
+OUT=${OUT:-out/ablation-levels}
+RESULTS=${RESULTS:-docs/results}
+RUNS=${RUNS:-"3:levels 3:uniform 4:levels 4:uniform"}
+mkdir -p "$OUT"
+for run in $RUNS; do
+	IFS=: read -r bits mode <<<"$run"
+	name="nwc-$bits-$mode"
+	if [ ! -s "$OUT/$name.compress.json" ]; then
+		echo "== compress $name ($(date -u +%T))" >&2
+		args=(--model "$MODEL" --codec nwc --bits "$bits" --calib-tokens "$TOKENS" -q --json -o "$OUT/$name.nwc")
+		[ "$mode" = uniform ] && args+=(--uniform-levels)
+		nice "$NWC" compress "${args[@]}" >"$OUT/$name.compress.json.tmp"
+		mv "$OUT/$name.compress.json.tmp" "$OUT/$name.compress.json"
+	fi
+	if [ ! -s "$OUT/$name.eval.json" ]; then
+		echo "== eval $name ($(date -u +%T))" >&2
+		nice "$NWC" eval --model "$OUT/$name.nwc" --reference "$MODEL" --max-windows "$WINDOWS" -q --json >"$OUT/$name.eval.json.tmp"
+		mv "$OUT/$name.eval.json.tmp" "$OUT/$name.eval.json"
+	fi
+done
+OUT="$OUT" RESULTS="$RESULTS" MODEL="$MODEL" TOKENS="$TOKENS" WINDOWS="$WINDOWS" RUNS="$RUNS" python3 - <<'PY'
+import json, os
+out, res, model = os.environ["OUT"], os.environ["RESULTS"], os.environ["MODEL"]
+rows = []
+for run in os.environ["RUNS"].split():
+    bits, mode = run.split(":")
+    n = f"nwc-{bits}-{mode}"
+    try:
+        c = json.load(open(f"{out}/{n}.compress.json"))
+        e = json.load(open(f"{out}/{n}.eval.json"))
+    except FileNotFoundError:
+        continue
+    rows.append({"bits": float(bits), "levels": mode, "codec": c["codec"], "linear_bits_per_weight": c["linear_bits_per_weight"],
+                 "bits_per_weight": c["bits_per_weight"], "mean_kl": e.get("mean_kl"), "perplexity": e["perplexity"],
+                 "top1_agreement": e.get("top1_agreement"), "windows": e["windows"], "tokens_scored": e["tokens_scored"]})
+name = f"ablation-levels-{model}"
+json.dump({"model": model, "calib_tokens": int(os.environ["TOKENS"]), "eval_windows": int(os.environ["WINDOWS"]), "rows": rows},
+          open(f"{res}/{name}.json", "w"), indent=2)
+md = [f"# {model}: nwc with and without its importance levels", "",
+      f"Regenerate: `scripts/run-ablation-levels.sh` ({os.environ['TOKENS']} calibration tokens, one-pass; "
+      f"`nwc eval --max-windows {os.environ['WINDOWS']}` on WikiText-2 test, seq-len 2048, KL against the reference model).", "",
+      "- levels: the default, the top 0.1 / 1 / 10 % of input columns by diag(H) coded at quality levels 3 / 2 / 1, the rest at 0.",
+      "- uniform: `--uniform-levels`, every column at level 0; H still drives the LDLQ error feedback.", "",
+      "| codec | --bits | levels | bits/weight (block linears) | mean KL (nats) | perplexity | top-1 agreement |",
+      "|---|---|---|---|---|---|---|"]
+f = lambda v, p: "-" if v is None else f"{v:.{p}f}"
+for r in rows:
+    md.append(f"| {r['codec']} | {r['bits']:g} | {r['levels']} | {r['linear_bits_per_weight']:.3f} | {f(r['mean_kl'], 4)} | "
+              f"{r['perplexity']:.2f} | {f(r['top1_agreement'], 3)} |")
+open(f"{res}/{name}.md", "w").write("\n".join(md) + "\n")
+print("\n".join(md))
+PY
