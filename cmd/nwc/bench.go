@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io"
-	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -429,20 +428,13 @@ func writeF32File(path string, v []float32) error {
 	if err != nil {
 		return err
 	}
-	buf := make([]byte, 0, spillChunk)
-	for _, x := range v {
-		buf = binary.LittleEndian.AppendUint32(buf, math.Float32bits(x))
-		if len(buf) == cap(buf) {
-			if _, err := f.Write(buf); err != nil {
-				f.Close()
-				return err
-			}
-			buf = buf[:0]
+	var buf []byte
+	for i := 0; i < len(v); i += spillChunk / 4 {
+		buf = tensor.F32Bytes(v[i:min(len(v), i+spillChunk/4)], buf)
+		if _, err := f.Write(buf); err != nil {
+			f.Close()
+			return err
 		}
-	}
-	if _, err := f.Write(buf); err != nil {
-		f.Close()
-		return err
 	}
 	return f.Close()
 }
@@ -463,15 +455,14 @@ func readF32File(path string, n int) ([]float32, error) {
 	}
 	out := make([]float32, n)
 	buf := make([]byte, spillChunk)
-	for i := 0; i < n; {
+	for i := 0; i < n; i += spillChunk / 4 {
 		k := min(n-i, spillChunk/4)
 		if _, err := io.ReadFull(f, buf[:4*k]); err != nil {
 			return nil, err
 		}
-		for j := 0; j < k; j++ {
-			out[i+j] = math.Float32frombits(binary.LittleEndian.Uint32(buf[4*j:]))
+		if _, err := tensor.ToFloat32(tensor.F32, buf[:4*k], int64(k), out[i:i+k]); err != nil {
+			return nil, err
 		}
-		i += k
 	}
 	return out, nil
 }

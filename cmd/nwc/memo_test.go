@@ -96,3 +96,23 @@ func TestMemoLMRelease(t *testing.T) {
 		t.Fatalf("%d model calls, want %d", lm.calls, len(wins))
 	}
 }
+
+// TestSpillFileChunks: a spill file of several chunks (and a partial last
+// one) reads back equal; a file of another length is refused.
+func TestSpillFileChunks(t *testing.T) {
+	v := make([]float32, 2*spillChunk/4+5)
+	for i := range v {
+		v[i] = float32(i)*0.25 - 7
+	}
+	p := filepath.Join(t.TempDir(), "x.f32")
+	if err := writeF32File(p, v); err != nil {
+		t.Fatal(err)
+	}
+	got, err := readF32File(p, len(v))
+	if err != nil || !slices.Equal(got, v) {
+		t.Fatalf("round trip: equal %v, err %v", slices.Equal(got, v), err)
+	}
+	if _, err := readF32File(p, len(v)-1); err == nil {
+		t.Fatal("a file one value too long was accepted")
+	}
+}
