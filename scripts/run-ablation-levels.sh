@@ -18,21 +18,12 @@ OUT=${OUT:-out/ablation-levels}
 RESULTS=${RESULTS:-docs/results}
 RUNS=${RUNS:-"3:levels 3:uniform 4:levels 4:uniform"}
 mkdir -p "$OUT"
+. scripts/lib/compress-eval.sh
 for run in $RUNS; do
 	IFS=: read -r bits mode <<<"$run"
-	name="nwc-$bits-$mode"
-	if [ ! -s "$OUT/$name.compress.json" ]; then
-		echo "== compress $name ($(date -u +%T))" >&2
-		args=(--model "$MODEL" --codec nwc --bits "$bits" --calib-tokens "$TOKENS" -q --json -o "$OUT/$name.nwc")
-		[ "$mode" = uniform ] && args+=(--uniform-levels)
-		nice "$NWC" compress "${args[@]}" >"$OUT/$name.compress.json.tmp"
-		mv "$OUT/$name.compress.json.tmp" "$OUT/$name.compress.json"
-	fi
-	if [ ! -s "$OUT/$name.eval.json" ]; then
-		echo "== eval $name ($(date -u +%T))" >&2
-		nice "$NWC" eval --model "$OUT/$name.nwc" --reference "$MODEL" --max-windows "$WINDOWS" -q --json >"$OUT/$name.eval.json.tmp"
-		mv "$OUT/$name.eval.json.tmp" "$OUT/$name.eval.json"
-	fi
+	args=(--codec nwc --bits "$bits" --calib-tokens "$TOKENS")
+	[ "$mode" = uniform ] && args+=(--uniform-levels)
+	compress_eval "nwc-$bits-$mode" "${args[@]}"
 done
 OUT="$OUT" RESULTS="$RESULTS" MODEL="$MODEL" TOKENS="$TOKENS" WINDOWS="$WINDOWS" RUNS="$RUNS" python3 - <<'PY'
 import json, os

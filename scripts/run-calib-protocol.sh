@@ -20,23 +20,12 @@ NAME=${NAME:-calib-protocol-$MODEL}
 RUNS=${RUNS:-"gptq-g128:3:sequential gptq-g128:3:onepass nwc:3:sequential nwc:3:onepass ecsq:3:sequential ecsq:3:onepass gptq-g128:4:sequential gptq-g128:4:onepass nwc:4:sequential nwc:4:onepass ecsq:4:sequential ecsq:4:onepass rtn-g128:3:none rtn-g128:4:none"}
 mkdir -p "$OUT"
 
+. scripts/lib/compress-eval.sh
 for run in $RUNS; do
 	IFS=: read -r codec bits proto <<<"$run"
-	name="$codec-$bits-$proto"
-	if [ ! -s "$OUT/$name.compress.json" ]; then
-		echo "== compress $name ($(date -u +%T))" >&2
-		args=(--model "$MODEL" --codec "$codec" --bits "$bits" -q --json -o "$OUT/$name.nwc")
-		if [ "$proto" != none ]; then
-			args+=(--calib "$proto" --calib-tokens "$TOKENS")
-		fi
-		nice "$NWC" compress "${args[@]}" >"$OUT/$name.compress.json.tmp"
-		mv "$OUT/$name.compress.json.tmp" "$OUT/$name.compress.json"
-	fi
-	if [ ! -s "$OUT/$name.eval.json" ]; then
-		echo "== eval $name ($(date -u +%T))" >&2
-		nice "$NWC" eval --model "$OUT/$name.nwc" --reference "$MODEL" --max-windows "$WINDOWS" -q --json >"$OUT/$name.eval.json.tmp"
-		mv "$OUT/$name.eval.json.tmp" "$OUT/$name.eval.json"
-	fi
+	args=(--codec "$codec" --bits "$bits")
+	[ "$proto" != none ] && args+=(--calib "$proto" --calib-tokens "$TOKENS")
+	compress_eval "$codec-$bits-$proto" "${args[@]}"
 done
 
 OUT="$OUT" RESULTS="$RESULTS" NAME="$NAME" MODEL="$MODEL" TOKENS="$TOKENS" WINDOWS="$WINDOWS" RUNS="$RUNS" python3 - <<'PY'
