@@ -24,6 +24,20 @@ func (c *countLM) Logits(_ context.Context, tokens []int32) ([]float32, error) {
 	return out, nil
 }
 
+// logitsOf asks m for every window's logits, in order, and keeps copies.
+func logitsOf(t *testing.T, m *memoLM, wins [][]int32) [][]float32 {
+	t.Helper()
+	var out [][]float32
+	for _, w := range wins {
+		l, err := m.Logits(context.Background(), w)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, slices.Clone(l))
+	}
+	return out
+}
+
 // TestMemoLMSpills: windows past the memory budget go to files in the
 // folder and come back equal; every window is computed once.
 func TestMemoLMSpills(t *testing.T) {
@@ -32,14 +46,7 @@ func TestMemoLMSpills(t *testing.T) {
 	m := newMemoLM(lm, dir)
 	m.budget = 3 * 4 * 4 // one window of 4 tokens in memory
 	wins := [][]int32{{1, 2, 3, 4}, {5, 6, 7, 8}, {9, 10, 11, 12}}
-	var first [][]float32
-	for _, w := range wins {
-		l, err := m.Logits(context.Background(), w)
-		if err != nil {
-			t.Fatal(err)
-		}
-		first = append(first, slices.Clone(l))
-	}
+	first := logitsOf(t, m, wins)
 	files, _ := filepath.Glob(filepath.Join(dir, "ref-logits-*.f32"))
 	if len(files) != 2 {
 		t.Fatalf("%d spilled files, want 2", len(files))
@@ -71,14 +78,7 @@ func TestMemoLMRelease(t *testing.T) {
 	m := newMemoLM(lm, t.TempDir())
 	m.budget = 3 * 4 * 4
 	wins := [][]int32{{1, 2, 3, 4}, {5, 6, 7, 8}}
-	var first [][]float32
-	for _, w := range wins {
-		l, err := m.Logits(context.Background(), w)
-		if err != nil {
-			t.Fatal(err)
-		}
-		first = append(first, slices.Clone(l))
-	}
+	first := logitsOf(t, m, wins)
 	m.release()
 	for i, w := range wins {
 		l, err := m.Logits(context.Background(), w)
