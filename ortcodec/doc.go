@@ -21,13 +21,17 @@
 // The process-wide ONNX Runtime environment is owned by internal/ortenv.
 package ortcodec
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/nwc-project/nwc/loader/codec"
+)
 
 // D is the number of values per chunk (and latent channels per chunk).
 const D = 16
 
 // NumLevels is the number of quality levels (q in 0..NumLevels-1).
-const NumLevels = 4
+const NumLevels = codec.NumLevels
 
 // File names inside a codec folder.
 const (

@@ -4,8 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"math"
-	"sort"
 
 	"github.com/nwc-project/nwc/loader/codec"
 )
@@ -26,11 +24,6 @@ func init() {
 
 const nwcPayloadVersion = 1
 
-// Importance fractions of the method (nwc-method.md step 3): the top 0.1% of
-// input columns by diag(H) get level 3, the next 1% level 2, the next 10%
-// level 1, the rest level 0.
-var levelFractions = [3]float64{0.001, 0.01, 0.1}
-
 // params encodes the section parameters: version, name, content hash.
 func (nc Identity) params() []byte {
 	p := []byte{nwcPayloadVersion}
@@ -50,29 +43,6 @@ func parseNeuralParams(p []byte) (name string, hash [32]byte, err error) {
 	name = string(p[1+k : 1+k+int(l)])
 	copy(hash[:], p[1+k+int(l):])
 	return name, hash, nil
-}
-
-// Levels assigns quality levels to n input columns from diag(H); nil H
-// (no calibration data) gives level 0 everywhere.
-func Levels(h []float64, n int) []uint8 {
-	lv := make([]uint8, n)
-	if h == nil {
-		return lv
-	}
-	idx := make([]int, n)
-	for i := range idx {
-		idx[i] = i
-	}
-	sort.SliceStable(idx, func(a, b int) bool { return h[idx[a]*n+idx[a]] > h[idx[b]*n+idx[b]] })
-	pos := 0
-	for l := 3; l >= 1; l-- {
-		cnt := int(math.Ceil(levelFractions[3-l] * float64(n)))
-		for i := 0; i < cnt && pos < n; i++ {
-			lv[idx[pos]] = uint8(l)
-			pos++
-		}
-	}
-	return lv
 }
 
 // pickCodec names the trained codec an encoder uses: cfg.Arg when it names

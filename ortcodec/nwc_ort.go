@@ -110,9 +110,9 @@ func (e *encoder) Encode(ctx context.Context, in codec.Input) (codec.Output, err
 			wn[i*n+j] = v / r
 		}
 	}
-	levels := Levels(h, n)
+	levels := codec.Levels(h, n)
 	if e.uniform {
-		levels = Levels(nil, n)
+		levels = codec.Levels(nil, n)
 	}
 	f, err := ldlq.NewFactor(h, n, ldlq.Options{Workers: 1, BlockSize: e.block})
 	if err != nil {

@@ -133,7 +133,7 @@ type Config struct {
 	FeedbackBlock int
 	// UniformLevels (nwc only; an ablation): every input column at quality
 	// level 0, H still driving the error feedback. The default gives the
-	// most important columns by diag(H) higher levels (ortcodec.Levels).
+	// most important columns by diag(H) higher levels (Levels).
 	UniformLevels bool
 }
 

@@ -10,21 +10,43 @@
 //
 //	What[r, c] = float32(q[r, c]) * (float32(step) * scale_r)
 //
-// # Payload (format version 1), all integers little endian
+// With quality levels (`--codec ecsq:levels`, format version 2) the input
+// columns get nwc's importance levels from diag(H) (codec.Levels: the top
+// 0.1 / 1 / 10 % at levels 3 / 2 / 1) and level q is quantized with step
+// step*codec.LevelStepRatio(q) (1, 0.594, 0.171, 0.121: the step sizes the
+// method's rate weights imply, which nwc's network-free codecs learn too),
+// each level coded with its own table. It is the baseline that isolates
+// what nwc's learned transform adds beyond its levels.
+//
+// # Payload, all integers little endian
+//
+// Format version 1 (one step):
 //
 //	u8       version (1)
 //	f32      step, finite, in [MinStep, MaxStep]
 //	m x u16  row scales, fp16, finite and > 0
-//	varint   offset: value of table symbol 0 (zigzag)
-//	uvarint  L, in-range table symbols, 1..MaxTableSymbols
-//	(L+1) x uvarint  frequencies of symbols offset..offset+L-1, then of the
-//	         escape; each >= 1, summing to 1<<16
+//	model    varint offset: value of table symbol 0 (zigzag);
+//	         uvarint L, in-range table symbols, 1..MaxTableSymbols;
+//	         (L+1) x uvarint frequencies of symbols offset..offset+L-1,
+//	         then of the escape; each >= 1, summing to 1<<16
 //	streams  entropy.EncodeStreams container of the m*n integers in
 //	         row-major order, one channel (the table above)
 //
+// Format version 2 (quality levels):
+//
+//	u8       version (2)
+//	f32      step of level 0, in [MinStep, MaxStep]
+//	m x u16  row scales
+//	ceil(n/4) bytes  the level of each input column, 2 bits, column j in
+//	         bits 2*(j%4) of byte j/4 (as the nwc format)
+//	3 x f32  steps of levels 1..3, each in [MinStep, MaxStep]
+//	for each level with at least one column, 0 to 3:
+//	  model, uvarint byte length of the streams, then the streams of the
+//	  level's integers: rows in order, the level's columns in order
+//
 // Every varint is canonical. The payload is the whole coded tensor: bits per
-// weight = 8*len(payload)/(m*n) counts the row scales, the table and the
-// stream headers.
+// weight = 8*len(payload)/(m*n) counts the row scales, the levels, the
+// tables and the stream headers.
 package ecsq
 
 import (
@@ -45,7 +67,7 @@ import (
 // Format constants.
 func init() {
 	codec.Register(codec.Codec{Name: "ecsq", ID: codec.IDECSQ,
-		Doc:   "entropy-coded uniform scalar quantization with LDLQ feedback (--bits: target bits/weight, 0-16; calibration)",
+		Doc:   "entropy-coded uniform scalar quantization with LDLQ feedback (--bits: target bits/weight, 0-16; calibration; ecsq:" + ArgLevels + " = nwc's quality levels, one step per level)",
 		Lossy: true, Calibration: true,
 		NewEncoder: func(cfg codec.Config) (codec.Encoder, error) {
 			if !(cfg.Bits > 0 && cfg.Bits <= 16) {
@@ -58,14 +80,22 @@ func init() {
 			if block < 0 || block > ldlq.MaxN {
 				return nil, fmt.Errorf("ecsq: feedback block %d out of range", block)
 			}
-			return encoder{bits: cfg.Bits, block: block}, nil
+			if cfg.Arg != "" && cfg.Arg != ArgLevels {
+				return nil, fmt.Errorf("ecsq:%s: the only argument is %q", cfg.Arg, ArgLevels)
+			}
+			return encoder{bits: cfg.Bits, block: block, levels: cfg.Arg == ArgLevels}, nil
 		},
 		NewDecoder: func(codec.Env) (codec.Decoder, error) { return decoder{}, nil }})
 }
 
+// ArgLevels is the codec argument that turns quality levels on
+// (`--codec ecsq:levels`).
+const ArgLevels = "levels"
+
 type encoder struct {
-	bits  float64
-	block int // LDLQ feedback block
+	bits   float64
+	block  int  // LDLQ feedback block
+	levels bool // nwc's quality levels (format version 2)
 }
 
 func (c encoder) Encode(ctx context.Context, in codec.Input) (codec.Output, error) {
@@ -77,11 +107,18 @@ func (c encoder) Encode(ctx context.Context, in codec.Input) (codec.Output, erro
 	if err != nil {
 		return codec.Output{}, err
 	}
-	res, err := StepForBits(ctx, in.Weights, m, n, f, c.bits, Options{Workers: 1}, SearchOptions{})
+	opts := Options{Workers: 1}
+	if c.levels {
+		if in.H == nil {
+			return codec.Output{}, fmt.Errorf("ecsq:%s needs calibration data (H) to rank the columns", ArgLevels)
+		}
+		opts.Levels = codec.Levels(in.H, n)
+	}
+	res, err := StepForBits(ctx, in.Weights, m, n, f, c.bits, opts, SearchOptions{})
 	if err != nil {
 		return codec.Output{}, err
 	}
-	return codec.Output{ID: codec.IDECSQ, DType: tensor.F32, Params: []byte{Version}, Payload: res.Payload}, nil
+	return codec.Output{ID: codec.IDECSQ, DType: tensor.F32, Params: []byte{res.Payload[0]}, Payload: res.Payload}, nil
 }
 
 type decoder struct{}
@@ -90,8 +127,11 @@ func (decoder) Decode(ctx context.Context, s codec.Section, payload, dst []byte)
 	if err := codec.CheckF32("ecsq", s); err != nil {
 		return nil, err
 	}
-	if len(s.Params) != 1 || s.Params[0] != Version {
+	if len(s.Params) != 1 || (s.Params[0] != Version && s.Params[0] != VersionLevels) {
 		return nil, fmt.Errorf("%w: ecsq parameters %v", codec.ErrCorrupt, s.Params)
+	}
+	if len(payload) > 0 && payload[0] != s.Params[0] {
+		return nil, fmt.Errorf("%w: ecsq payload version %d, parameters say %d", codec.ErrCorrupt, payload[0], s.Params[0])
 	}
 	if len(s.Shape) != 2 {
 		return nil, fmt.Errorf("%w: ecsq shape %v", codec.ErrCorrupt, s.Shape)
@@ -104,7 +144,10 @@ func (decoder) Decode(ctx context.Context, s codec.Section, payload, dst []byte)
 }
 
 const (
-	Version = 1
+	// Version is the one-step format; VersionLevels the format with
+	// quality levels. Both are read.
+	Version       = 1
+	VersionLevels = 2
 	// MinStep and MaxStep bound the quantization step (on the normalized,
 	// unit-RMS scale).
 	MinStep = 1.0 / (1 << 20)
@@ -138,12 +181,18 @@ type Options struct {
 	StreamSymbols int
 	// Workers bounds the goroutines of the entropy coder (0 = GOMAXPROCS).
 	Workers int
+	// Levels, when not nil, holds the quality level (0..3) of each of the
+	// n input columns: level q is quantized with step
+	// step*codec.LevelStepRatio(q) (format version 2). Nil: one step for
+	// every column (version 1).
+	Levels []uint8
 }
 
 // Result is one encoded tensor.
 type Result struct {
 	Payload []byte
-	// Step is the quantization step used (float32-exact).
+	// Step is the quantization step used (float32-exact; of level 0 when
+	// there are levels).
 	Step float64
 	// What is the m x n reconstruction, exactly what Decode(Payload) gives.
 	What []float32
@@ -205,6 +254,23 @@ func EncodeFactor(ctx context.Context, W []float32, m, n int, f *ldlq.Factor, st
 	if opts.Workers <= 0 {
 		opts.Workers = runtime.GOMAXPROCS(0)
 	}
+	var steps [codec.NumLevels]float32
+	for q := range steps {
+		steps[q] = step32
+		if opts.Levels != nil && q > 0 {
+			steps[q] = float32(max(float64(step32)*codec.LevelStepRatio(q), MinStep))
+		}
+	}
+	if opts.Levels != nil {
+		if len(opts.Levels) != n {
+			return nil, fmt.Errorf("%w: %d column levels for %d columns", ErrShape, len(opts.Levels), n)
+		}
+		for j, l := range opts.Levels {
+			if int(l) >= codec.NumLevels {
+				return nil, fmt.Errorf("%w: column %d has level %d", ErrShape, j, l)
+			}
+		}
+	}
 	hs, scales, err := rowScales(W, m, n)
 	if err != nil {
 		return nil, err
@@ -220,44 +286,114 @@ func EncodeFactor(ctx context.Context, W []float32, m, n int, f *ldlq.Factor, st
 		b := e - s
 		out := make([]float32, len(w))
 		for i, v := range w {
-			k := math.RoundToEven(float64(v) / float64(step32))
+			col := s + i%b
+			st := step32
+			if opts.Levels != nil {
+				st = steps[opts.Levels[col]]
+			}
+			k := math.RoundToEven(float64(v) / float64(st))
 			k = min(max(k, -maxCode), maxCode)
-			codes[(i/b)*n+s+i%b] = int32(k)
-			out[i] = float32(k) * step32
+			codes[(i/b)*n+col] = int32(k)
+			out[i] = float32(k) * st
 		}
 		return out, nil
 	}
 	if _, err := f.Quantize(ctx, Wn, m, q); err != nil {
 		return nil, err
 	}
-	md := buildModel(codes)
-	tb, err := md.tables()
-	if err != nil {
-		return nil, fmt.Errorf("ecsq: internal: %w", err)
+	version := byte(Version)
+	if opts.Levels != nil {
+		version = VersionLevels
 	}
-	payload := []byte{Version}
+	payload := []byte{version}
 	payload = binary.LittleEndian.AppendUint32(payload, math.Float32bits(step32))
 	for _, h := range hs {
 		payload = binary.LittleEndian.AppendUint16(payload, h)
 	}
-	payload = appendModel(payload, md)
-	side := len(payload)
-	payload, err = entropy.EncodeStreams(tb, codes, opts.StreamSymbols, payload, opts.Workers)
-	if err != nil {
-		return nil, fmt.Errorf("ecsq: %w", err)
-	}
-	res := &Result{
-		Payload: payload, Step: float64(step32), What: reconstruct(codes, step32, scales, n, nil),
-		Bits: 8 * float64(len(payload)) / float64(m*n), SideBytes: side, StreamBytes: len(payload) - side,
-		Note: f.Note, codes: codes,
-	}
-	hi := md.offset + int64(len(md.freq)) - 2
-	for _, v := range codes {
-		if int64(v) < md.offset || int64(v) > hi {
-			res.Escapes++
+	res := &Result{Step: float64(step32), Note: f.Note, codes: codes}
+	if opts.Levels == nil {
+		md := buildModel(codes)
+		tb, err := md.tables()
+		if err != nil {
+			return nil, fmt.Errorf("ecsq: internal: %w", err)
+		}
+		payload = appendModel(payload, md)
+		res.SideBytes = len(payload)
+		if payload, err = entropy.EncodeStreams(tb, codes, opts.StreamSymbols, payload, opts.Workers); err != nil {
+			return nil, fmt.Errorf("ecsq: %w", err)
+		}
+		res.Escapes = md.escapes(codes)
+	} else {
+		payload = append(payload, packLevels(opts.Levels)...)
+		for _, st := range steps[1:] {
+			payload = binary.LittleEndian.AppendUint32(payload, math.Float32bits(st))
+		}
+		for q, sub := range splitLevels(codes, opts.Levels, m, n) {
+			if len(sub) == 0 {
+				continue
+			}
+			md := buildModel(sub)
+			tb, err := md.tables()
+			if err != nil {
+				return nil, fmt.Errorf("ecsq: internal: %w", err)
+			}
+			payload = appendModel(payload, md)
+			res.SideBytes = len(payload) // the last level's model ends the side information
+			st, err := entropy.EncodeStreams(tb, sub, opts.StreamSymbols, nil, opts.Workers)
+			if err != nil {
+				return nil, fmt.Errorf("ecsq: level %d: %w", q, err)
+			}
+			payload = binary.AppendUvarint(payload, uint64(len(st)))
+			payload = append(payload, st...)
+			res.Escapes += md.escapes(sub)
 		}
 	}
+	res.Payload = payload
+	res.What = reconstruct(codes, steps, opts.Levels, scales, n, nil)
+	res.Bits = 8 * float64(len(payload)) / float64(m*n)
+	res.StreamBytes = len(payload) - res.SideBytes
 	return res, nil
+}
+
+// escapes counts the integers of codes coded with md's escape symbol.
+func (md model) escapes(codes []int32) int {
+	hi := md.offset + int64(len(md.freq)) - 2
+	k := 0
+	for _, v := range codes {
+		if int64(v) < md.offset || int64(v) > hi {
+			k++
+		}
+	}
+	return k
+}
+
+// packLevels packs column levels 2 bits each, column j in bits 2*(j%4) of
+// byte j/4.
+func packLevels(lv []uint8) []byte {
+	b := make([]byte, (len(lv)+3)/4)
+	for j, l := range lv {
+		b[j/4] |= (l & 3) << (2 * (j % 4))
+	}
+	return b
+}
+
+// splitLevels returns the integers of each level's columns, rows in order
+// and the level's columns in order within a row.
+func splitLevels(codes []int32, lv []uint8, m, n int) [codec.NumLevels][]int32 {
+	var cnt [codec.NumLevels]int
+	for _, l := range lv {
+		cnt[l]++
+	}
+	var out [codec.NumLevels][]int32
+	for q := range out {
+		out[q] = make([]int32, 0, cnt[q]*m)
+	}
+	for r := 0; r < m; r++ {
+		for c, l := range lv {
+			out[l] = append(out[l], codes[r*n+c])
+		}
+	}
+	return out
 }
 
 func checkShape(m, n int) error {
@@ -299,18 +435,29 @@ func rowScales(W []float32, m, n int) ([]uint16, []float32, error) {
 	return hs, fs, nil
 }
 
-// reconstruct computes What = float32(q) * (step * scale_r).
-func reconstruct(codes []int32, step float32, scales []float32, n int, dst []float32) []float32 {
+// reconstruct computes What = float32(q) * (step * scale_r), with the step
+// of each column's level when levels is not nil.
+func reconstruct(codes []int32, steps [codec.NumLevels]float32, levels []uint8, scales []float32, n int, dst []float32) []float32 {
 	if cap(dst) < len(codes) {
 		dst = make([]float32, len(codes))
 	}
 	dst = dst[:len(codes)]
 	for r, s := range scales {
-		f := step * s
 		row := codes[r*n : (r+1)*n]
 		out := dst[r*n : (r+1)*n]
+		if levels == nil {
+			f := steps[0] * s
+			for c, q := range row {
+				out[c] = float32(q) * f
+			}
+			continue
+		}
+		var f [codec.NumLevels]float32
+		for q, st := range steps {
+			f[q] = st * s
+		}
 		for c, q := range row {
-			out[c] = float32(q) * f
+			out[c] = float32(q) * f[levels[c]]
 		}
 	}
 	return dst
@@ -327,11 +474,11 @@ func Decode(payload []byte, m, n int, dst []float32) ([]float32, error) {
 // DecodeWorkers is Decode with at most workers goroutines for the streams
 // (<= 0 means GOMAXPROCS). The output does not depend on workers.
 func DecodeWorkers(payload []byte, m, n int, dst []float32, workers int) ([]float32, error) {
-	codes, step, scales, err := decodeCodes(nil, payload, m, n, workers)
+	h, err := decodeCodes(nil, payload, m, n, workers)
 	if err != nil {
 		return nil, err
 	}
-	return reconstruct(codes, step, scales, n, dst), nil
+	return reconstruct(h.codes, h.steps, h.levels, h.scales, n, dst), nil
 }
 
 // decodeBytes decodes a payload of an m x n tensor into little-endian
@@ -339,63 +486,155 @@ func DecodeWorkers(payload []byte, m, n int, dst []float32, workers int) ([]floa
 // the header, tables and rANS streams timed as stage.Entropy and the
 // reconstruction into dst as stage.Rescale of st (nil: not timed).
 func decodeBytes(st *stage.Times, payload []byte, m, n int, dst []byte) ([]byte, error) {
-	codes, step, scales, err := decodeCodes(st, payload, m, n, 0)
+	h, err := decodeCodes(st, payload, m, n, 0)
 	if err != nil {
 		return nil, err
 	}
 	t0 := st.Start()
+	codes := h.codes
 	if cap(dst) < 4*len(codes) {
 		dst = make([]byte, 4*len(codes))
 	}
 	dst = dst[:4*len(codes)]
-	for r, s := range scales {
-		f := step * s
-		for i := r * n; i < (r+1)*n; i++ {
-			binary.LittleEndian.PutUint32(dst[4*i:], math.Float32bits(float32(codes[i])*f))
+	for r, s := range h.scales {
+		var f [codec.NumLevels]float32
+		for q, stp := range h.steps {
+			f[q] = stp * s
+		}
+		if h.levels == nil {
+			for i := r * n; i < (r+1)*n; i++ {
+				binary.LittleEndian.PutUint32(dst[4*i:], math.Float32bits(float32(codes[i])*f[0]))
+			}
+			continue
+		}
+		for c, l := range h.levels {
+			i := r*n + c
+			binary.LittleEndian.PutUint32(dst[4*i:], math.Float32bits(float32(codes[i])*f[l]))
 		}
 	}
 	st.Since(stage.Rescale, t0, int64(len(codes)))
 	return dst, nil
 }
 
+// decoded is a parsed payload: the integers (row-major), the step of each
+// level (all four equal to the one step in format version 1), the column
+// levels (nil in version 1) and the row scales.
+type decoded struct {
+	codes  []int32
+	steps  [codec.NumLevels]float32
+	levels []uint8
+	scales []float32
+}
+
+func readStep(p []byte, what string) (float32, error) {
+	step := math.Float32frombits(binary.LittleEndian.Uint32(p))
+	if !(float64(step) >= MinStep && float64(step) <= MaxStep) {
+		return 0, fmt.Errorf("%w: %s %v", ErrCorrupt, what, step)
+	}
+	return step, nil
+}
+
 // decodeCodes parses the header and row scales and decodes the integer
 // codes (stage.Entropy of st).
-func decodeCodes(st *stage.Times, payload []byte, m, n, workers int) (codes []int32, step float32, scales []float32, err error) {
+func decodeCodes(st *stage.Times, payload []byte, m, n, workers int) (decoded, error) {
+	var h decoded
 	if err := checkShape(m, n); err != nil {
-		return nil, 0, nil, err
+		return h, err
 	}
 	t0 := st.Start()
 	if len(payload) < 5+2*m {
-		return nil, 0, nil, fmt.Errorf("%w: %d bytes cannot hold the header and %d row scales", ErrCorrupt, len(payload), m)
+		return h, fmt.Errorf("%w: %d bytes cannot hold the header and %d row scales", ErrCorrupt, len(payload), m)
 	}
-	if payload[0] != Version {
-		return nil, 0, nil, fmt.Errorf("%w: format version %d, want %d", ErrCorrupt, payload[0], Version)
+	if payload[0] != Version && payload[0] != VersionLevels {
+		return h, fmt.Errorf("%w: format version %d, want %d or %d", ErrCorrupt, payload[0], Version, VersionLevels)
 	}
-	step = math.Float32frombits(binary.LittleEndian.Uint32(payload[1:]))
-	if !(float64(step) >= MinStep && float64(step) <= MaxStep) {
-		return nil, 0, nil, fmt.Errorf("%w: step %v", ErrCorrupt, step)
+	step, err := readStep(payload[1:], "step")
+	if err != nil {
+		return h, err
 	}
-	scales = make([]float32, m)
-	for r := range scales {
-		h := binary.LittleEndian.Uint16(payload[5+2*r:])
-		if h == 0 || h >= 0x7c00 { // zero, negative, inf or nan
-			return nil, 0, nil, fmt.Errorf("%w: row %d scale %#04x", ErrCorrupt, r, h)
+	for q := range h.steps {
+		h.steps[q] = step
+	}
+	h.scales = make([]float32, m)
+	for r := range h.scales {
+		v := binary.LittleEndian.Uint16(payload[5+2*r:])
+		if v == 0 || v >= 0x7c00 { // zero, negative, inf or nan
+			return h, fmt.Errorf("%w: row %d scale %#04x", ErrCorrupt, r, v)
 		}
-		scales[r] = tensor.F16ToF32(h)
+		h.scales[r] = tensor.F16ToF32(v)
 	}
 	p := payload[5+2*m:]
-	md, err := parseModel(&p)
-	if err != nil {
-		return nil, 0, nil, err
+	if payload[0] == Version {
+		md, err := parseModel(&p)
+		if err != nil {
+			return h, err
+		}
+		tb, err := md.tables()
+		if err != nil {
+			return h, fmt.Errorf("%w: %w", ErrCorrupt, err)
+		}
+		if h.codes, err = entropy.DecodeStreams(tb, p, m*n, nil, workers); err != nil {
+			return h, fmt.Errorf("%w: %w", ErrCorrupt, err)
+		}
+		st.Since(stage.Entropy, t0, int64(len(h.codes)))
+		return h, nil
 	}
-	tb, err := md.tables()
-	if err != nil {
-		return nil, 0, nil, fmt.Errorf("%w: %w", ErrCorrupt, err)
+	nb := (n + 3) / 4
+	if len(p) < nb+12 {
+		return h, fmt.Errorf("%w: %d bytes cannot hold %d column levels and 3 steps", ErrCorrupt, len(p), n)
 	}
-	codes, err = entropy.DecodeStreams(tb, p, m*n, nil, workers)
-	if err != nil {
-		return nil, 0, nil, fmt.Errorf("%w: %w", ErrCorrupt, err)
+	h.levels = make([]uint8, n)
+	var cnt [codec.NumLevels]int
+	for j := range h.levels {
+		h.levels[j] = p[j/4] >> (2 * (j % 4)) & 3
+		cnt[h.levels[j]]++
 	}
-	st.Since(stage.Entropy, t0, int64(len(codes)))
-	return codes, step, scales, nil
+	if n%4 != 0 && p[nb-1]>>(2*(n%4)) != 0 {
+		return h, fmt.Errorf("%w: padding bits of the column levels are set", ErrCorrupt)
+	}
+	p = p[nb:]
+	for q := 1; q < codec.NumLevels; q++ {
+		if h.steps[q], err = readStep(p[4*(q-1):], fmt.Sprintf("level %d step", q)); err != nil {
+			return h, err
+		}
+	}
+	p = p[12:]
+	var per [codec.NumLevels][]int32
+	for q := range per {
+		if cnt[q] == 0 {
+			continue
+		}
+		md, err := parseModel(&p)
+		if err != nil {
+			return h, fmt.Errorf("level %d: %w", q, err)
+		}
+		tb, err := md.tables()
+		if err != nil {
+			return h, fmt.Errorf("%w: level %d: %w", ErrCorrupt, q, err)
+		}
+		sz, err := readUvarint(&p)
+		if err != nil {
+			return h, fmt.Errorf("level %d: %w", q, err)
+		}
+		if sz > uint64(len(p)) {
+			return h, fmt.Errorf("%w: level %d streams of %d bytes, %d left", ErrCorrupt, q, sz, len(p))
+		}
+		if per[q], err = entropy.DecodeStreams(tb, p[:sz], m*cnt[q], nil, workers); err != nil {
+			return h, fmt.Errorf("%w: level %d: %w", ErrCorrupt, q, err)
+		}
+		p = p[sz:]
+	}
+	if len(p) != 0 {
+		return h, fmt.Errorf("%w: %d bytes after the last level", ErrCorrupt, len(p))
+	}
+	h.codes = make([]int32, m*n)
+	var pos [codec.NumLevels]int
+	for r := 0; r < m; r++ {
+		for c, l := range h.levels {
+			h.codes[r*n+c] = per[l][pos[l]]
+			pos[l]++
+		}
+	}
+	st.Since(stage.Entropy, t0, int64(len(h.codes)))
+	return h, nil
 }

@@ -21,6 +21,15 @@ func FuzzDecode(f *testing.F) {
 		}
 		f.Add(res.Payload, uint8(c.m), uint8(c.n))
 	}
+	for _, c := range [][2]int{{2, 9}, {5, 33}} { // version 2, every level present
+		lv := make([]uint8, c[1])
+		lv[0], lv[1], lv[2] = 3, 2, 1
+		res, err := EncodeFactor(context.Background(), randW(c[0], c[1], 2), c[0], c[1], nil, 0.1, Options{Levels: lv, StreamSymbols: 5})
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(res.Payload, uint8(c[0]), uint8(c[1]))
+	}
 	f.Add([]byte{1, 0, 0, 0x80, 0x3f, 0, 0x3c, 0, 1, 0xff, 0xff, 3, 1, 1, 1, 6, 0, 0, 1, 0}, uint8(1), uint8(1))
 	f.Fuzz(func(t *testing.T, payload []byte, m8, n8 uint8) {
 		if len(payload) > 1<<15 {
