@@ -39,6 +39,9 @@ type CompressOptions struct {
 	// UniformLevels: the nwc codec's ablation with every column at quality
 	// level 0 (codec.Config.UniformLevels).
 	UniformLevels bool
+	// TuneRowScales: closed-form row-scale tuning after coding, nwc and
+	// ecsq (codec.Config.TuneRowScales).
+	TuneRowScales bool
 	// Env says where trained codecs live and how to run ONNX Runtime.
 	Env codec.Env
 	// Concurrency is the number of tensors coded at once; 0 means GOMAXPROCS.
@@ -98,7 +101,7 @@ func Compress(ctx context.Context, src tensor.Source, path string, opts Compress
 	if err != nil {
 		return nil, fmt.Errorf("compress: %w", err)
 	}
-	enc, err := spec.NewEncoder(codec.Config{Env: opts.Env, Arg: arg, Bits: opts.Bits, FeedbackBlock: opts.FeedbackBlock, UniformLevels: opts.UniformLevels})
+	enc, err := spec.NewEncoder(codec.Config{Env: opts.Env, Arg: arg, Bits: opts.Bits, FeedbackBlock: opts.FeedbackBlock, UniformLevels: opts.UniformLevels, TuneRowScales: opts.TuneRowScales})
 	if err != nil {
 		return nil, fmt.Errorf("compress: %s: %w", opts.Codec, err)
 	}
@@ -128,6 +131,9 @@ func Compress(ctx context.Context, src tensor.Source, path string, opts Compress
 		key := fmt.Sprintf("codec=%s bits=%g feedback=%d", codecName, opts.Bits, opts.FeedbackBlock)
 		if opts.UniformLevels {
 			key += " uniform-levels"
+		}
+		if opts.TuneRowScales {
+			key += " tune-row-scales"
 		}
 		if pre, err = codeSequential(ctx, src, lossy, opts.Sequential, key, opts.Env); err != nil {
 			return nil, err

@@ -39,6 +39,7 @@ type encoder struct {
 	c       *Codec
 	block   int  // LDLQ feedback block
 	uniform bool // every column at level 0 (codec.Config.UniformLevels)
+	tune    bool // closed-form row-scale tuning (codec.Config.TuneRowScales)
 }
 
 // newEncoder loads the codec pickCodec names (a codec, or the member of a
@@ -67,7 +68,7 @@ func newEncoder(cfg codec.Config) (codec.Encoder, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &encoder{id: id, c: c, block: block, uniform: cfg.UniformLevels}, nil
+	return &encoder{id: id, c: c, block: block, uniform: cfg.UniformLevels, tune: cfg.TuneRowScales}, nil
 }
 
 // Codec returns the name of the trained codec the encoder uses.
@@ -127,7 +128,7 @@ func (e *encoder) Encode(ctx context.Context, in codec.Input) (codec.Output, err
 			qAll[j*kc+k] = int64(levels[j])
 		}
 	}
-	_, err = f.Quantize(ctx, wn, m, func(s, end int, blk []float32) ([]float32, error) {
+	xn, err := f.Quantize(ctx, wn, m, func(s, end int, blk []float32) ([]float32, error) {
 		cols := end - s
 		nch := cols * kc
 		x := make([]float32, nch*D)
@@ -170,6 +171,11 @@ func (e *encoder) Encode(ctx context.Context, in codec.Input) (codec.Output, err
 	})
 	if err != nil {
 		return codec.Output{}, err
+	}
+	if e.tune {
+		if _, err := codec.TuneRowScales(w, xn, m, n, h, scales); err != nil {
+			return codec.Output{}, fmt.Errorf("nwc: %w", err)
+		}
 	}
 	payload := []byte{nwcPayloadVersion}
 	for _, s := range scales {

@@ -28,6 +28,7 @@ func runCompress(ctx context.Context, args []string) error {
 	noCalib := fs.Bool("no-calib", false, "no calibration data: H = I (no error feedback, all columns equally important)")
 	fbBlock := fs.Int("feedback-block", 0, "LDLQ error-feedback block in columns for nwc and ecsq (0 = 16)")
 	uniform := fs.Bool("uniform-levels", false, "nwc, ablation: every column at quality level 0 (no importance levels; H still drives the error feedback)")
+	tuneScales := fs.Bool("tune-row-scales", false, "nwc and ecsq: after coding a matrix, refit each row's scale to minimize its H-weighted error (closed form)")
 	sinkWeight := fs.Float64("sink-weight", calib.DefaultSinkWeight, "times the first token of every calibration window counts in H (attention sink; 1 = plain X^T X)")
 	group := fs.Int("group", 0, "columns per scale/zero group for rtn-g* and gptq-g* (32, 64, 128; 0 = the codec name's): --codec gptq-g128 --group 64 is gptq-g64")
 	actOrder := fs.Bool("act-order", false, "gptq: quantize columns by descending diag(H), with static groups (same as --codec gptq-gN:act)")
@@ -64,6 +65,9 @@ func runCompress(ctx context.Context, args []string) error {
 	if *uniform && *codecName != "nwc" && !strings.HasPrefix(*codecName, "nwc:") {
 		return fmt.Errorf("compress: --uniform-levels applies to the nwc codec only, not %s", *codecName)
 	}
+	if base, _, _ := strings.Cut(*codecName, ":"); *tuneScales && base != "nwc" && base != "ecsq" {
+		return fmt.Errorf("compress: --tune-row-scales applies to the nwc and ecsq codecs only, not %s", *codecName)
+	}
 	if err := lf.init(); err != nil {
 		return fmt.Errorf("compress: %w", err)
 	}
@@ -73,7 +77,7 @@ func runCompress(ctx context.Context, args []string) error {
 	}
 	defer src.Close()
 	opts := loader.CompressOptions{Codec: *codecName, Bits: *bits, Concurrency: *jobs, FeedbackBlock: *fbBlock,
-		UniformLevels: *uniform, Env: lf.env()}
+		UniformLevels: *uniform, TuneRowScales: *tuneScales, Env: lf.env()}
 	rep := compressReport{}
 	var seqInfo func() *calibInfo
 	switch {

@@ -59,3 +59,14 @@ func TestCompressUniformLevelsFlag(t *testing.T) {
 		}
 	}
 }
+
+// TestCompressTuneRowScalesFlag: --tune-row-scales is refused for codecs
+// without one scale per row.
+func TestCompressTuneRowScalesFlag(t *testing.T) {
+	for _, c := range []string{"gptq-g128", "rtn-g128", "lossless", "f16"} {
+		err := runCompress(context.Background(), []string{"--model", "none.gguf", "-o", "x.nwc", "--codec", c, "--tune-row-scales"})
+		if err == nil || !strings.Contains(err.Error(), "--tune-row-scales") {
+			t.Errorf("%s: %v", c, err)
+		}
+	}
+}

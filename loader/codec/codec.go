@@ -135,6 +135,10 @@ type Config struct {
 	// level 0, H still driving the error feedback. The default gives the
 	// most important columns by diag(H) higher levels (Levels).
 	UniformLevels bool
+	// TuneRowScales (nwc and ecsq): after coding a matrix, replace each
+	// row's fp16 scale with the one minimizing the row's proxy loss
+	// (TuneRowScales), the closed-form row-scale tuning.
+	TuneRowScales bool
 }
 
 // Codec describes one registered codec.

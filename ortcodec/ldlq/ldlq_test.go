@@ -337,3 +337,59 @@ func BenchmarkSmolLM2Down(b *testing.B) {
 		}
 	}
 }
+
+// TestFitRowScales: the fitted scale is the minimizer of the row's proxy
+// loss (nudging it either way raises the loss), recovers a known scale
+// exactly, and marks an all-zero coded row with NaN.
+func TestFitRowScales(t *testing.T) {
+	m, n := 6, 40
+	W := make([]float32, m*n)
+	U := make([]float32, m*n)
+	for i := range W {
+		W[i] = float32(math.Sin(float64(i)*0.37)) + 0.1*float32(math.Cos(float64(i)*1.9))
+		U[i] = float32(math.Sin(float64(i) * 0.37))
+	}
+	for c := 0; c < n; c++ {
+		W[n+c] = 2.5 * U[n+c] // row 1: exactly 2.5 times its coded row
+		U[2*n+c] = 0          // row 2: nothing coded
+	}
+	H := make([]float64, n*n)
+	for i := 0; i < n; i++ {
+		for j := 0; j < n; j++ {
+			H[i*n+j] = math.Exp(-math.Abs(float64(i-j)) / 3)
+		}
+		H[i*n+i] += float64(i%5) + 0.5
+	}
+	for _, h := range [][]float64{nil, H} {
+		s, err := FitRowScales(W, U, m, n, h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if math.Abs(s[1]-2.5) > 1e-6 {
+			t.Errorf("row 1 scale %v, want 2.5", s[1])
+		}
+		if !math.IsNaN(s[2]) {
+			t.Errorf("zero row scale %v, want NaN", s[2])
+		}
+		loss := func(r int, k float64) float64 {
+			Wr, Ur := W[r*n:(r+1)*n], make([]float32, n)
+			for c := range Ur {
+				Ur[c] = float32(k) * U[r*n+c]
+			}
+			l, err := ProxyLoss(Wr, Ur, 1, n, h)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return l
+		}
+		for _, r := range []int{0, 3, 5} {
+			l0 := loss(r, s[r])
+			if !(loss(r, s[r]*1.01) > l0 && loss(r, s[r]*0.99) > l0 && loss(r, 1) >= l0) {
+				t.Errorf("row %d: scale %v is not the minimizer", r, s[r])
+			}
+		}
+	}
+	if _, err := FitRowScales(W, U[:5], m, n, nil); err == nil {
+		t.Error("short U accepted")
+	}
+}

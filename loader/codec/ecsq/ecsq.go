@@ -83,7 +83,7 @@ func init() {
 			if cfg.Arg != "" && cfg.Arg != ArgLevels {
 				return nil, fmt.Errorf("ecsq:%s: the only argument is %q", cfg.Arg, ArgLevels)
 			}
-			return encoder{bits: cfg.Bits, block: block, levels: cfg.Arg == ArgLevels}, nil
+			return encoder{bits: cfg.Bits, block: block, levels: cfg.Arg == ArgLevels, tune: cfg.TuneRowScales}, nil
 		},
 		NewDecoder: func(codec.Env) (codec.Decoder, error) { return decoder{}, nil }})
 }
@@ -96,6 +96,7 @@ type encoder struct {
 	bits   float64
 	block  int  // LDLQ feedback block
 	levels bool // nwc's quality levels (format version 2)
+	tune   bool // closed-form row-scale tuning
 }
 
 func (c encoder) Encode(ctx context.Context, in codec.Input) (codec.Output, error) {
@@ -107,7 +108,7 @@ func (c encoder) Encode(ctx context.Context, in codec.Input) (codec.Output, erro
 	if err != nil {
 		return codec.Output{}, err
 	}
-	opts := Options{Workers: 1}
+	opts := Options{Workers: 1, TuneRowScales: c.tune, H: in.H}
 	if c.levels {
 		if in.H == nil {
 			return codec.Output{}, fmt.Errorf("ecsq:%s needs calibration data (H) to rank the columns", ArgLevels)
@@ -186,6 +187,11 @@ type Options struct {
 	// step*codec.LevelStepRatio(q) (format version 2). Nil: one step for
 	// every column (version 1).
 	Levels []uint8
+	// TuneRowScales refits each row's scale after coding to minimize the
+	// row's proxy loss under H (nil H: least squares;
+	// codec.TuneRowScales).
+	TuneRowScales bool
+	H             []float64
 }
 
 // Result is one encoded tensor.
@@ -298,8 +304,17 @@ func EncodeFactor(ctx context.Context, W []float32, m, n int, f *ldlq.Factor, st
 		}
 		return out, nil
 	}
-	if _, err := f.Quantize(ctx, Wn, m, q); err != nil {
+	U, err := f.Quantize(ctx, Wn, m, q)
+	if err != nil {
 		return nil, err
+	}
+	if opts.TuneRowScales {
+		if _, err := codec.TuneRowScales(W, U, m, n, opts.H, hs); err != nil {
+			return nil, fmt.Errorf("ecsq: %w", err)
+		}
+		for r, h := range hs {
+			scales[r] = tensor.F16ToF32(h)
+		}
 	}
 	version := byte(Version)
 	if opts.Levels != nil {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"math"
+	"slices"
 	"testing"
 
 	"github.com/nwc-project/nwc/loader/codec"
@@ -217,5 +218,47 @@ func TestLevelsEncoder(t *testing.T) {
 	}
 	if _, err := spec.NewEncoder(codec.Config{Arg: "bogus", Bits: 3}); err == nil {
 		t.Error("ecsq:bogus accepted")
+	}
+}
+
+// TestTuneRowScales: refitting the row scales after coding never raises
+// the proxy loss, lowers it on LLM-like weights, changes only the scales
+// (same integers, same rate up to nothing) and still decodes bit for bit.
+func TestTuneRowScales(t *testing.T) {
+	ctx := context.Background()
+	m, n := 128, 256
+	W := randW(m, n, 31)
+	H := correlatedH(n, 30, 2*n, 7)
+	f, err := ldlq.NewFactor(H, n, ldlq.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, lv := range [][]uint8{nil, codec.Levels(H, n)} {
+		base, err := EncodeFactor(ctx, W, m, n, f, 0.4, Options{Levels: lv})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tuned, err := EncodeFactor(ctx, W, m, n, f, 0.4, Options{Levels: lv, TuneRowScales: true, H: H})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(tuned.Payload) != len(base.Payload) || !slices.Equal(tuned.codes, base.codes) {
+			t.Fatal("tuning changed the integers or the size")
+		}
+		l0, _ := ldlq.ProxyLoss(W, base.What, m, n, H)
+		l1, _ := ldlq.ProxyLoss(W, tuned.What, m, n, H)
+		t.Logf("levels %v: proxy loss %.5g -> %.5g (%.2f%%)", lv != nil, l0, l1, 100*(l1/l0-1))
+		if !(l1 < l0) {
+			t.Errorf("tuned proxy loss %g not below %g", l1, l0)
+		}
+		got, err := Decode(tuned.Payload, m, n, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range got {
+			if math.Float32bits(got[i]) != math.Float32bits(tuned.What[i]) {
+				t.Fatalf("value %d decodes to %v, encoder had %v", i, got[i], tuned.What[i])
+			}
+		}
 	}
 }
