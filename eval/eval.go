@@ -60,8 +60,13 @@ type Tokenizer interface {
 type Options struct {
 	// SeqLen is the window length (default DefaultSeqLen).
 	SeqLen int
-	// MaxWindows, when > 0, evaluates only the first MaxWindows windows.
+	// MaxWindows, when > 0, evaluates only the first MaxWindows windows
+	// (from FirstWindow on).
 	MaxWindows int
+	// FirstWindow skips the text's first FirstWindow windows: a long run can
+	// be split into ranges of windows whose results merge exactly (sum
+	// MeanNLL, MeanKL and Top1Agreement weighted by TokensScored).
+	FirstWindow int
 	// ScoreFrom, when > 0, scores only the predictions made at window
 	// positions >= ScoreFrom (each window still runs whole). llama.cpp's
 	// llama-perplexity scores from SeqLen/2 (docs/EVAL.md): ScoreFrom =
@@ -91,7 +96,10 @@ type Result struct {
 	// ScoreFrom: the first scored window position (Options.ScoreFrom).
 	ScoreFrom int `json:"score_from,omitempty"`
 	Windows   int `json:"windows"`
-	SeqLen    int `json:"seq_len"`
+	// FirstWindow: the index of the first window evaluated
+	// (Options.FirstWindow).
+	FirstWindow int `json:"first_window,omitempty"`
+	SeqLen      int `json:"seq_len"`
 	// TextTokens is the number of tokens of the whole text; TokensUsed =
 	// Windows * SeqLen of them were fed to the model (the rest is the
 	// dropped tail, or windows left out by MaxWindows).
@@ -142,6 +150,9 @@ func Run(ctx context.Context, lm LM, ref LM, tokens []int32, opts Options) (Resu
 	if opts.MaxWindows < 0 {
 		return Result{}, fmt.Errorf("eval: max windows %d is negative", opts.MaxWindows)
 	}
+	if opts.FirstWindow < 0 {
+		return Result{}, fmt.Errorf("eval: first window %d is negative", opts.FirstWindow)
+	}
 	if opts.ScoreFrom < 0 || opts.ScoreFrom >= seqLen-1 {
 		return Result{}, fmt.Errorf("eval: score-from %d outside [0, %d)", opts.ScoreFrom, seqLen-1)
 	}
@@ -156,18 +167,22 @@ func Run(ctx context.Context, lm LM, ref LM, tokens []int32, opts Options) (Resu
 	if ref != nil && ref.Vocab() != vocab {
 		return Result{}, fmt.Errorf("eval: model vocabulary %d differs from the reference's %d", vocab, ref.Vocab())
 	}
-	windows := NumWindows(len(tokens), seqLen, opts.MaxWindows)
-	if windows == 0 {
+	total := NumWindows(len(tokens), seqLen, 0)
+	if total == 0 {
 		return Result{}, fmt.Errorf("%w: %d tokens, window %d", ErrNoWindow, len(tokens), seqLen)
 	}
-	used := tokens[:windows*seqLen]
+	if opts.FirstWindow >= total {
+		return Result{}, fmt.Errorf("eval: first window %d, but the text has %d windows of %d tokens", opts.FirstWindow, total, seqLen)
+	}
+	windows := NumWindows(len(tokens)-opts.FirstWindow*seqLen, seqLen, opts.MaxWindows)
+	used := tokens[opts.FirstWindow*seqLen : (opts.FirstWindow+windows)*seqLen]
 	for i, t := range used {
 		if t < 0 || int(t) >= vocab {
 			return Result{}, fmt.Errorf("eval: token %d at position %d is outside the model's vocabulary (%d)", t, i, vocab)
 		}
 	}
 
-	res := Result{SeqLen: seqLen, TextTokens: len(tokens), ScoreFrom: opts.ScoreFrom}
+	res := Result{SeqLen: seqLen, TextTokens: len(tokens), ScoreFrom: opts.ScoreFrom, FirstWindow: opts.FirstWindow}
 	start := time.Now()
 	var modelTime time.Duration
 	var nllWindowSum float64 // sum_w nll_w * seqLen, as GPTQ accumulates it
@@ -213,22 +228,22 @@ func Run(ctx context.Context, lm LM, ref LM, tokens []int32, opts Options) (Resu
 		modelTime += time.Since(t0)
 		if err != nil {
 			finish()
-			return res, fmt.Errorf("eval: window %d: %w", w, err)
+			return res, fmt.Errorf("eval: window %d: %w", opts.FirstWindow+w, err)
 		}
 		if len(logits) != seqLen*vocab {
 			finish()
-			return res, fmt.Errorf("eval: window %d: model returned %d logits, want %d x %d", w, len(logits), seqLen, vocab)
+			return res, fmt.Errorf("eval: window %d: model returned %d logits, want %d x %d", opts.FirstWindow+w, len(logits), seqLen, vocab)
 		}
 		var refLogits []float32
 		if ref != nil {
 			refLogits, err = ref.Logits(ctx, win)
 			if err != nil {
 				finish()
-				return res, fmt.Errorf("eval: window %d: reference: %w", w, err)
+				return res, fmt.Errorf("eval: window %d: reference: %w", opts.FirstWindow+w, err)
 			}
 			if len(refLogits) != seqLen*vocab {
 				finish()
-				return res, fmt.Errorf("eval: window %d: reference returned %d logits, want %d x %d", w, len(refLogits), seqLen, vocab)
+				return res, fmt.Errorf("eval: window %d: reference returned %d logits, want %d x %d", opts.FirstWindow+w, len(refLogits), seqLen, vocab)
 			}
 		}
 		var winNLL float64
@@ -237,7 +252,7 @@ func Run(ctx context.Context, lm LM, ref LM, tokens []int32, opts Options) (Resu
 			nll, err := NLL(row, win[i+1])
 			if err != nil {
 				finish()
-				return res, fmt.Errorf("eval: window %d position %d: %w", w, i, err)
+				return res, fmt.Errorf("eval: window %d position %d: %w", opts.FirstWindow+w, i, err)
 			}
 			winNLL += nll
 			if ref != nil {
@@ -245,7 +260,7 @@ func Run(ctx context.Context, lm LM, ref LM, tokens []int32, opts Options) (Resu
 				kl, err := KL(rrow, row)
 				if err != nil {
 					finish()
-					return res, fmt.Errorf("eval: window %d position %d: %w", w, i, err)
+					return res, fmt.Errorf("eval: window %d position %d: %w", opts.FirstWindow+w, i, err)
 				}
 				klSum += kl
 				klMax = math.Max(klMax, kl)

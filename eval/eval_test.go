@@ -577,3 +577,53 @@ func TestBufferedLMReusesBuffer(t *testing.T) {
 		}
 	}
 }
+
+// TestRunFirstWindowMerges: ranges of windows (FirstWindow, MaxWindows)
+// evaluate exactly the windows of a whole run, and their results merged by
+// tokens_scored give the whole run's NLL, KL and top-1 agreement.
+func TestRunFirstWindowMerges(t *testing.T) {
+	const vocab = 5
+	tokens := seqTokens(63, vocab) // 6 windows of 10, 3 tokens dropped
+	lm := &fakeLM{vocab: vocab, fn: func(win []int32, i int, row []float32) {
+		row[win[i]] = 1.5
+		row[(int(win[i])+i)%vocab] += 0.7
+	}}
+	ref := &fakeLM{vocab: vocab, fn: func(win []int32, i int, row []float32) { row[(int(win[i])+1)%vocab] = 2 }}
+	whole, err := Run(context.Background(), lm, ref, tokens, Options{SeqLen: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var nll, kl, top1 float64
+	var scored int64
+	windows := 0
+	for _, r := range [][2]int{{0, 2}, {2, 1}, {3, 0}} {
+		res, err := Run(context.Background(), lm, ref, tokens, Options{SeqLen: 10, FirstWindow: r[0], MaxWindows: r[1]})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.FirstWindow != r[0] {
+			t.Errorf("first window %d, want %d", res.FirstWindow, r[0])
+		}
+		nll += res.MeanNLL * float64(res.TokensScored)
+		kl += *res.MeanKL * float64(res.TokensScored)
+		top1 += *res.Top1Agreement * float64(res.TokensScored)
+		scored += res.TokensScored
+		windows += res.Windows
+	}
+	if windows != whole.Windows || scored != whole.TokensScored {
+		t.Fatalf("ranges cover %d windows / %d predictions, whole run %d / %d", windows, scored, whole.Windows, whole.TokensScored)
+	}
+	s := float64(scored)
+	if !near(nll/s, whole.MeanNLL, 1e-12) || !near(kl/s, *whole.MeanKL, 1e-12) || !near(top1/s, *whole.Top1Agreement, 1e-12) {
+		t.Errorf("merged nll %g kl %g top1 %g, whole %g %g %g", nll/s, kl/s, top1/s, whole.MeanNLL, *whole.MeanKL, *whole.Top1Agreement)
+	}
+	if !near(math.Exp(nll/s), whole.Perplexity, 1e-12) {
+		t.Errorf("merged perplexity %g, whole %g", math.Exp(nll/s), whole.Perplexity)
+	}
+	if _, err := Run(context.Background(), lm, ref, tokens, Options{SeqLen: 10, FirstWindow: 6}); err == nil {
+		t.Error("first window past the text accepted")
+	}
+	if _, err := Run(context.Background(), lm, ref, tokens, Options{SeqLen: 10, FirstWindow: -1}); err == nil {
+		t.Error("negative first window accepted")
+	}
+}

@@ -58,6 +58,7 @@ func runEval(ctx context.Context, args []string) error {
 	text := fs.String("text", "", "text file, one row per line (default: the WikiText-2 test text the project carries)")
 	seqLen := fs.Int("seq-len", eval.DefaultSeqLen, "window length in tokens")
 	maxWin := fs.Int("max-windows", 0, "evaluate only the first K windows (0 = all)")
+	firstWin := fs.Int("first-window", 0, "skip the first N windows (split a long run into ranges whose results merge: weight mean_nll, mean_kl and top1_agreement by tokens_scored)")
 	scoreFrom := fs.Int("score-from", 0, "score only predictions at window positions >= N (llama-perplexity's protocol: seq-len/2)")
 	asJSON := fs.Bool("json", false, "print a JSON report")
 	quiet := fs.Bool("q", false, "no progress bar")
@@ -148,7 +149,7 @@ func runEval(ctx context.Context, args []string) error {
 		}
 	}
 	var bar *progressbar.ProgressBar
-	opts := eval.Options{SeqLen: *seqLen, MaxWindows: *maxWin, ScoreFrom: *scoreFrom}
+	opts := eval.Options{SeqLen: *seqLen, MaxWindows: *maxWin, FirstWindow: *firstWin, ScoreFrom: *scoreFrom}
 	if !*quiet { // on stderr: --json output on stdout stays clean
 		opts.Progress = func(p eval.Progress) {
 			if bar == nil {
