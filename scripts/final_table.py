@@ -1,0 +1,162 @@
+"""Merges the per-range evaluations of scripts/run-final-table.sh into the
+final table of issue 13: docs/results/final-$MODEL.{md,json} and, when
+matplotlib is there, the RD plot final-$MODEL.png.
+
+A point's ranges are merged exactly (NLL, KL and top-1 agreement weighted by
+predictions scored). Every part of a point must carry the sha256 of the file
+its compress summary names; parts of another file are an error. Points not
+yet measured on the whole text are marked partial, and the goal check
+(nwc's KL at most half the best baseline's at equal or higher rate) is made
+on the windows every compared point has.
+"""
+
+import glob
+import json
+import math
+import os
+import re
+import sys
+
+model = os.environ.get("MODEL", "smollm2-135m")
+parts_dir = os.environ.get("PARTS", f"docs/results/final-{model}")
+results = os.environ.get("RESULTS", "docs/results")
+points = os.environ.get("POINTS", "").split()
+
+METHOD = {"nwc": "nwc (learned transform + levels)", "ecsq-levels": "ecsq with nwc's levels",
+          "gptq": "gptq-g128, sequential", "rtn": "rtn-g128", "gguf": "llama.cpp"}
+
+
+def method_of(p):
+    return "gguf" if p.startswith("gguf:") else p.rsplit("-", 1)[0]
+
+
+def load_point(p):
+    stem = p.replace(":", "-")
+    summary = None
+    sp = os.path.join(parts_dir, f"{stem}.compress.json")
+    if os.path.exists(sp):
+        summary = json.load(open(sp))
+    parts = {}
+    for f in sorted(glob.glob(os.path.join(parts_dir, f"{stem}.w[0-9][0-9][0-9].json"))):
+        e = json.load(open(f))
+        if summary and e.get("file_sha256") != summary["sha256"]:
+            sys.exit(f"final_table.py: {f} was measured on file {e.get('file_sha256')}, "
+                     f"but {sp} names {summary['sha256']}")
+        parts[e.get("first_window", 0)] = e
+    return summary, parts
+
+
+def merge(parts, firsts=None):
+    sel = [parts[k] for k in sorted(parts) if firsts is None or k in firsts]
+    n = sum(e["tokens_scored"] for e in sel)
+    if n == 0:
+        return None
+    nll = sum(e["mean_nll"] * e["tokens_scored"] for e in sel) / n
+    kl = sum(e["mean_kl"] * e["tokens_scored"] for e in sel) / n
+    top1 = sum(e["top1_agreement"] * e["tokens_scored"] for e in sel) / n
+    return {"windows": sum(e["windows"] for e in sel), "tokens_scored": n, "mean_nll": nll,
+            "perplexity": math.exp(nll), "mean_kl": kl, "top1_agreement": top1,
+            "max_kl": max(e["max_kl"] for e in sel)}
+
+
+rows = []
+total_windows = None
+for p in points:
+    summary, parts = load_point(p)
+    if not parts:
+        continue
+    any_part = next(iter(parts.values()))
+    total_windows = any_part["text_tokens"] // any_part["seq_len"]
+    m = merge(parts)
+    lb = (summary or {}).get("linear_bits_per_weight", any_part.get("linear_bits_per_weight"))
+    fb = (summary or {}).get("bits_per_weight")
+    rows.append({"point": p, "method": method_of(p), "codec": (summary or {}).get("codec", p),
+                 "flags": (summary or {}).get("flags", ""), "linear_bits_per_weight": lb, "bits_per_weight": fb,
+                 "complete": m["windows"] == total_windows, "firsts": sorted(parts), **m})
+
+# Reference points (KL 0) from the llama.cpp peer table.
+refs = []
+lp = os.path.join(results, f"llamacpp-{model}.json")
+if os.path.exists(lp):
+    refs = [{"name": r["name"], "linear_bits_per_weight": r["linear_bits_per_weight"]}
+            for r in json.load(open(lp)).get("reference_points", [])]
+
+# Goal: nwc's KL at most half the best baseline's at equal or higher rate,
+# on the windows both have.
+goal = []
+for r in rows:
+    if r["method"] != "nwc":
+        continue
+    cands = []
+    for b in rows:
+        if b["method"] == "nwc" or b["linear_bits_per_weight"] is None:
+            continue
+        if b["linear_bits_per_weight"] + 1e-9 < r["linear_bits_per_weight"]:
+            continue
+        common = set(r["firsts"]) & set(b["firsts"])
+        if not common:
+            continue
+        _, rp = load_point(r["point"])
+        _, bp = load_point(b["point"])
+        mn, mb = merge(rp, common), merge(bp, common)
+        cands.append((mb["mean_kl"], b["point"], mn["mean_kl"], mn["windows"]))
+    if cands:
+        kb, bp_, kn, w = min(cands)
+        goal.append({"nwc": r["point"], "nwc_bits": r["linear_bits_per_weight"], "best_baseline": bp_,
+                     "windows": w, "nwc_kl": kn, "baseline_kl": kb, "ratio": kn / kb, "met": kn <= kb / 2})
+
+name = f"final-{model}"
+out = {"model": model, "total_windows": total_windows, "rows": rows, "reference_points": refs, "goal": goal}
+json.dump(out, open(os.path.join(results, f"{name}.json"), "w"), indent=2)
+
+f = lambda v, k: "-" if v is None else f"{v:.{k}f}"
+md = [f"# {model}: the final table (issue 13)", "",
+      "Regenerate: `scripts/run-final-table.sh` (resumes from the committed parts in "
+      f"[{os.path.basename(parts_dir)}/]({os.path.basename(parts_dir)}/)). WikiText-2 test, windows of 2048 tokens, "
+      f"mean KL(reference || model) in nats over every scored prediction; the text has {total_windows} windows.", "",
+      "| method | point | flags | bits/weight (block linears) | bits/weight (file) | windows | mean KL | perplexity | top-1 |",
+      "|---|---|---|---|---|---|---|---|---|"]
+for r in rows:
+    w = f"{r['windows']}" + ("" if r["complete"] else f" of {total_windows} (partial)")
+    md.append(f"| {METHOD.get(r['method'], r['method'])} | {r['point']} | `{r['flags']}` | {f(r['linear_bits_per_weight'], 3)} | "
+              f"{f(r['bits_per_weight'], 3)} | {w} | {r['mean_kl']:.4f} | {r['perplexity']:.3f} | {r['top1_agreement']:.3f} |")
+for x in refs:
+    md.append(f"| reference point | {x['name']} | | {x['linear_bits_per_weight']:.3f} | | | 0 | | 1 |")
+md += ["", "## Goal: nwc's mean KL at most half the best baseline's at equal or higher rate", "",
+       "| nwc point | bits/weight | best baseline at >= that rate | windows compared | nwc KL | baseline KL | ratio | met |",
+       "|---|---|---|---|---|---|---|---|"]
+for g in goal:
+    md.append(f"| {g['nwc']} | {g['nwc_bits']:.3f} | {g['best_baseline']} | {g['windows']} | {g['nwc_kl']:.4f} | "
+              f"{g['baseline_kl']:.4f} | {g['ratio']:.2f} | {'yes' if g['met'] else 'no'} |")
+open(os.path.join(results, f"{name}.md"), "w").write("\n".join(md) + "\n")
+print("\n".join(md))
+
+try:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+except ImportError:
+    print("final_table.py: no matplotlib here, no plot (make setup-train)", file=sys.stderr)
+    sys.exit(0)
+fig, ax = plt.subplots(figsize=(7.5, 5))
+for meth in dict.fromkeys(r["method"] for r in rows):
+    rs = sorted((r for r in rows if r["method"] == meth), key=lambda r: r["linear_bits_per_weight"])
+    xs = [r["linear_bits_per_weight"] for r in rs]
+    ys = [r["mean_kl"] for r in rs]
+    ax.plot(xs, ys, marker="o", label=METHOD.get(meth, meth))
+    for r in rs:
+        if not r["complete"]:
+            ax.annotate(f"{r['windows']}/{total_windows} windows", (r["linear_bits_per_weight"], r["mean_kl"]),
+                        fontsize=7, xytext=(4, 4), textcoords="offset points")
+for x in refs:
+    ax.axvline(x["linear_bits_per_weight"], color="gray", ls="--", lw=1)
+    ax.annotate(f"{x['name']} (KL 0)", (x["linear_bits_per_weight"], 1), xycoords=("data", "axes fraction"),
+                rotation=90, va="top", ha="right", fontsize=7, color="gray")
+ax.set_yscale("log")
+ax.set_xlabel("bits/weight (block linears, all side information)")
+ax.set_ylabel("mean KL to the reference (nats)")
+ax.set_title(f"{model}, WikiText-2 test")
+ax.grid(True, which="both", alpha=0.3)
+ax.legend(fontsize=8)
+fig.tight_layout()
+fig.savefig(os.path.join(results, f"{name}.png"), dpi=120)

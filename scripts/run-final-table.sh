@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# The final table of issue 13 (docs/results/final-$MODEL.{md,json,png}): one
+# point near 3 and one near 4 bits/weight per method, each evaluated on the
+# whole WikiText-2 test text (every window of 2048 tokens), KL against the
+# reference model, plus the RD plot with every method and the two lossless
+# reference points (the Q4_1 file as it is, and its block codes entropy-coded).
+#
+#   scripts/run-final-table.sh          # resume: measure what is missing, then report
+#   REPORT_ONLY=1 scripts/run-final-table.sh
+#
+# Points (POINTS; name -> `nwc compress` flags), each method in its best
+# calibration protocol measured in docs/results/calib-protocol-*.md:
+#   nwc-3, nwc-4            --codec nwc --bits 3|4, one-pass, $TOKENS tokens
+#   ecsq-levels-3, -4       --codec ecsq:levels at the rate nwc reached (nwc's
+#                           importance levels, one step per level), one-pass
+#   gptq-3, gptq-4          --codec gptq-g128 --bits 3|4, sequential ($SEQ_TOKENS tokens)
+#   rtn-3, rtn-4            --codec rtn-g128 --bits 3|4 (no calibration)
+#   gguf:NAME               a GGUF file made by llama.cpp (scripts/run-llamacpp-peers.sh)
+#                           at $LLAMACPP_DIR/NAME.gguf, evaluated as it is
+#
+# The evaluation is split into ranges of $CHUNK windows (`nwc eval
+# --first-window`); each range's result is committed under $PARTS, with the
+# sha256 of the file evaluated, so the run resumes across machines and
+# sessions: a part is only merged with parts of the same file (compression
+# is deterministic; a changed file is an error, never silently mixed). The
+# reference's logits of the current range are cached on disk
+# (--reference-cache, ~400 MB per window) and deleted once every point has
+# that range. Needs: bin/nwc (make build), the smollm2-135m reference (make
+# setup), the training venv for the plot (make setup-train).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+NWC=${NWC:-bin/nwc}
+MODEL=${MODEL:-smollm2-135m}
+TOKENS=${TOKENS:-65536}
+SEQ_TOKENS=${SEQ_TOKENS:-16384}
+CHUNK=${CHUNK:-21}
+OUT=${OUT:-out/final-$MODEL}
+PARTS=${PARTS:-docs/results/final-$MODEL}
+RESULTS=${RESULTS:-docs/results}
+LLAMACPP_DIR=${LLAMACPP_DIR:-out/llamacpp-peers}
+POINTS=${POINTS:-"nwc-3 nwc-4 ecsq-levels-3 ecsq-levels-4 gptq-3 gptq-4 rtn-3 rtn-4"}
+NWC_CACHE=${NWC_CACHE:-$HOME/.cache/nwc}
+REFCACHE=${REFCACHE:-$NWC_CACHE/final-refcache}
+mkdir -p "$OUT" "$PARTS"
+[[ -x "$NWC" ]] || make build
+
+# linear rate nwc reached at BITS (the ecsq targets)
+nwc_rate() {
+	python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["linear_bits_per_weight"], 3))' "$PARTS/nwc-$1.compress.json"
+}
+
+# compress_point NAME: makes $OUT/NAME.nwc (and $PARTS/NAME.compress.json)
+compress_point() {
+	local name=$1 args
+	case $name in
+	nwc-3 | nwc-4) args=(--codec nwc --bits "${name#nwc-}" --calib-tokens "$TOKENS") ;;
+	ecsq-levels-3 | ecsq-levels-4)
+		local b=${name#ecsq-levels-}
+		[[ -s "$PARTS/nwc-$b.compress.json" ]] || compress_point "nwc-$b"
+		args=(--codec ecsq:levels --bits "$(nwc_rate "$b")" --calib-tokens "$TOKENS")
+		;;
+	gptq-3 | gptq-4) args=(--codec gptq-g128 --bits "${name#gptq-}" --calib sequential --calib-tokens "$SEQ_TOKENS") ;;
+	rtn-3 | rtn-4) args=(--codec rtn-g128 --bits "${name#rtn-}") ;;
+	*) echo "run-final-table.sh: unknown point $name" >&2 && exit 2 ;;
+	esac
+	if [[ ! -s "$OUT/$name.nwc" ]]; then
+		echo "== compress $name ($(date -u +%T)): ${args[*]}" >&2
+		nice "$NWC" compress --model "$MODEL" "${args[@]}" -q --json -o "$OUT/$name.nwc.tmp" >"$OUT/$name.compress.json.tmp"
+		mv "$OUT/$name.nwc.tmp" "$OUT/$name.nwc"
+		python3 - "$OUT/$name.compress.json.tmp" "$OUT/$name.nwc" "${args[*]}" >"$OUT/$name.compress.json" <<'PY'
+import hashlib, json, sys
+c = json.load(open(sys.argv[1]))
+h = hashlib.sha256()
+with open(sys.argv[2], "rb") as f:
+    for b in iter(lambda: f.read(1 << 20), b""):
+        h.update(b)
+keep = {k: c[k] for k in ("codec", "bits_per_weight", "linear_bits_per_weight", "file_bytes", "calibration") if k in c}
+keep.update(flags=sys.argv[3], sha256=h.hexdigest())
+json.dump(keep, sys.stdout, indent=2)
+PY
+		rm "$OUT/$name.compress.json.tmp"
+		if [[ -s "$PARTS/$name.compress.json" ]] && ! cmp -s <(jq -r .sha256 "$PARTS/$name.compress.json") <(jq -r .sha256 "$OUT/$name.compress.json"); then
+			echo "run-final-table.sh: $name compressed to a different file than the committed parts were measured on ($PARTS/$name.compress.json); move those parts away to measure again" >&2
+			exit 1
+		fi
+		cp "$OUT/$name.compress.json" "$PARTS/$name.compress.json"
+	fi
+}
+
+# model_path NAME: the file evaluated for a point
+model_path() {
+	case $1 in
+	gguf:*) echo "$LLAMACPP_DIR/${1#gguf:}.gguf" ;;
+	*) echo "$OUT/$1.nwc" ;;
+	esac
+}
+
+part_name() { echo "${1/:/-}.w$(printf %03d "$2").json"; }
+
+if [[ -z "${REPORT_ONLY:-}" ]]; then
+	total=$("$NWC" eval --model "$MODEL" --max-windows 1 -q --json | jq '(.text_tokens / .seq_len) | floor')
+	for ((first = 0; first < total; first += CHUNK)); do
+		for p in $POINTS; do
+			part="$PARTS/$(part_name "$p" "$first")"
+			[[ -s "$part" ]] && continue
+			[[ $p == gguf:* ]] || compress_point "$p"
+			f=$(model_path "$p")
+			[[ -s "$f" ]] || { echo "run-final-table.sh: $f missing" >&2 && exit 1; }
+			echo "== eval $p windows $first.. ($(date -u +%T))" >&2
+			nice "$NWC" eval --model "$f" --reference "$MODEL" --first-window "$first" --max-windows "$CHUNK" \
+				--reference-cache "$REFCACHE" -q --json >"$part.tmp"
+			jq --arg sha "$(sha256sum "$f" | cut -d' ' -f1)" '. + {file_sha256: $sha}' "$part.tmp" >"$part.tmp2"
+			rm "$part.tmp" && mv "$part.tmp2" "$part"
+		done
+		rm -rf "$REFCACHE" # this range is done for every point
+	done
+fi
+
+PY=python3
+[[ -x "$NWC_CACHE/venv-train/bin/python" ]] && PY="$NWC_CACHE/venv-train/bin/python"
+MODEL="$MODEL" PARTS="$PARTS" RESULTS="$RESULTS" POINTS="$POINTS" "$PY" scripts/final_table.py
