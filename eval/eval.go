@@ -24,6 +24,9 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"runtime"
+	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -72,6 +75,9 @@ type Options struct {
 	// llama-perplexity scores from SeqLen/2 (docs/EVAL.md): ScoreFrom =
 	// SeqLen/2 reproduces its protocol on the same windows.
 	ScoreFrom int
+	// Workers is the number of goroutines that score a window's positions
+	// (0: GOMAXPROCS); the result does not depend on it.
+	Workers int
 	// Progress, when set, is called after each window.
 	Progress func(Progress)
 }
@@ -246,25 +252,20 @@ func Run(ctx context.Context, lm LM, ref LM, tokens []int32, opts Options) (Resu
 				return res, fmt.Errorf("eval: window %d: reference returned %d logits, want %d x %d", opts.FirstWindow+w, len(refLogits), seqLen, vocab)
 			}
 		}
+		sc, err := scoreWindow(logits, refLogits, win, vocab, opts.ScoreFrom, scoreWorkers(opts.Workers))
+		if err != nil {
+			finish()
+			return res, fmt.Errorf("eval: window %d %w", opts.FirstWindow+w, err)
+		}
+		// Summed in position order, as one loop would: the result does not
+		// depend on the number of workers.
 		var winNLL float64
-		for i := opts.ScoreFrom; i < seqLen-1; i++ {
-			row := logits[i*vocab : (i+1)*vocab]
-			nll, err := NLL(row, win[i+1])
-			if err != nil {
-				finish()
-				return res, fmt.Errorf("eval: window %d position %d: %w", opts.FirstWindow+w, i, err)
-			}
+		for k, nll := range sc.nll {
 			winNLL += nll
 			if ref != nil {
-				rrow := refLogits[i*vocab : (i+1)*vocab]
-				kl, err := KL(rrow, row)
-				if err != nil {
-					finish()
-					return res, fmt.Errorf("eval: window %d position %d: %w", opts.FirstWindow+w, i, err)
-				}
-				klSum += kl
-				klMax = math.Max(klMax, kl)
-				if argmax(rrow) == argmax(row) {
+				klSum += sc.kl[k]
+				klMax = math.Max(klMax, sc.kl[k])
+				if sc.agree[k] {
 					top1++
 				}
 			}
@@ -288,6 +289,80 @@ func Run(ctx context.Context, lm LM, ref LM, tokens []int32, opts Options) (Resu
 	}
 	finish()
 	return res, nil
+}
+
+// scores holds the per-position values of one window, in position order.
+type scores struct {
+	nll, kl []float64
+	agree   []bool
+}
+
+// scoreWorkers returns the goroutines that score a window (n <= 0:
+// GOMAXPROCS).
+func scoreWorkers(n int) int {
+	if n <= 0 {
+		n = runtime.GOMAXPROCS(0)
+	}
+	return n
+}
+
+// scoreWindow computes the NLL of every scored position of a window (and,
+// with refLogits, its KL to the reference and whether both argmaxes agree)
+// on workers goroutines, each position exactly as NLL and KL compute it.
+// An error names the first failing position.
+func scoreWindow(logits, refLogits []float32, win []int32, vocab, from, workers int) (scores, error) {
+	n := len(win) - 1 - from
+	sc := scores{nll: make([]float64, n)}
+	if refLogits != nil {
+		sc.kl, sc.agree = make([]float64, n), make([]bool, n)
+	}
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	next := atomic.Int64{}
+	const batch = 16
+	for range min(workers, (n+batch-1)/batch) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				s := int(next.Add(batch)) - batch
+				if s >= n {
+					return
+				}
+				for k := s; k < min(s+batch, n); k++ {
+					i := from + k
+					row := logits[i*vocab : (i+1)*vocab]
+					mq, lq, err := logSumExp(row)
+					if err == nil && (win[i+1] < 0 || int(win[i+1]) >= vocab) {
+						err = fmt.Errorf("target %d outside a row of %d logits", win[i+1], vocab)
+					}
+					if err != nil {
+						errs[k] = err
+						continue
+					}
+					sc.nll[k] = (mq - float64(row[win[i+1]])) + lq
+					if refLogits == nil {
+						continue
+					}
+					rrow := refLogits[i*vocab : (i+1)*vocab]
+					mp, lp, err := logSumExp(rrow)
+					if err != nil {
+						errs[k] = fmt.Errorf("reference: %w", err)
+						continue
+					}
+					sc.kl[k] = klFrom(rrow, row, mp, lp, mq, lq)
+					sc.agree[k] = argmax(rrow) == argmax(row)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for k, err := range errs {
+		if err != nil {
+			return scores{}, fmt.Errorf("position %d: %w", from+k, err)
+		}
+	}
+	return sc, nil
 }
 
 // logSumExp returns m and l with log(sum(exp(row))) = m + l, m the largest
@@ -348,6 +423,11 @@ func KL(ref, cand []float32) (float64, error) {
 	if err != nil {
 		return 0, err
 	}
+	return klFrom(ref, cand, mp, lp, mq, lq), nil
+}
+
+// klFrom is KL with the rows' logSumExp results already known.
+func klFrom(ref, cand []float32, mp, lp, mq, lq float64) float64 {
 	var kl float64
 	for j := range ref {
 		logp := (float64(ref[j]) - mp) - lp
@@ -357,7 +437,7 @@ func KL(ref, cand []float32) (float64, error) {
 		logq := (float64(cand[j]) - mq) - lq
 		kl += math.Exp(logp) * (logp - logq)
 	}
-	return kl, nil
+	return kl
 }
 
 func argmax(row []float32) int {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -625,5 +626,59 @@ func TestRunFirstWindowMerges(t *testing.T) {
 	}
 	if _, err := Run(context.Background(), lm, ref, tokens, Options{SeqLen: 10, FirstWindow: -1}); err == nil {
 		t.Error("negative first window accepted")
+	}
+}
+
+// TestRunWorkersIdentical: scoring a window on several goroutines gives
+// bit-identical results to one.
+func TestRunWorkersIdentical(t *testing.T) {
+	const vocab = 37
+	tokens := seqTokens(300, vocab)
+	lm := &fakeLM{vocab: vocab, fn: func(win []int32, i int, row []float32) {
+		for j := range row {
+			row[j] = float32(math.Sin(float64(j*7+i*3+int(win[i])))) * 4
+		}
+	}}
+	ref := &fakeLM{vocab: vocab, fn: func(win []int32, i int, row []float32) {
+		for j := range row {
+			row[j] = float32(math.Cos(float64(j*5+i+int(win[i])))) * 3
+		}
+	}}
+	var got []Result
+	for _, w := range []int{1, 2, 5} {
+		res, err := Run(context.Background(), lm, ref, tokens, Options{SeqLen: 70, Workers: w})
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Seconds, res.ModelSeconds, res.TokensPerSecond = 0, 0, 0
+		got = append(got, res)
+	}
+	for _, r := range got[1:] {
+		if r.MeanNLL != got[0].MeanNLL || *r.MeanKL != *got[0].MeanKL || *r.MaxKL != *got[0].MaxKL ||
+			*r.Top1Agreement != *got[0].Top1Agreement || r.Perplexity != got[0].Perplexity {
+			t.Fatalf("results differ with the worker count: %+v vs %+v", r, got[0])
+		}
+	}
+}
+
+// BenchmarkScoreWindow: scoring one window of 2048 positions over a
+// 49152-token vocabulary (smollm2's), one goroutine against all.
+func BenchmarkScoreWindow(b *testing.B) {
+	const vocab, seq = 49152, 2048
+	logits := make([]float32, vocab*seq)
+	ref := make([]float32, vocab*seq)
+	for i := range logits {
+		logits[i] = float32(math.Sin(float64(i) * 0.001))
+		ref[i] = float32(math.Cos(float64(i) * 0.0013))
+	}
+	win := seqTokens(seq, vocab)
+	for _, w := range []int{1, 0} {
+		b.Run(fmt.Sprintf("workers=%d", scoreWorkers(w)), func(b *testing.B) {
+			for b.Loop() {
+				if _, err := scoreWindow(logits, ref, win, vocab, 0, scoreWorkers(w)); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
