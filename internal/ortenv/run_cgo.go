@@ -5,6 +5,7 @@ package ortenv
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	ort "github.com/yalue/onnxruntime_go"
 )
@@ -37,4 +38,22 @@ func Run(ctx context.Context, s Runner, ins, outs []ort.Value, ro *ort.RunOption
 		return ctx.Err()
 	}
 	return err
+}
+
+// RunCancellable is Run with run options of its own, its errors named by
+// what ("llama: prefill"): "WHAT cancelled: <ctx error>" when ctx ended,
+// "WHAT: <error>" otherwise.
+func RunCancellable(ctx context.Context, s Runner, ins, outs []ort.Value, what string) error {
+	ro, err := ort.NewRunOptions()
+	if err != nil {
+		return fmt.Errorf("%s: run options: %w", what, err)
+	}
+	defer ro.Destroy()
+	if err := Run(ctx, s, ins, outs, ro); err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("%s cancelled: %w", what, ctx.Err())
+		}
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return nil
 }

@@ -368,18 +368,7 @@ func runSession(ctx context.Context, sess *ort.DynamicAdvancedSession, B, S int,
 		defer t.Destroy()
 		vals[i] = t
 	}
-	ro, err := ort.NewRunOptions()
-	if err != nil {
-		return fmt.Errorf("bert: run options: %w", err)
-	}
-	defer ro.Destroy()
-	if err := ortenv.Run(ctx, sess, []ort.Value{idT, maskT}, vals, ro); err != nil {
-		if ctx.Err() != nil {
-			return fmt.Errorf("bert: run cancelled: %w", ctx.Err())
-		}
-		return fmt.Errorf("bert: run: %w", err)
-	}
-	return nil
+	return ortenv.RunCancellable(ctx, sess, []ort.Value{idT, maskT}, vals, "bert: run")
 }
 
 // Close releases the session and the tokenizer.

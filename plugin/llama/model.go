@@ -397,18 +397,7 @@ func (m *Model) logitsBatch(ctx context.Context, seqs [][]int32, dst []float32) 
 // runCancellable runs sess with run options that the end of ctx terminates
 // (ortenv.Run); what names the run in errors.
 func runCancellable(ctx context.Context, sess *ort.DynamicAdvancedSession, ins, outs []ort.Value, what string) error {
-	ro, err := ort.NewRunOptions()
-	if err != nil {
-		return fmt.Errorf("llama: run options: %w", err)
-	}
-	defer ro.Destroy()
-	if err := ortenv.Run(ctx, sess, ins, outs, ro); err != nil {
-		if ctx.Err() != nil {
-			return fmt.Errorf("llama: %s cancelled: %w", what, ctx.Err())
-		}
-		return fmt.Errorf("llama: %s: %w", what, err)
-	}
-	return nil
+	return ortenv.RunCancellable(ctx, sess, ins, outs, "llama: "+what)
 }
 
 // Close releases the session. It waits for runs in progress.

@@ -6,6 +6,8 @@
 #   LAMBDA=1000 scripts/train/run_all.sh     # another rate point
 #   ARCH=gain LAMBDA=300 scripts/train/run_all.sh   # network-free floor codec nwc-gain-l300
 #   WIDTH=32 DEPTH=1 LAMBDA=300 scripts/train/run_all.sh   # nwc-w32d1-l300
+#   STEPS=6000 NAME_SUFFIX=-s6k LAMBDA=100 scripts/train/run_all.sh
+#                                            # trained 4x longer: nwc-w128d2-l100-s6k (issue 13 ablation)
 #   PARENT=models/nwc-w128d2-l300 WIDTH=32 DEPTH=1 scripts/train/run_all.sh
 #                                            # distilled decoder nwc-w128d2-l300-dw32d1
 #   scripts/train/run_all.sh --tiny          # CI: tiny dataset, 30 steps, exported to
@@ -13,7 +15,7 @@
 # Env: NWC_CACHE (default ~/.cache/nwc), PY (python of the training venv; default
 #      $NWC_CACHE/venv-train/bin/python, else /tmp/venv-train/bin/python),
 #      ARCH (mlp|gain), PARENT (distill a decoder for that codec folder),
-#      WIDTH DEPTH LAMBDA STEPS BATCH THREADS, OUT (export folder, default models/<name>),
+#      WIDTH DEPTH LAMBDA STEPS BATCH THREADS, NAME_SUFFIX (appended to the run name), OUT (export folder, default models/<name>),
 #      LOGDIR (training CSV/PNG, default docs/results/training).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -46,10 +48,10 @@ elif [[ -n "$PARENT" ]]; then
 		--batch "$BATCH" --threads "$THREADS" --out "$OUT" ${LOGDIR:+--logdir "$LOGDIR"}
 	"$PY" scripts/train/evaluate.py "$OUT"
 else
-	NAME="nwc-w${WIDTH}d${DEPTH}-l${LAMBDA}"
-	[[ "$ARCH" == gain ]] && NAME="nwc-gain-l${LAMBDA}"
+	NAME="nwc-w${WIDTH}d${DEPTH}-l${LAMBDA}${NAME_SUFFIX:-}"
+	[[ "$ARCH" == gain ]] && NAME="nwc-gain-l${LAMBDA}${NAME_SUFFIX:-}"
 	"$PY" scripts/train/dataset.py
-	"$PY" scripts/train/train.py --arch "$ARCH" --width "$WIDTH" --depth "$DEPTH" --lmbda "$LAMBDA" \
+	"$PY" scripts/train/train.py --arch "$ARCH" --name "$NAME" --width "$WIDTH" --depth "$DEPTH" --lmbda "$LAMBDA" \
 		--steps "$STEPS" --batch "$BATCH" --threads "$THREADS" --resume ${LOGDIR:+--logdir "$LOGDIR"}
 	OUT="${OUT:-models/$NAME}"
 	"$PY" scripts/train/export.py --run "$NAME" --out "$OUT" --threads "$THREADS"
