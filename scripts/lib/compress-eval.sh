@@ -1,5 +1,5 @@
 # Sourced by the resumable measurement scripts (run-calib-protocol.sh,
-# run-ablation-levels.sh). compress_eval NAME [compress flags...]: compresses
+# run-ablation.sh). compress_eval NAME [compress flags...]: compresses
 # $MODEL into $OUT/NAME.nwc with the flags (summary in NAME.compress.json),
 # then evaluates it against $MODEL on $WINDOWS windows (NAME.eval.json). A
 # step whose JSON is already there is skipped; each is written under .tmp
