@@ -23,7 +23,7 @@ results = os.environ.get("RESULTS", "docs/results")
 points = os.environ.get("POINTS", "").split()
 
 METHOD = {"nwc": "nwc (learned transform + levels)", "ecsq-levels": "ecsq with nwc's levels",
-          "gptq": "gptq-g128, sequential", "rtn": "rtn-g128", "gguf": "llama.cpp"}
+          "gptq": "gptq-g128, sequential", "rtn": "rtn-g128", "gguf": "llama.cpp (imatrix)"}
 
 
 def method_of(p):

@@ -15,8 +15,12 @@
 #                           importance levels, one step per level), one-pass
 #   gptq-3, gptq-4          --codec gptq-g128 --bits 3|4, sequential ($SEQ_TOKENS tokens)
 #   rtn-3, rtn-4            --codec rtn-g128 --bits 3|4 (no calibration)
+#   gguf:Q2_K-imatrix, gguf:IQ4_NL-imatrix  llama.cpp with its importance matrix: the
+#                           lowest rate it reaches on this model (4.23) and the best type near it
 #   gguf:NAME               a GGUF file made by llama.cpp (scripts/run-llamacpp-peers.sh)
-#                           at $LLAMACPP_DIR/NAME.gguf, evaluated as it is
+#                           at $LLAMACPP_DIR/NAME.gguf (NAME: Q2_K-imatrix, IQ4_NL-imatrix,
+#                           ...), evaluated as it is; its rates come from that script's
+#                           table (docs/results/llamacpp-$MODEL.json)
 #
 # The evaluation is split into ranges of $CHUNK windows (`nwc eval
 # --first-window`); each range's result is committed under $PARTS, with the
@@ -37,9 +41,9 @@ CHUNK=${CHUNK:-21}
 OUT=${OUT:-out/final-$MODEL}
 PARTS=${PARTS:-docs/results/final-$MODEL}
 RESULTS=${RESULTS:-docs/results}
-LLAMACPP_DIR=${LLAMACPP_DIR:-out/llamacpp-peers}
-POINTS=${POINTS:-"nwc-3 nwc-4 ecsq-levels-3 ecsq-levels-4 gptq-3 gptq-4 rtn-3 rtn-4"}
 NWC_CACHE=${NWC_CACHE:-$HOME/.cache/nwc}
+LLAMACPP_DIR=${LLAMACPP_DIR:-$NWC_CACHE/llamacpp/peers}
+POINTS=${POINTS:-"nwc-3 nwc-4 ecsq-levels-3 ecsq-levels-4 gptq-3 gptq-4 rtn-3 rtn-4 gguf:Q2_K-imatrix gguf:IQ4_NL-imatrix"}
 REFCACHE=${REFCACHE:-$NWC_CACHE/final-refcache}
 mkdir -p "$OUT" "$PARTS"
 [[ -x "$NWC" ]] || make build
@@ -87,6 +91,29 @@ PY
 	fi
 }
 
+# gguf_summary NAME: $PARTS/gguf-NAME.compress.json from the llama.cpp table
+gguf_summary() {
+	local n=${1#gguf:} f
+	f=$(model_path "$1")
+	local s="$PARTS/gguf-$n.compress.json"
+	python3 - "$RESULTS/llamacpp-$MODEL.json" "$n" "$(sha256sum "$f" | cut -d' ' -f1)" >"$s.tmp" <<'PY'
+import json, sys
+rows = [r for r in json.load(open(sys.argv[1]))["rows"] if r["name"] == sys.argv[2]]
+if not rows:
+    sys.exit(f"run-final-table.sh: {sys.argv[2]} is not in {sys.argv[1]}")
+r = rows[0]
+json.dump({"codec": f"llama.cpp {r['type']}" + (" + imatrix" if r["imatrix"] else ""),
+           "bits_per_weight": r["file_bits_per_weight"], "linear_bits_per_weight": r["linear_bits_per_weight"],
+           "flags": f"llama-quantize {'--imatrix imatrix.gguf ' if r['imatrix'] else ''}F32 {r['type']}",
+           "sha256": sys.argv[3]}, sys.stdout, indent=2)
+PY
+	if [[ -s "$s" ]] && ! cmp -s <(jq -r .sha256 "$s") <(jq -r .sha256 "$s.tmp"); then
+		echo "run-final-table.sh: $f differs from the file the committed parts of $1 were measured on" >&2
+		exit 1
+	fi
+	mv "$s.tmp" "$s"
+}
+
 # model_path NAME: the file evaluated for a point
 model_path() {
 	case $1 in
@@ -103,9 +130,13 @@ if [[ -z "${REPORT_ONLY:-}" ]]; then
 		for p in $POINTS; do
 			part="$PARTS/$(part_name "$p" "$first")"
 			[[ -s "$part" ]] && continue
-			[[ $p == gguf:* ]] || compress_point "$p"
 			f=$(model_path "$p")
-			[[ -s "$f" ]] || { echo "run-final-table.sh: $f missing" >&2 && exit 1; }
+			if [[ $p == gguf:* ]]; then
+				[[ -s "$f" ]] || { echo "run-final-table.sh: $f missing (scripts/run-llamacpp-peers.sh)" >&2 && exit 1; }
+				gguf_summary "$p"
+			else
+				compress_point "$p"
+			fi
 			echo "== eval $p windows $first.. ($(date -u +%T))" >&2
 			nice "$NWC" eval --model "$f" --reference "$MODEL" --first-window "$first" --max-windows "$CHUNK" \
 				--reference-cache "$REFCACHE" -q --json >"$part.tmp"
