@@ -22,7 +22,7 @@ parts_dir = os.environ.get("PARTS", f"docs/results/final-{model}")
 results = os.environ.get("RESULTS", "docs/results")
 points = os.environ.get("POINTS", "").split()
 
-METHOD = {"nwc": "nwc (learned transform + levels)", "ecsq-levels": "ecsq with nwc's levels",
+METHOD = {"nwc": "nwc (learned transform + levels)", "ecsq-levels": "ecsq:levels, tuned row scales",
           "gptq": "gptq-g128, sequential", "rtn": "rtn-g128", "gguf": "llama.cpp (imatrix)"}
 
 

@@ -11,8 +11,9 @@
 # Points (POINTS; name -> `nwc compress` flags), each method in its best
 # calibration protocol measured in docs/results/calib-protocol-*.md:
 #   nwc-3, nwc-4            --codec nwc --bits 3|4, one-pass, $TOKENS tokens
-#   ecsq-levels-3, -4       --codec ecsq:levels at the rate nwc reached (nwc's
-#                           importance levels, one step per level), one-pass
+#   ecsq-levels-3, -4       --codec ecsq:levels --tune-row-scales at the rate nwc
+#                           reached (nwc's importance levels, one step per level; the
+#                           row-scale refit pays for ECSQ: docs/results/ablation-*), one-pass
 #   gptq-3, gptq-4          --codec gptq-g128 --bits 3|4, sequential ($SEQ_TOKENS tokens)
 #   rtn-3, rtn-4            --codec rtn-g128 --bits 3|4 (no calibration)
 #   gguf:Q2_K-imatrix, gguf:IQ4_NL-imatrix  llama.cpp with its importance matrix: the
@@ -61,7 +62,7 @@ compress_point() {
 	ecsq-levels-3 | ecsq-levels-4)
 		local b=${name#ecsq-levels-}
 		[[ -s "$PARTS/nwc-$b.compress.json" ]] || compress_point "nwc-$b"
-		args=(--codec ecsq:levels --bits "$(nwc_rate "$b")" --calib-tokens "$TOKENS")
+		args=(--codec ecsq:levels --bits "$(nwc_rate "$b")" --calib-tokens "$TOKENS" --tune-row-scales)
 		;;
 	gptq-3 | gptq-4) args=(--codec gptq-g128 --bits "${name#gptq-}" --calib sequential --calib-tokens "$SEQ_TOKENS") ;;
 	rtn-3 | rtn-4) args=(--codec rtn-g128 --bits "${name#rtn-}") ;;
