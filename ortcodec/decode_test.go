@@ -160,15 +160,7 @@ func checkDecodeMatrix(t *testing.T, root, name string) {
 // gives the top columns higher levels. Both decode.
 func TestUniformLevels(t *testing.T) {
 	const m, n = 48, 37
-	rng := rand.New(rand.NewPCG(5, 6))
-	w := make([]float32, m*n)
-	for i := range w {
-		w[i] = float32(rng.NormFloat64())
-	}
-	h := make([]float64, n*n)
-	for j := 0; j < n; j++ {
-		h[j*n+j] = float64(1 + rng.IntN(1000))
-	}
+	w, h := gaussianWithDiagH(m, n, 5)
 	for _, uniform := range []bool{false, true} {
 		enc, err := newEncoder(codec.Config{Env: codec.Env{Codecs: os.DirFS("testdata")}, Arg: "tinycodec", UniformLevels: uniform})
 		if err != nil {
@@ -203,15 +195,7 @@ func TestUniformLevels(t *testing.T) {
 // H-weighted error is below the untuned one.
 func TestTuneRowScales(t *testing.T) {
 	const m, n = 48, 37
-	rng := rand.New(rand.NewPCG(7, 8))
-	w := make([]float32, m*n)
-	for i := range w {
-		w[i] = float32(rng.NormFloat64())
-	}
-	h := make([]float64, n*n)
-	for j := 0; j < n; j++ {
-		h[j*n+j] = float64(1 + rng.IntN(1000))
-	}
+	w, h := gaussianWithDiagH(m, n, 7)
 	env := codec.Env{Codecs: os.DirFS("testdata")}
 	dec, err := newDecoder(env)
 	if err != nil {
@@ -255,4 +239,20 @@ func TestTuneRowScales(t *testing.T) {
 	if len(a) != len(b) || string(a[1+2*m:]) != string(b[1+2*m:]) || string(a[1:1+2*m]) == string(b[1:1+2*m]) {
 		t.Error("tuning should change the row scales and nothing else")
 	}
+}
+
+// gaussianWithDiagH returns an m x n matrix of standard normal weights and
+// an n x n diagonal H with entries in 1..1000 (columns of very different
+// importance), from seed.
+func gaussianWithDiagH(m, n int, seed uint64) ([]float32, []float64) {
+	rng := rand.New(rand.NewPCG(seed, seed+1))
+	w := make([]float32, m*n)
+	for i := range w {
+		w[i] = float32(rng.NormFloat64())
+	}
+	h := make([]float64, n*n)
+	for j := 0; j < n; j++ {
+		h[j*n+j] = float64(1 + rng.IntN(1000))
+	}
+	return w, h
 }
