@@ -47,12 +47,7 @@ func parseHeader(shape []int64, payload []byte) (header, error) {
 	if len(payload) < side || payload[0] != nwcPayloadVersion {
 		return header{}, fmt.Errorf("%w: nwc payload of %d bytes (header needs %d)", codec.ErrCorrupt, len(payload), side)
 	}
-	h := header{m: m, n: n, levels: make([]uint8, n), scales: payload[1 : 1+2*m], body: payload[side:]}
-	lv := payload[1+2*m:]
-	for j := range h.levels {
-		h.levels[j] = lv[j/4] >> (2 * (j % 4)) & 3
-	}
-	return h, nil
+	return header{m: m, n: n, levels: codec.ReadLevels(payload[1+2*m:], n), scales: payload[1 : 1+2*m], body: payload[side:]}, nil
 }
 
 // latentModel is what decoding the latents of a codec needs: its per-level

@@ -181,11 +181,7 @@ func (e *encoder) Encode(ctx context.Context, in codec.Input) (codec.Output, err
 	for _, s := range scales {
 		payload = binary.LittleEndian.AppendUint16(payload, s)
 	}
-	packed := make([]byte, (n+3)/4)
-	for j, l := range levels {
-		packed[j/4] |= l << (2 * (j % 4))
-	}
-	payload = append(payload, packed...)
+	payload = codec.AppendLevels(payload, levels)
 	payload, err = c.EncodeLevels(syms, qAll, payload)
 	if err != nil {
 		return codec.Output{}, err

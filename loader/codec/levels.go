@@ -52,3 +52,25 @@ func Levels(h []float64, n int) []uint8 {
 	}
 	return lv
 }
+
+// AppendLevels appends the level map of the payload formats that carry one
+// (nwc, ecsq version 2): ceil(n/4) bytes, the level of column j in bits
+// 2*(j%4) of byte j/4, padding bits zero.
+func AppendLevels(dst []byte, lv []uint8) []byte {
+	start := len(dst)
+	dst = append(dst, make([]byte, (len(lv)+3)/4)...)
+	for j, l := range lv {
+		dst[start+j/4] |= (l & 3) << (2 * (j % 4))
+	}
+	return dst
+}
+
+// ReadLevels reads the n column levels of a level map (AppendLevels) from
+// the first ceil(n/4) bytes of p, which the caller has checked are there.
+func ReadLevels(p []byte, n int) []uint8 {
+	lv := make([]uint8, n)
+	for j := range lv {
+		lv[j] = p[j/4] >> (2 * (j % 4)) & 3
+	}
+	return lv
+}

@@ -339,7 +339,7 @@ func EncodeFactor(ctx context.Context, W []float32, m, n int, f *ldlq.Factor, st
 		}
 		res.Escapes = md.escapes(codes)
 	} else {
-		payload = append(payload, packLevels(opts.Levels)...)
+		payload = codec.AppendLevels(payload, opts.Levels)
 		for _, st := range steps[1:] {
 			payload = binary.LittleEndian.AppendUint32(payload, math.Float32bits(st))
 		}
@@ -380,16 +380,6 @@ func (md model) escapes(codes []int32) int {
 		}
 	}
 	return k
-}
-
-// packLevels packs column levels 2 bits each, column j in bits 2*(j%4) of
-// byte j/4.
-func packLevels(lv []uint8) []byte {
-	b := make([]byte, (len(lv)+3)/4)
-	for j, l := range lv {
-		b[j/4] |= (l & 3) << (2 * (j % 4))
-	}
-	return b
 }
 
 // splitLevels returns the integers of each level's columns, rows in order
@@ -598,11 +588,10 @@ func decodeCodes(st *stage.Times, payload []byte, m, n, workers int) (decoded, e
 	if len(p) < nb+12 {
 		return h, fmt.Errorf("%w: %d bytes cannot hold %d column levels and 3 steps", ErrCorrupt, len(p), n)
 	}
-	h.levels = make([]uint8, n)
+	h.levels = codec.ReadLevels(p, n)
 	var cnt [codec.NumLevels]int
-	for j := range h.levels {
-		h.levels[j] = p[j/4] >> (2 * (j % 4)) & 3
-		cnt[h.levels[j]]++
+	for _, l := range h.levels {
+		cnt[l]++
 	}
 	if n%4 != 0 && p[nb-1]>>(2*(n%4)) != 0 {
 		return h, fmt.Errorf("%w: padding bits of the column levels are set", ErrCorrupt)
