@@ -25,19 +25,22 @@ func TuneRowScales(W, U []float32, m, n int, H []float64, scales []uint16) (int,
 		if !(s > 0) || math.IsInf(s, 0) {
 			continue
 		}
-		var h uint16
-		switch {
-		case s >= 65504:
-			h = 0x7bff
-		default:
-			if h = tensor.F32ToF16(float32(s)); h == 0 {
-				h = 1
-			}
-		}
-		if h != scales[r] {
+		if h := ScaleF16(s); h != scales[r] {
 			scales[r] = h
 			changed++
 		}
 	}
 	return changed, nil
+}
+
+// ScaleF16 stores a positive row scale as fp16: the nearest value, but
+// never 0 (the smallest subnormal instead) nor infinite (65504 instead).
+func ScaleF16(s float64) uint16 {
+	if s >= 65504 {
+		return 0x7bff
+	}
+	if h := tensor.F32ToF16(float32(s)); h != 0 {
+		return h
+	}
+	return 1
 }

@@ -422,18 +422,9 @@ func rowScales(W []float32, m, n int) ([]uint16, []float32, error) {
 			}
 			ss += float64(v) * float64(v)
 		}
-		rms := math.Sqrt(ss / float64(n))
-		var h uint16
-		switch {
-		case ss == 0:
-			h = tensor.F32ToF16(1)
-		case rms >= 65504:
-			h = 0x7bff
-		default:
-			h = tensor.F32ToF16(float32(rms))
-			if h == 0 {
-				h = 1
-			}
+		h := tensor.F32ToF16(1) // a zero row
+		if ss != 0 {
+			h = codec.ScaleF16(math.Sqrt(ss / float64(n)))
 		}
 		hs[r], fs[r] = h, tensor.F16ToF32(h)
 	}
