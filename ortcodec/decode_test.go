@@ -14,6 +14,7 @@ import (
 	"github.com/nwc-project/nwc/loader/codec"
 	"github.com/nwc-project/nwc/loader/stage"
 	"github.com/nwc-project/nwc/loader/tensor"
+	"github.com/nwc-project/nwc/ortcodec/ldlq"
 )
 
 // TestDecodeMatrixMatchesStages: the fused decode pipeline (batches
@@ -222,12 +223,8 @@ func TestTuneRowScales(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for r := 0; r < m; r++ {
-			for i := 0; i < n; i++ {
-				for j := 0; j < n; j++ {
-					loss[k] += float64(w[r*n+i]-what[r*n+i]) * h[i*n+j] * float64(w[r*n+j]-what[r*n+j])
-				}
-			}
+		if loss[k], err = ldlq.ProxyLoss(w, what, m, n, h); err != nil {
+			t.Fatal(err)
 		}
 		payloads[k] = out.Payload
 	}

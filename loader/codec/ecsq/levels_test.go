@@ -113,22 +113,12 @@ func TestLevelsPay(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	proxy := func(What []float32) float64 { // tr(E H E^T), E = W - What
-		var s float64
-		e := make([]float64, n)
-		for r := 0; r < m; r++ {
-			for c := range e {
-				e[c] = float64(W[r*n+c] - What[r*n+c])
-			}
-			for i := range e {
-				var a float64
-				for j := range e {
-					a += H[i*n+j] * e[j]
-				}
-				s += e[i] * a
-			}
+	proxy := func(What []float32) float64 {
+		l, err := ldlq.ProxyLoss(W, What, m, n, H)
+		if err != nil {
+			t.Fatal(err)
 		}
-		return s
+		return l
 	}
 	one, err := StepForBits(ctx, W, m, n, f, 3, Options{}, SearchOptions{})
 	if err != nil {
