@@ -332,15 +332,12 @@ func scoreWindow(logits, refLogits []float32, win []int32, vocab, from, workers 
 				for k := s; k < min(s+batch, n); k++ {
 					i := from + k
 					row := logits[i*vocab : (i+1)*vocab]
-					mq, lq, err := logSumExp(row)
-					if err == nil && (win[i+1] < 0 || int(win[i+1]) >= vocab) {
-						err = fmt.Errorf("target %d outside a row of %d logits", win[i+1], vocab)
-					}
+					nll, mq, lq, err := nllLSE(row, win[i+1])
 					if err != nil {
 						errs[k] = err
 						continue
 					}
-					sc.nll[k] = (mq - float64(row[win[i+1]])) + lq
+					sc.nll[k] = nll
 					if refLogits == nil {
 						continue
 					}
@@ -398,14 +395,19 @@ func logSumExp(row []float32) (m, l float64, err error) {
 
 // NLL returns -log softmax(row)[target] in float64.
 func NLL(row []float32, target int32) (float64, error) {
+	v, _, _, err := nllLSE(row, target)
+	return v, err
+}
+
+// nllLSE is NLL that also returns the row's logSumExp (m, l), for the KL.
+func nllLSE(row []float32, target int32) (v, m, l float64, err error) {
 	if target < 0 || int(target) >= len(row) {
-		return 0, fmt.Errorf("target %d outside a row of %d logits", target, len(row))
+		return 0, 0, 0, fmt.Errorf("target %d outside a row of %d logits", target, len(row))
 	}
-	m, l, err := logSumExp(row)
-	if err != nil {
-		return 0, err
+	if m, l, err = logSumExp(row); err != nil {
+		return 0, 0, 0, err
 	}
-	return (m - float64(row[target])) + l, nil
+	return (m - float64(row[target])) + l, m, l, nil
 }
 
 // KL returns KL(P || Q) = sum_j p_j (log p_j - log q_j) in nats, where P =
