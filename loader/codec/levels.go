@@ -9,14 +9,14 @@ import (
 // step 3): 0 (most columns) to 3 (the most important ones).
 const NumLevels = 4
 
-// LevelFractions are the importance fractions of the method: the top 0.1 %
+// levelFractions are the importance fractions of the method: the top 0.1 %
 // of input columns by diag(H) get level 3, the next 1 % level 2, the next
 // 10 % level 1, the rest level 0.
-var LevelFractions = [NumLevels - 1]float64{0.001, 0.01, 0.1}
+var levelFractions = [NumLevels - 1]float64{0.001, 0.01, 0.1}
 
-// LevelRateWeights are the method's rate weights c[q] of quality levels
+// levelRateWeights are the method's rate weights c[q] of quality levels
 // 0..3 (the training loss is lambda*MSE/sigma^2 + c[q]*rate).
-var LevelRateWeights = [NumLevels]float64{3.4, 1.2, 0.1, 0.05}
+var levelRateWeights = [NumLevels]float64{3.4, 1.2, 0.1, 0.05}
 
 // LevelStepRatio is the quantization step of level q relative to level 0
 // that the method's rate weights imply at high rate: minimizing
@@ -25,11 +25,11 @@ var LevelRateWeights = [NumLevels]float64{3.4, 1.2, 0.1, 0.05}
 // codecs learn close to these ratios on their own (nwc-gain-l100's mean
 // per-level gains: 1, 0.62, 0.18, 0.13).
 func LevelStepRatio(q int) float64 {
-	return math.Sqrt(LevelRateWeights[q] / LevelRateWeights[0])
+	return math.Sqrt(levelRateWeights[q] / levelRateWeights[0])
 }
 
 // Levels assigns quality levels to the n input columns of a matrix from
-// diag(H) (H is n x n, row-major): the LevelFractions of the columns with
+// diag(H) (H is n x n, row-major): the levelFractions of the columns with
 // the largest diagonal, ties broken by column order. A nil H (no
 // calibration data) gives level 0 everywhere.
 func Levels(h []float64, n int) []uint8 {
@@ -44,7 +44,7 @@ func Levels(h []float64, n int) []uint8 {
 	sort.SliceStable(idx, func(a, b int) bool { return h[idx[a]*n+idx[a]] > h[idx[b]*n+idx[b]] })
 	pos := 0
 	for l := NumLevels - 1; l >= 1; l-- {
-		cnt := int(math.Ceil(LevelFractions[NumLevels-1-l] * float64(n)))
+		cnt := int(math.Ceil(levelFractions[NumLevels-1-l] * float64(n)))
 		for i := 0; i < cnt && pos < n; i++ {
 			lv[idx[pos]] = uint8(l)
 			pos++
