@@ -66,11 +66,13 @@ def merge(parts, firsts=None):
 
 
 rows = []
+parts_of = {}  # point -> its ranges, by first window
 total_windows = None
 for p in points:
     summary, parts = load_point(p)
     if not parts:
         continue
+    parts_of[p] = parts
     any_part = next(iter(parts.values()))
     total_windows = any_part["text_tokens"] // any_part["seq_len"]
     m = merge(parts)
@@ -102,9 +104,7 @@ for r in rows:
         common = set(r["firsts"]) & set(b["firsts"])
         if not common:
             continue
-        _, rp = load_point(r["point"])
-        _, bp = load_point(b["point"])
-        mn, mb = merge(rp, common), merge(bp, common)
+        mn, mb = merge(parts_of[r["point"]], common), merge(parts_of[b["point"]], common)
         cands.append((mb["mean_kl"], b["point"], mn["mean_kl"], mn["windows"]))
     if cands:
         kb, bp_, kn, w = min(cands)
