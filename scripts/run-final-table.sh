@@ -54,6 +54,18 @@ nwc_rate() {
 	python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["linear_bits_per_weight"], 3))' "$PARTS/nwc-$1.compress.json"
 }
 
+file_sha() { sha256sum "$1" | cut -d' ' -f1; }
+
+# install_summary POINT NEW DEST: copies the summary NEW to DEST (committed
+# with the parts), refusing when DEST names another file than NEW does.
+install_summary() {
+	if [[ -s "$3" ]] && ! cmp -s <(jq -r .sha256 "$3") <(jq -r .sha256 "$2"); then
+		echo "run-final-table.sh: $1: the file differs from the one the committed parts were measured on ($3); move those parts away to measure again" >&2
+		exit 1
+	fi
+	cp "$2" "$3"
+}
+
 # compress_point NAME: makes $OUT/NAME.nwc (and $PARTS/NAME.compress.json)
 compress_point() {
 	local name=$1 args
@@ -72,23 +84,15 @@ compress_point() {
 		echo "== compress $name ($(date -u +%T)): ${args[*]}" >&2
 		nice "$NWC" compress --model "$MODEL" "${args[@]}" -q --json -o "$OUT/$name.nwc.tmp" >"$OUT/$name.compress.json.tmp"
 		mv "$OUT/$name.nwc.tmp" "$OUT/$name.nwc"
-		python3 - "$OUT/$name.compress.json.tmp" "$OUT/$name.nwc" "${args[*]}" >"$OUT/$name.compress.json" <<'PY'
-import hashlib, json, sys
+		python3 - "$OUT/$name.compress.json.tmp" "$(file_sha "$OUT/$name.nwc")" "${args[*]}" >"$OUT/$name.compress.json" <<'PY'
+import json, sys
 c = json.load(open(sys.argv[1]))
-h = hashlib.sha256()
-with open(sys.argv[2], "rb") as f:
-    for b in iter(lambda: f.read(1 << 20), b""):
-        h.update(b)
 keep = {k: c[k] for k in ("codec", "bits_per_weight", "linear_bits_per_weight", "file_bytes", "calibration") if k in c}
-keep.update(flags=sys.argv[3], sha256=h.hexdigest())
+keep.update(flags=sys.argv[3], sha256=sys.argv[2])
 json.dump(keep, sys.stdout, indent=2)
 PY
 		rm "$OUT/$name.compress.json.tmp"
-		if [[ -s "$PARTS/$name.compress.json" ]] && ! cmp -s <(jq -r .sha256 "$PARTS/$name.compress.json") <(jq -r .sha256 "$OUT/$name.compress.json"); then
-			echo "run-final-table.sh: $name compressed to a different file than the committed parts were measured on ($PARTS/$name.compress.json); move those parts away to measure again" >&2
-			exit 1
-		fi
-		cp "$OUT/$name.compress.json" "$PARTS/$name.compress.json"
+		install_summary "$name" "$OUT/$name.compress.json" "$PARTS/$name.compress.json"
 	fi
 }
 
@@ -97,7 +101,7 @@ gguf_summary() {
 	local n=${1#gguf:} f
 	f=$(model_path "$1")
 	local s="$PARTS/gguf-$n.compress.json"
-	python3 - "$RESULTS/llamacpp-$MODEL.json" "$n" "$(sha256sum "$f" | cut -d' ' -f1)" >"$s.tmp" <<'PY'
+	python3 - "$RESULTS/llamacpp-$MODEL.json" "$n" "$(file_sha "$f")" >"$s.tmp" <<'PY'
 import json, sys
 rows = [r for r in json.load(open(sys.argv[1]))["rows"] if r["name"] == sys.argv[2]]
 if not rows:
@@ -108,11 +112,8 @@ json.dump({"codec": f"llama.cpp {r['type']}" + (" + imatrix" if r["imatrix"] els
            "flags": f"llama-quantize {'--imatrix imatrix.gguf ' if r['imatrix'] else ''}F32 {r['type']}",
            "sha256": sys.argv[3]}, sys.stdout, indent=2)
 PY
-	if [[ -s "$s" ]] && ! cmp -s <(jq -r .sha256 "$s") <(jq -r .sha256 "$s.tmp"); then
-		echo "run-final-table.sh: $f differs from the file the committed parts of $1 were measured on" >&2
-		exit 1
-	fi
-	mv "$s.tmp" "$s"
+	install_summary "$1" "$s.tmp" "$s"
+	rm "$s.tmp"
 }
 
 # model_path NAME: the file evaluated for a point
@@ -141,7 +142,7 @@ if [[ -z "${REPORT_ONLY:-}" ]]; then
 			echo "== eval $p windows $first.. ($(date -u +%T))" >&2
 			nice "$NWC" eval --model "$f" --reference "$MODEL" --first-window "$first" --max-windows "$CHUNK" \
 				--reference-cache "$REFCACHE" -q --json >"$part.tmp"
-			jq --arg sha "$(sha256sum "$f" | cut -d' ' -f1)" '. + {file_sha256: $sha}' "$part.tmp" >"$part.tmp2"
+			jq --arg sha "$(file_sha "$f")" '. + {file_sha256: $sha}' "$part.tmp" >"$part.tmp2"
 			rm "$part.tmp" && mv "$part.tmp2" "$part"
 		done
 		rm -rf "$REFCACHE" # this range is done for every point
