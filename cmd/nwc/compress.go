@@ -62,10 +62,11 @@ func runCompress(ctx context.Context, args []string) error {
 	if *protocol == calib.ProtocolSequential && *noCalib {
 		return fmt.Errorf("compress: --calib %s and --no-calib exclude each other", calib.ProtocolSequential)
 	}
-	if *uniform && *codecName != "nwc" && !strings.HasPrefix(*codecName, "nwc:") {
+	base, _, _ := strings.Cut(*codecName, ":")
+	if *uniform && base != "nwc" {
 		return fmt.Errorf("compress: --uniform-levels applies to the nwc codec only, not %s", *codecName)
 	}
-	if base, _, _ := strings.Cut(*codecName, ":"); *tuneScales && base != "nwc" && base != "ecsq" {
+	if *tuneScales && base != "nwc" && base != "ecsq" {
 		return fmt.Errorf("compress: --tune-row-scales applies to the nwc and ecsq codecs only, not %s", *codecName)
 	}
 	if err := lf.init(); err != nil {
