@@ -163,15 +163,7 @@ func TestUniformLevels(t *testing.T) {
 	const m, n = 48, 37
 	w, h := gaussianWithDiagH(m, n, 5)
 	for _, uniform := range []bool{false, true} {
-		enc, err := newEncoder(codec.Config{Env: codec.Env{Codecs: os.DirFS("testdata")}, Arg: "tinycodec", UniformLevels: uniform})
-		if err != nil {
-			t.Fatal(err)
-		}
-		out, err := enc.Encode(context.Background(), codec.Input{Info: tensor.Info{Name: "w", DType: tensor.F32, Shape: []int64{m, n}}, Weights: w, H: h})
-		enc.(interface{ Close() error }).Close()
-		if err != nil {
-			t.Fatal(err)
-		}
+		out := encodeTiny(t, codec.Config{UniformLevels: uniform}, w, h, m, n)
 		hd, err := parseHeader([]int64{m, n}, out.Payload)
 		if err != nil {
 			t.Fatal(err)
@@ -206,15 +198,7 @@ func TestTuneRowScales(t *testing.T) {
 	var payloads [2][]byte
 	var loss [2]float64
 	for k, tune := range []bool{false, true} {
-		enc, err := newEncoder(codec.Config{Env: env, Arg: "tinycodec", TuneRowScales: tune})
-		if err != nil {
-			t.Fatal(err)
-		}
-		out, err := enc.Encode(context.Background(), codec.Input{Info: tensor.Info{Name: "w", DType: tensor.F32, Shape: []int64{m, n}}, Weights: w, H: h})
-		enc.(interface{ Close() error }).Close()
-		if err != nil {
-			t.Fatal(err)
-		}
+		out := encodeTiny(t, codec.Config{TuneRowScales: tune}, w, h, m, n)
 		raw, err := dec.Decode(context.Background(), codec.Section{Name: "w", DType: tensor.F32, Shape: []int64{m, n}, RawSize: 4 * m * n, Params: out.Params}, out.Payload, nil)
 		if err != nil {
 			t.Fatal(err)
@@ -252,4 +236,21 @@ func gaussianWithDiagH(m, n int, seed uint64) ([]float32, []float64) {
 		h[j*n+j] = float64(1 + rng.IntN(1000))
 	}
 	return w, h
+}
+
+// encodeTiny codes the m x n matrix w with calibration h through the nwc
+// encoder of testdata/tinycodec, with cfg's options.
+func encodeTiny(t *testing.T, cfg codec.Config, w []float32, h []float64, m, n int) codec.Output {
+	t.Helper()
+	cfg.Env, cfg.Arg = codec.Env{Codecs: os.DirFS("testdata")}, "tinycodec"
+	enc, err := newEncoder(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer enc.(interface{ Close() error }).Close()
+	out, err := enc.Encode(context.Background(), codec.Input{Info: tensor.Info{Name: "w", DType: tensor.F32, Shape: []int64{int64(m), int64(n)}}, Weights: w, H: h})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
