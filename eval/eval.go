@@ -53,6 +53,44 @@ type BufferedLM interface {
 	LogitsInto(ctx context.Context, tokens []int32, dst []float32) ([]float32, error)
 }
 
+// RowStats summarizes one row of logits: log(sum(exp(row))) = M + L (M the
+// largest logit, L = log1p of the sum of the others' exp(z - M), as float64)
+// and Argmax, the first index of the largest logit.
+type RowStats struct {
+	M, L   float64
+	Argmax int32
+}
+
+// StatsLM is an LM that returns each window row's RowStats with its logits,
+// e.g. from a cache: an evaluation against a reference then computes the
+// reference's log-sum-exps once for every model compared with it instead of
+// once per model. The stats must be those Stats computes from the logits
+// (the result is then bit for bit the same as without them).
+type StatsLM interface {
+	LM
+	LogitsStats(ctx context.Context, tokens []int32) ([]float32, []RowStats, error)
+}
+
+// Stats returns the RowStats of every row of logits (rows of vocab values),
+// computed on workers goroutines (<= 0: GOMAXPROCS). A row with a NaN or +Inf
+// logit, or with only -Inf, is an error naming the row.
+func Stats(logits []float32, vocab, workers int) ([]RowStats, error) {
+	if vocab <= 0 || len(logits)%vocab != 0 {
+		return nil, fmt.Errorf("eval: %d logits are not rows of %d", len(logits), vocab)
+	}
+	n := len(logits) / vocab
+	out := make([]RowStats, n)
+	err := parallelRows(n, scoreWorkers(workers), func(i int) error {
+		st, err := rowStats(logits[i*vocab : (i+1)*vocab])
+		if err != nil {
+			return fmt.Errorf("row %d: %w", i, err)
+		}
+		out[i] = st
+		return nil
+	})
+	return out, err
+}
+
 // Tokenizer turns text into token ids (without special tokens).
 // *tokenizer.Tokenizer (plugin/tokenizer) satisfies it.
 type Tokenizer interface {
@@ -241,7 +279,17 @@ func Run(ctx context.Context, lm LM, ref LM, tokens []int32, opts Options) (Resu
 			return res, fmt.Errorf("eval: window %d: model returned %d logits, want %d x %d", opts.FirstWindow+w, len(logits), seqLen, vocab)
 		}
 		var refLogits []float32
-		if ref != nil {
+		var refStats []RowStats
+		if sref, ok := ref.(StatsLM); ok {
+			refLogits, refStats, err = sref.LogitsStats(ctx, win)
+			if err == nil && len(refStats) != seqLen {
+				err = fmt.Errorf("%d row stats for a window of %d", len(refStats), seqLen)
+			}
+			if err != nil {
+				finish()
+				return res, fmt.Errorf("eval: window %d: reference: %w", opts.FirstWindow+w, err)
+			}
+		} else if ref != nil {
 			refLogits, err = ref.Logits(ctx, win)
 			if err != nil {
 				finish()
@@ -252,7 +300,7 @@ func Run(ctx context.Context, lm LM, ref LM, tokens []int32, opts Options) (Resu
 				return res, fmt.Errorf("eval: window %d: reference returned %d logits, want %d x %d", opts.FirstWindow+w, len(refLogits), seqLen, vocab)
 			}
 		}
-		sc, err := scoreWindow(logits, refLogits, win, vocab, opts.ScoreFrom, scoreWorkers(opts.Workers))
+		sc, err := scoreWindow(logits, refLogits, refStats, win, vocab, opts.ScoreFrom, scoreWorkers(opts.Workers))
 		if err != nil {
 			finish()
 			return res, fmt.Errorf("eval: window %d %w", opts.FirstWindow+w, err)
@@ -308,14 +356,45 @@ func scoreWorkers(n int) int {
 
 // scoreWindow computes the NLL of every scored position of a window (and,
 // with refLogits, its KL to the reference and whether both argmaxes agree)
-// on workers goroutines, each position exactly as NLL and KL compute it.
-// An error names the first failing position.
-func scoreWindow(logits, refLogits []float32, win []int32, vocab, from, workers int) (scores, error) {
+// on workers goroutines; refStats, when not nil, are the reference rows'
+// RowStats (Stats of refLogits), which it would otherwise compute.
+func scoreWindow(logits, refLogits []float32, refStats []RowStats, win []int32, vocab, from, workers int) (scores, error) {
 	n := len(win) - 1 - from
 	sc := scores{nll: make([]float64, n)}
 	if refLogits != nil {
 		sc.kl, sc.agree = make([]float64, n), make([]bool, n)
 	}
+	err := parallelRows(n, workers, func(k int) error {
+		i := from + k
+		row := logits[i*vocab : (i+1)*vocab]
+		q, err := rowStats(row)
+		if err != nil {
+			return fmt.Errorf("position %d: %w", i, err)
+		}
+		sc.nll[k] = q.nll(row, win[i+1])
+		if refLogits == nil {
+			return nil
+		}
+		rrow := refLogits[i*vocab : (i+1)*vocab]
+		var p RowStats
+		if refStats != nil {
+			p = refStats[i]
+		} else if p, err = rowStats(rrow); err != nil {
+			return fmt.Errorf("position %d: reference: %w", i, err)
+		}
+		sc.kl[k] = klFrom(rrow, row, p.M, p.L, q.M, q.L)
+		sc.agree[k] = p.Argmax == q.Argmax
+		return nil
+	})
+	if err != nil {
+		return scores{}, err
+	}
+	return sc, nil
+}
+
+// parallelRows calls f(k) for k in [0, n) on workers goroutines, in batches
+// of 16 consecutive rows, and returns the error of the lowest k that failed.
+func parallelRows(n, workers int, f func(k int) error) error {
 	errs := make([]error, n)
 	var wg sync.WaitGroup
 	next := atomic.Int64{}
@@ -330,59 +409,40 @@ func scoreWindow(logits, refLogits []float32, win []int32, vocab, from, workers 
 					return
 				}
 				for k := s; k < min(s+batch, n); k++ {
-					i := from + k
-					row := logits[i*vocab : (i+1)*vocab]
-					nll, mq, lq, err := nllLSE(row, win[i+1])
-					if err != nil {
-						errs[k] = err
-						continue
-					}
-					sc.nll[k] = nll
-					if refLogits == nil {
-						continue
-					}
-					rrow := refLogits[i*vocab : (i+1)*vocab]
-					mp, lp, err := logSumExp(rrow)
-					if err != nil {
-						errs[k] = fmt.Errorf("reference: %w", err)
-						continue
-					}
-					sc.kl[k] = klFrom(rrow, row, mp, lp, mq, lq)
-					sc.agree[k] = argmax(rrow) == argmax(row)
+					errs[k] = f(k)
 				}
 			}
 		}()
 	}
 	wg.Wait()
-	for k, err := range errs {
+	for _, err := range errs {
 		if err != nil {
-			return scores{}, fmt.Errorf("position %d: %w", from+k, err)
+			return err
 		}
 	}
-	return sc, nil
+	return nil
 }
 
-// logSumExp returns m and l with log(sum(exp(row))) = m + l, m the largest
-// logit and l = log1p(sum over the other logits of exp(z - m)), in float64
-// (keeping m apart preserves the precision of small NLLs). NaN and +Inf
-// logits are errors; -Inf is a probability of zero, allowed unless all are.
-func logSumExp(row []float32) (m, l float64, err error) {
+// rowStats returns the row's RowStats, in float64 (keeping M apart from L
+// preserves the precision of small NLLs). NaN and +Inf logits are errors;
+// -Inf is a probability of zero, allowed unless all are.
+func rowStats(row []float32) (RowStats, error) {
 	if len(row) == 0 {
-		return 0, 0, errors.New("empty logits row")
+		return RowStats{}, errors.New("empty logits row")
 	}
-	m = math.Inf(-1)
+	m := math.Inf(-1)
 	arg := -1
 	for j, z := range row {
 		x := float64(z)
 		if math.IsNaN(x) || math.IsInf(x, 1) {
-			return 0, 0, fmt.Errorf("logit %d is %v", j, x)
+			return RowStats{}, fmt.Errorf("logit %d is %v", j, x)
 		}
 		if x > m {
 			m, arg = x, j
 		}
 	}
 	if arg < 0 {
-		return 0, 0, errors.New("every logit is -Inf")
+		return RowStats{}, errors.New("every logit is -Inf")
 	}
 	var s float64
 	for j, z := range row {
@@ -390,24 +450,24 @@ func logSumExp(row []float32) (m, l float64, err error) {
 			s += math.Exp(float64(z) - m)
 		}
 	}
-	return m, math.Log1p(s), nil
+	return RowStats{M: m, L: math.Log1p(s), Argmax: int32(arg)}, nil
+}
+
+// nll is -log softmax(row)[target] for the row st describes (target in range).
+func (st RowStats) nll(row []float32, target int32) float64 {
+	return (st.M - float64(row[target])) + st.L
 }
 
 // NLL returns -log softmax(row)[target] in float64.
 func NLL(row []float32, target int32) (float64, error) {
-	v, _, _, err := nllLSE(row, target)
-	return v, err
-}
-
-// nllLSE is NLL that also returns the row's logSumExp (m, l), for the KL.
-func nllLSE(row []float32, target int32) (v, m, l float64, err error) {
 	if target < 0 || int(target) >= len(row) {
-		return 0, 0, 0, fmt.Errorf("target %d outside a row of %d logits", target, len(row))
+		return 0, fmt.Errorf("target %d outside a row of %d logits", target, len(row))
 	}
-	if m, l, err = logSumExp(row); err != nil {
-		return 0, 0, 0, err
+	st, err := rowStats(row)
+	if err != nil {
+		return 0, err
 	}
-	return (m - float64(row[target])) + l, m, l, nil
+	return st.nll(row, target), nil
 }
 
 // KL returns KL(P || Q) = sum_j p_j (log p_j - log q_j) in nats, where P =
@@ -417,18 +477,18 @@ func KL(ref, cand []float32) (float64, error) {
 	if len(ref) != len(cand) {
 		return 0, fmt.Errorf("KL of rows of %d and %d logits", len(ref), len(cand))
 	}
-	mp, lp, err := logSumExp(ref)
+	p, err := rowStats(ref)
 	if err != nil {
 		return 0, fmt.Errorf("reference: %w", err)
 	}
-	mq, lq, err := logSumExp(cand)
+	q, err := rowStats(cand)
 	if err != nil {
 		return 0, err
 	}
-	return klFrom(ref, cand, mp, lp, mq, lq), nil
+	return klFrom(ref, cand, p.M, p.L, q.M, q.L), nil
 }
 
-// klFrom is KL with the rows' logSumExp results already known.
+// klFrom is KL with the rows' log-sum-exps (RowStats M, L) already known.
 func klFrom(ref, cand []float32, mp, lp, mq, lq float64) float64 {
 	var kl float64
 	for j := range ref {
@@ -440,14 +500,4 @@ func klFrom(ref, cand []float32, mp, lp, mq, lq float64) float64 {
 		kl += math.Exp(logp) * (logp - logq)
 	}
 	return kl
-}
-
-func argmax(row []float32) int {
-	best := 0
-	for j, z := range row {
-		if z > row[best] {
-			best = j
-		}
-	}
-	return best
 }

@@ -661,6 +661,73 @@ func TestRunWorkersIdentical(t *testing.T) {
 	}
 }
 
+// statsLM is a reference that returns its rows' stats with its logits, as
+// the CLI's reference cache does.
+type statsLM struct{ LM }
+
+func (s statsLM) LogitsStats(ctx context.Context, tokens []int32) ([]float32, []RowStats, error) {
+	l, err := s.Logits(ctx, tokens)
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := Stats(l, s.Vocab(), 3)
+	return l, st, err
+}
+
+// TestRunStatsIdentical: a reference that supplies its row stats gives the
+// same result, bit for bit, as one whose stats Run computes.
+func TestRunStatsIdentical(t *testing.T) {
+	const vocab = 41
+	tokens := seqTokens(400, vocab)
+	lm := &fakeLM{vocab: vocab, fn: func(win []int32, i int, row []float32) {
+		for j := range row {
+			row[j] = float32(math.Sin(float64(j*7+i*3+int(win[i])))) * 4
+		}
+	}}
+	ref := &fakeLM{vocab: vocab, fn: func(win []int32, i int, row []float32) {
+		for j := range row {
+			row[j] = float32(math.Cos(float64(j*5+i+int(win[i])))) * 3
+		}
+		row[(i*11)%vocab] = float32(math.Inf(-1)) // a zero probability
+	}}
+	var got []Result
+	for _, r := range []LM{ref, statsLM{ref}} {
+		res, err := Run(context.Background(), lm, r, tokens, Options{SeqLen: 90, ScoreFrom: 7})
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Seconds, res.ModelSeconds, res.TokensPerSecond = 0, 0, 0
+		got = append(got, res)
+	}
+	a, b := got[0], got[1]
+	if a.MeanNLL != b.MeanNLL || *a.MeanKL != *b.MeanKL || *a.MaxKL != *b.MaxKL ||
+		*a.Top1Agreement != *b.Top1Agreement || a.Perplexity != b.Perplexity || *a.MeanKL == 0 {
+		t.Fatalf("results differ with supplied stats: %+v vs %+v", b, a)
+	}
+}
+
+func TestStats(t *testing.T) {
+	inf := float32(math.Inf(-1))
+	st, err := Stats([]float32{1, 3, 3, inf, inf, 2}, 3, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st) != 2 || st[0].Argmax != 1 || st[0].M != 3 || st[1].Argmax != 2 || st[1].M != 2 || st[1].L != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+	if want := math.Log(math.Exp(1) + 2*math.Exp(3)); math.Abs(st[0].M+st[0].L-want) > 1e-12 {
+		t.Fatalf("log-sum-exp %v, want %v", st[0].M+st[0].L, want)
+	}
+	for _, bad := range [][]float32{{1, float32(math.NaN())}, {inf, inf}, {1, float32(math.Inf(1))}} {
+		if _, err := Stats(append([]float32{0, 0}, bad...), 2, 1); err == nil || !strings.Contains(err.Error(), "row 1") {
+			t.Errorf("Stats(%v): err %v, want an error naming row 1", bad, err)
+		}
+	}
+	if _, err := Stats(make([]float32, 5), 2, 1); err == nil {
+		t.Error("5 logits in rows of 2: no error")
+	}
+}
+
 // BenchmarkScoreWindow: scoring one window of 2048 positions over a
 // 49152-token vocabulary (smollm2's), one goroutine against all.
 func BenchmarkScoreWindow(b *testing.B) {
@@ -672,13 +739,22 @@ func BenchmarkScoreWindow(b *testing.B) {
 		ref[i] = float32(math.Cos(float64(i) * 0.0013))
 	}
 	win := seqTokens(seq, vocab)
-	for _, w := range []int{1, 0} {
-		b.Run(fmt.Sprintf("workers=%d", scoreWorkers(w)), func(b *testing.B) {
-			for b.Loop() {
-				if _, err := scoreWindow(logits, ref, win, vocab, 0, scoreWorkers(w)); err != nil {
-					b.Fatal(err)
+	refStats, err := Stats(ref, vocab, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, c := range []struct {
+		name  string
+		stats []RowStats
+	}{{"", nil}, {"/cached-ref-stats", refStats}} {
+		for _, w := range []int{1, 0} {
+			b.Run(fmt.Sprintf("workers=%d%s", scoreWorkers(w), c.name), func(b *testing.B) {
+				for b.Loop() {
+					if _, err := scoreWindow(logits, ref, c.stats, win, vocab, 0, scoreWorkers(w)); err != nil {
+						b.Fatal(err)
+					}
 				}
-			}
-		})
+			})
+		}
 	}
 }

@@ -28,9 +28,9 @@
 # sha256 of the file evaluated, so the run resumes across machines and
 # sessions: a part is only merged with parts of the same file (compression
 # is deterministic; a changed file is an error, never silently mixed). The
-# reference's logits of the current range are cached on disk
-# (--reference-cache, ~400 MB per window) and deleted once every point has
-# that range. Needs: bin/nwc (make build), the smollm2-135m reference (make
+# reference's logits of the current range (and each row's log-sum-exp) are
+# cached on disk (--reference-cache, ~400 MB per window) and deleted once
+# every point has that range. Needs: bin/nwc (make build), the smollm2-135m reference (make
 # setup), the training venv for the plot (make setup-train).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -129,9 +129,11 @@ part_name() { echo "${1/:/-}.w$(printf %03d "$2").json"; }
 if [[ -z "${REPORT_ONLY:-}" ]]; then
 	total=$("$NWC" eval --model "$MODEL" --max-windows 1 -q --json | jq '(.text_tokens / .seq_len) | floor')
 	for ((first = 0; first < total; first += CHUNK)); do
+		ran=
 		for p in $POINTS; do
 			part="$PARTS/$(part_name "$p" "$first")"
 			[[ -s "$part" ]] && continue
+			ran=1
 			f=$(model_path "$p")
 			if [[ $p == gguf:* ]]; then
 				[[ -s "$f" ]] || { echo "run-final-table.sh: $f missing (scripts/run-llamacpp-peers.sh)" >&2 && exit 1; }
@@ -145,7 +147,9 @@ if [[ -z "${REPORT_ONLY:-}" ]]; then
 			jq --arg sha "$(file_sha "$f")" '. + {file_sha256: $sha}' "$part.tmp" >"$part.tmp2"
 			rm "$part.tmp" && mv "$part.tmp2" "$part"
 		done
-		rm -rf "$REFCACHE" # this range is done for every point
+		# this range is done for every point (a range done before keeps the
+		# cache, which may hold the next range's reference, from an earlier run)
+		[[ -z $ran ]] || rm -rf "$REFCACHE"
 	done
 fi
 

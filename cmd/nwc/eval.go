@@ -62,7 +62,7 @@ func runEval(ctx context.Context, args []string) error {
 	scoreFrom := fs.Int("score-from", 0, "score only predictions at window positions >= N (llama-perplexity's protocol: seq-len/2)")
 	asJSON := fs.Bool("json", false, "print a JSON report")
 	quiet := fs.Bool("q", false, "no progress bar")
-	refCache := fs.String("reference-cache", "", "keep the reference's logits in this folder (one file per window, ~400 MB each at 2048 tokens): later runs on the same windows reuse them")
+	refCache := fs.String("reference-cache", "", "keep the reference's logits (and each row's log-sum-exp) in this folder (one file per window, ~400 MB each at 2048 tokens): later runs on the same windows reuse them")
 	digest := fs.Bool("digest", false, "print the sha256 digest of the weights the runtime was built with (compare with nwc inspect --digest)")
 	mode := fs.String("mode", modeAuto, "lm (perplexity/KL) or embed (sentence-embedding fidelity to --reference); default: embed for a BERT encoder, lm otherwise")
 	nSent := fs.Int("sentences", embed.DefaultSentences, "--mode embed: sentences of the WikiText-2 test text compared")

@@ -21,7 +21,10 @@ import (
 // reference on the same windows compute its logits once. A window's file is
 // named after the sha256 of the reference's identity (resolved path, size,
 // modification time, provider) and the window's tokens, and holds its
-// len(tokens) x vocab float32 logits, little endian.
+// len(tokens) x vocab float32 logits, little endian; a file beside it (.stats)
+// holds each row's eval.RowStats (M, L as float64, Argmax as uint32, little
+// endian), so that every model compared with the reference reuses its
+// log-sum-exps (eval.StatsLM) instead of computing them again.
 type cachedLM struct {
 	eval.LM
 	dir, key string
@@ -57,6 +60,66 @@ func (c *cachedLM) path(tokens []int32) string {
 	return filepath.Join(c.dir, hex.EncodeToString(h.Sum(nil))[:32]+".f32")
 }
 
+const statsRecord = 8 + 8 + 4
+
+// LogitsStats returns the window's logits and their row stats, from the cache
+// when it has them; stats missing or malformed on disk are computed from the
+// logits and written.
+func (c *cachedLM) LogitsStats(ctx context.Context, tokens []int32) ([]float32, []eval.RowStats, error) {
+	logits, err := c.Logits(ctx, tokens)
+	if err != nil {
+		return nil, nil, err
+	}
+	p := c.path(tokens) + ".stats"
+	if data, err := os.ReadFile(p); err == nil && len(data) == statsRecord*len(tokens) {
+		st := make([]eval.RowStats, len(tokens))
+		ok := true
+		for i := range st {
+			r := data[statsRecord*i:]
+			st[i] = eval.RowStats{
+				M:      math.Float64frombits(binary.LittleEndian.Uint64(r)),
+				L:      math.Float64frombits(binary.LittleEndian.Uint64(r[8:])),
+				Argmax: int32(binary.LittleEndian.Uint32(r[16:])),
+			}
+			if math.IsNaN(st[i].M) || math.IsInf(st[i].M, 0) || !(st[i].L >= 0) || math.IsInf(st[i].L, 0) ||
+				st[i].Argmax < 0 || int(st[i].Argmax) >= c.Vocab() {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return logits, st, nil
+		}
+	}
+	st, err := eval.Stats(logits, c.Vocab(), 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("eval: reference: %w", err)
+	}
+	data := make([]byte, statsRecord*len(st))
+	for i, s := range st {
+		r := data[statsRecord*i:]
+		binary.LittleEndian.PutUint64(r, math.Float64bits(s.M))
+		binary.LittleEndian.PutUint64(r[8:], math.Float64bits(s.L))
+		binary.LittleEndian.PutUint32(r[16:], uint32(s.Argmax))
+	}
+	if err := writeAtomic(p, data); err != nil {
+		return nil, nil, err
+	}
+	return logits, st, nil
+}
+
+// writeAtomic writes data to p through a temporary file renamed over it.
+func writeAtomic(p string, data []byte) error {
+	tmp := p + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+		return fmt.Errorf("eval: reference cache: %w", err)
+	}
+	if err := os.Rename(tmp, p); err != nil {
+		return fmt.Errorf("eval: reference cache: %w", err)
+	}
+	return nil
+}
+
 func (c *cachedLM) Logits(ctx context.Context, tokens []int32) ([]float32, error) {
 	p := c.path(tokens)
 	n := len(tokens) * c.Vocab()
@@ -75,12 +138,8 @@ func (c *cachedLM) Logits(ctx context.Context, tokens []int32) ([]float32, error
 	for i, v := range out {
 		binary.LittleEndian.PutUint32(data[4*i:], math.Float32bits(v))
 	}
-	tmp := p + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o644); err != nil {
-		return nil, fmt.Errorf("eval: reference cache: %w", err)
-	}
-	if err := os.Rename(tmp, p); err != nil {
-		return nil, fmt.Errorf("eval: reference cache: %w", err)
+	if err := writeAtomic(p, data); err != nil {
+		return nil, err
 	}
 	return out, nil
 }

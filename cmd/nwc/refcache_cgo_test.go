@@ -6,7 +6,10 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
+
+	"github.com/nwc-project/nwc/eval"
 )
 
 type countingLM struct{ calls int }
@@ -56,5 +59,61 @@ func TestCachedLM(t *testing.T) {
 	}
 	if _, err := newCachedLM(inner, dir, filepath.Join(dir, "missing.gguf"), "cpu"); err == nil {
 		t.Error("missing reference accepted")
+	}
+}
+
+func TestCachedLMStats(t *testing.T) {
+	dir := t.TempDir()
+	ref := filepath.Join(dir, "ref.gguf")
+	if err := os.WriteFile(ref, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	inner := &countingLM{}
+	c, err := newCachedLM(inner, filepath.Join(dir, "cache"), ref, "cpu")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	win := []int32{4, 0, 7, 2}
+	logits, st, err := c.LogitsStats(ctx, win)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := eval.Stats(logits, 3, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check := func(what string, st []eval.RowStats) {
+		t.Helper()
+		if !slices.Equal(st, want) {
+			t.Fatalf("%s: stats %+v, want %+v", what, st, want)
+		}
+	}
+	check("computed", st)
+	p := c.path(win) + ".stats"
+	if fi, err := os.Stat(p); err != nil || fi.Size() != statsRecord*int64(len(win)) {
+		t.Fatalf("stats file: %v %v", fi, err)
+	}
+	_, st, err = c.LogitsStats(ctx, win)
+	if err != nil || inner.calls != 1 {
+		t.Fatalf("cached: %v, %d inner calls", err, inner.calls)
+	}
+	check("cached", st)
+	// A stats file naming an argmax outside the vocabulary, or truncated,
+	// is computed again from the logits, not trusted.
+	data, _ := os.ReadFile(p)
+	data[16] = 9
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, st, err = c.LogitsStats(ctx, win)
+	check("after corruption", st)
+	if err := os.Truncate(p, 7); err != nil {
+		t.Fatal(err)
+	}
+	_, st, err = c.LogitsStats(ctx, win)
+	check("after truncation", st)
+	if err != nil || inner.calls != 1 {
+		t.Fatalf("recomputed stats: %v, %d inner calls", err, inner.calls)
 	}
 }
