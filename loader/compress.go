@@ -101,7 +101,11 @@ func Compress(ctx context.Context, src tensor.Source, path string, opts Compress
 	if err != nil {
 		return nil, fmt.Errorf("compress: %w", err)
 	}
-	enc, err := spec.NewEncoder(codec.Config{Env: opts.Env, Arg: arg, Bits: opts.Bits, FeedbackBlock: opts.FeedbackBlock, UniformLevels: opts.UniformLevels, TuneRowScales: opts.TuneRowScales})
+	cfg := codec.Config{Env: opts.Env, Arg: arg, Bits: opts.Bits, FeedbackBlock: opts.FeedbackBlock, UniformLevels: opts.UniformLevels, TuneRowScales: opts.TuneRowScales}
+	if err := spec.Check(cfg); err != nil {
+		return nil, fmt.Errorf("compress: %w", err)
+	}
+	enc, err := spec.NewEncoder(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("compress: %s: %w", opts.Codec, err)
 	}

@@ -18,7 +18,7 @@ import (
 func init() {
 	codec.Register(codec.Codec{Name: "nwc", ID: codec.IDNWC,
 		Doc:   "the trained neural codec (nwc:NAME picks one, nwc:FAMILY the member closest to --bits; default family " + DefaultFamily + "; calibration)",
-		Lossy: true, Calibration: true,
+		Lossy: true, Calibration: true, Takes: codec.TakesUniformLevels | codec.TakesTuneRowScales,
 		NewEncoder: newEncoder, NewDecoder: newDecoder})
 }
 

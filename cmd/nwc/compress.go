@@ -62,12 +62,16 @@ func runCompress(ctx context.Context, args []string) error {
 	if *protocol == calib.ProtocolSequential && *noCalib {
 		return fmt.Errorf("compress: --calib %s and --no-calib exclude each other", calib.ProtocolSequential)
 	}
-	base, _, _ := strings.Cut(*codecName, ":")
-	if *uniform && base != "nwc" {
-		return fmt.Errorf("compress: --uniform-levels applies to the nwc codec only, not %s", *codecName)
-	}
-	if *tuneScales && base != "nwc" && base != "ecsq" {
-		return fmt.Errorf("compress: --tune-row-scales applies to the nwc and ecsq codecs only, not %s", *codecName)
+	if c, _, err := codec.Lookup(*codecName); err == nil { // checked before the model loads
+		for _, o := range []struct {
+			set  bool
+			flag string
+			cfg  codec.Config
+		}{{*uniform, "--uniform-levels", codec.Config{UniformLevels: true}}, {*tuneScales, "--tune-row-scales", codec.Config{TuneRowScales: true}}} {
+			if err := c.Check(o.cfg); o.set && err != nil {
+				return fmt.Errorf("compress: %s: %w", o.flag, err)
+			}
+		}
 	}
 	if err := lf.init(); err != nil {
 		return fmt.Errorf("compress: %w", err)

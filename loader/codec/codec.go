@@ -156,11 +156,52 @@ type Codec struct {
 	Lossy bool
 	// Calibration: the encoder uses H (Input.H), so it is worth computing.
 	Calibration bool
+	// Takes lists the Config options beyond Bits the encoder honours;
+	// Check refuses a Config that sets any other.
+	Takes Options
 	// NewEncoder starts a compression run (nil: decode only).
 	NewEncoder func(Config) (Encoder, error)
 	// NewDecoder builds the decoder for one open file (nil: the codec
 	// writes another codec's sections).
 	NewDecoder func(Env) (Decoder, error)
+}
+
+// Options is a set of optional Config settings a codec takes.
+type Options uint8
+
+const (
+	TakesUniformLevels Options = 1 << iota // Config.UniformLevels
+	TakesTuneRowScales                     // Config.TuneRowScales
+)
+
+// Check returns an error naming the codec and the option when cfg sets an
+// option the codec does not take (an ablation flag silently ignored would
+// make a run measure something else than it says).
+func (c Codec) Check(cfg Config) error {
+	for _, o := range []struct {
+		set  bool
+		opt  Options
+		name string
+	}{{cfg.UniformLevels, TakesUniformLevels, "uniform levels"}, {cfg.TuneRowScales, TakesTuneRowScales, "row-scale tuning"}} {
+		if o.set && c.Takes&o.opt == 0 {
+			return fmt.Errorf("codec %s does not take %s (%s)", c.Name, o.name, c.takers(o.opt))
+		}
+	}
+	return nil
+}
+
+// takers names the registered codecs that take opt.
+func (c Codec) takers(opt Options) string {
+	var names []string
+	for _, k := range List() {
+		if k.Takes&opt != 0 && k.NewEncoder != nil {
+			names = append(names, k.Name)
+		}
+	}
+	if len(names) == 0 {
+		return "no codec takes it"
+	}
+	return "codecs that do: " + strings.Join(names, ", ")
 }
 
 var (

@@ -68,7 +68,7 @@ import (
 func init() {
 	codec.Register(codec.Codec{Name: "ecsq", ID: codec.IDECSQ,
 		Doc:   "entropy-coded uniform scalar quantization with LDLQ feedback (--bits: target bits/weight, 0-16; calibration; ecsq:" + ArgLevels + " = nwc's quality levels, one step per level)",
-		Lossy: true, Calibration: true,
+		Lossy: true, Calibration: true, Takes: codec.TakesTuneRowScales,
 		NewEncoder: func(cfg codec.Config) (codec.Encoder, error) {
 			if !(cfg.Bits > 0 && cfg.Bits <= 16) {
 				return nil, fmt.Errorf("ecsq needs 0 < --bits <= 16, got %g", cfg.Bits)
