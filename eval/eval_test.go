@@ -629,36 +629,58 @@ func TestRunFirstWindowMerges(t *testing.T) {
 	}
 }
 
-// TestRunWorkersIdentical: scoring a window on several goroutines gives
-// bit-identical results to one.
-func TestRunWorkersIdentical(t *testing.T) {
-	const vocab = 37
-	tokens := seqTokens(300, vocab)
-	lm := &fakeLM{vocab: vocab, fn: func(win []int32, i int, row []float32) {
+// wavyLMs returns a model and a reference whose logits vary with the
+// position and token; with zeros, the reference gives one token of each
+// row zero probability.
+func wavyLMs(vocab int, zeros bool) (lm, ref *fakeLM) {
+	lm = &fakeLM{vocab: vocab, fn: func(win []int32, i int, row []float32) {
 		for j := range row {
 			row[j] = float32(math.Sin(float64(j*7+i*3+int(win[i])))) * 4
 		}
 	}}
-	ref := &fakeLM{vocab: vocab, fn: func(win []int32, i int, row []float32) {
+	ref = &fakeLM{vocab: vocab, fn: func(win []int32, i int, row []float32) {
 		for j := range row {
 			row[j] = float32(math.Cos(float64(j*5+i+int(win[i])))) * 3
 		}
+		if zeros {
+			row[(i*11)%vocab] = float32(math.Inf(-1))
+		}
 	}}
+	return lm, ref
+}
+
+// runIdentical runs each (model, reference, options) case and fails unless
+// every result equals the first bit for bit.
+func runIdentical(t *testing.T, tokens []int32, cases []struct {
+	lm, ref LM
+	opts    Options
+}) {
+	t.Helper()
 	var got []Result
-	for _, w := range []int{1, 2, 5} {
-		res, err := Run(context.Background(), lm, ref, tokens, Options{SeqLen: 70, Workers: w})
+	for _, c := range cases {
+		res, err := Run(context.Background(), c.lm, c.ref, tokens, c.opts)
 		if err != nil {
 			t.Fatal(err)
 		}
-		res.Seconds, res.ModelSeconds, res.TokensPerSecond = 0, 0, 0
 		got = append(got, res)
 	}
-	for _, r := range got[1:] {
-		if r.MeanNLL != got[0].MeanNLL || *r.MeanKL != *got[0].MeanKL || *r.MaxKL != *got[0].MaxKL ||
-			*r.Top1Agreement != *got[0].Top1Agreement || r.Perplexity != got[0].Perplexity {
-			t.Fatalf("results differ with the worker count: %+v vs %+v", r, got[0])
+	a := got[0]
+	for _, b := range got[1:] {
+		if a.MeanNLL != b.MeanNLL || *a.MeanKL != *b.MeanKL || *a.MaxKL != *b.MaxKL ||
+			*a.Top1Agreement != *b.Top1Agreement || a.Perplexity != b.Perplexity || *a.MeanKL == 0 {
+			t.Fatalf("results differ: %+v vs %+v", b, a)
 		}
 	}
+}
+
+// TestRunWorkersIdentical: scoring a window on several goroutines gives
+// bit-identical results to one.
+func TestRunWorkersIdentical(t *testing.T) {
+	lm, ref := wavyLMs(37, false)
+	runIdentical(t, seqTokens(300, 37), []struct {
+		lm, ref LM
+		opts    Options
+	}{{lm, ref, Options{SeqLen: 70, Workers: 1}}, {lm, ref, Options{SeqLen: 70, Workers: 2}}, {lm, ref, Options{SeqLen: 70, Workers: 5}}})
 }
 
 // statsLM is a reference that returns its rows' stats with its logits, as
@@ -677,33 +699,12 @@ func (s statsLM) LogitsStats(ctx context.Context, tokens []int32) ([]float32, []
 // TestRunStatsIdentical: a reference that supplies its row stats gives the
 // same result, bit for bit, as one whose stats Run computes.
 func TestRunStatsIdentical(t *testing.T) {
-	const vocab = 41
-	tokens := seqTokens(400, vocab)
-	lm := &fakeLM{vocab: vocab, fn: func(win []int32, i int, row []float32) {
-		for j := range row {
-			row[j] = float32(math.Sin(float64(j*7+i*3+int(win[i])))) * 4
-		}
-	}}
-	ref := &fakeLM{vocab: vocab, fn: func(win []int32, i int, row []float32) {
-		for j := range row {
-			row[j] = float32(math.Cos(float64(j*5+i+int(win[i])))) * 3
-		}
-		row[(i*11)%vocab] = float32(math.Inf(-1)) // a zero probability
-	}}
-	var got []Result
-	for _, r := range []LM{ref, statsLM{ref}} {
-		res, err := Run(context.Background(), lm, r, tokens, Options{SeqLen: 90, ScoreFrom: 7})
-		if err != nil {
-			t.Fatal(err)
-		}
-		res.Seconds, res.ModelSeconds, res.TokensPerSecond = 0, 0, 0
-		got = append(got, res)
-	}
-	a, b := got[0], got[1]
-	if a.MeanNLL != b.MeanNLL || *a.MeanKL != *b.MeanKL || *a.MaxKL != *b.MaxKL ||
-		*a.Top1Agreement != *b.Top1Agreement || a.Perplexity != b.Perplexity || *a.MeanKL == 0 {
-		t.Fatalf("results differ with supplied stats: %+v vs %+v", b, a)
-	}
+	lm, ref := wavyLMs(41, true)
+	opts := Options{SeqLen: 90, ScoreFrom: 7}
+	runIdentical(t, seqTokens(400, 41), []struct {
+		lm, ref LM
+		opts    Options
+	}{{lm, ref, opts}, {lm, statsLM{ref}, opts}})
 }
 
 func TestStats(t *testing.T) {

@@ -24,7 +24,10 @@ func (c *countingLM) Logits(_ context.Context, tokens []int32) ([]float32, error
 	return out, nil
 }
 
-func TestCachedLM(t *testing.T) {
+// newTestCache returns a reference cache in a temporary folder over a
+// countingLM, the folder, and that LM.
+func newTestCache(t *testing.T) (*cachedLM, string, *countingLM) {
+	t.Helper()
 	dir := t.TempDir()
 	ref := filepath.Join(dir, "ref.gguf")
 	if err := os.WriteFile(ref, []byte("x"), 0o644); err != nil {
@@ -35,6 +38,11 @@ func TestCachedLM(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return c, dir, inner
+}
+
+func TestCachedLM(t *testing.T) {
+	c, dir, inner := newTestCache(t)
 	ctx := context.Background()
 	a, _ := c.Logits(ctx, []int32{1, 2, 5})
 	b, err := c.Logits(ctx, []int32{1, 2, 5})
@@ -63,16 +71,7 @@ func TestCachedLM(t *testing.T) {
 }
 
 func TestCachedLMStats(t *testing.T) {
-	dir := t.TempDir()
-	ref := filepath.Join(dir, "ref.gguf")
-	if err := os.WriteFile(ref, []byte("x"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	inner := &countingLM{}
-	c, err := newCachedLM(inner, filepath.Join(dir, "cache"), ref, "cpu")
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, _, inner := newTestCache(t)
 	ctx := context.Background()
 	win := []int32{4, 0, 7, 2}
 	logits, st, err := c.LogitsStats(ctx, win)
