@@ -24,7 +24,6 @@ import (
 	"github.com/nwc-project/nwc/loader/codec"
 	"github.com/nwc-project/nwc/loader/tensor"
 	"github.com/nwc-project/nwc/ortcodec"
-	"github.com/nwc-project/nwc/ortcodec/ldlq"
 	"github.com/nwc-project/nwc/plugin/tokenizer"
 )
 
@@ -84,51 +83,27 @@ func benchPoints(runs []string, codecs, bitsList string) ([]benchPoint, error) {
 // runBenchRD is `nwc bench rd` (args[0] is "rd").
 func runBenchRD(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("bench rd", flag.ContinueOnError)
-	model := fs.String("model", "smollm2-135m", "reference model")
-	var runs runList
-	fs.Var(&runs, "run", "CODEC=B1,B2,... (bits), or nwc / nwc=NAME1,NAME2 (shipped codecs); repeatable; overrides --codecs/--bits")
-	codecs := fs.String("codecs", "rtn-g128,rtn-row", "comma-separated codecs (each at every --bits)")
-	bitsList := fs.String("bits", "2,3,4,5,6,8", "comma-separated bit widths")
+	sw := newBenchSweep(fs, "rd", "smollm2-135m", "reference model", "rtn-g128,rtn-row", "2,3,4,5,6,8")
 	seqLen := fs.Int("seq-len", eval.DefaultSeqLen, "window length")
 	maxWin := fs.Int("max-windows", 4, "windows evaluated per point (0 = the whole text)")
-	outDir := fs.String("out", "docs/results", "directory for rd-<model>.{md,json,png}")
-	name := fs.String("name", "", "report file stem (default rd-<model>)")
-	resume := fs.Bool("resume", false, "keep the points already in the report's JSON and measure only the missing ones")
-	calibTokens := fs.Int("calib-tokens", calib.DefaultTokens, "calibration tokens for H (gptq, ecsq, nwc)")
-	noCalib := fs.Bool("no-calib", false, "no calibration data: H = I")
 	sinkWeight := fs.Float64("sink-weight", calib.DefaultSinkWeight, "weight of the first token of every calibration window in H")
-	fbBlock := fs.Int("feedback-block", 0, "LDLQ error-feedback block in columns for nwc and ecsq (0 = 16)")
-	var lf lmFlags
-	lf.register(fs)
 	if _, err := parseFlags(fs, args[1:]); err != nil {
 		return err
 	}
-	points, err := benchPoints(runs, *codecs, *bitsList)
+	model, lf := *sw.model, sw.lf
+	rep := &report.Report{}
+	points, stem, found, err := sw.start(rep)
 	if err != nil {
 		return err
 	}
-	if *name == "" {
-		*name = "rd-" + filepath.Base(*model)
+	if found && (rep.Model != model || rep.SeqLen != *seqLen) {
+		return fmt.Errorf("bench: --resume: %s.json is for model %s, seq-len %d", stem, rep.Model, rep.SeqLen)
 	}
-	stem := filepath.Join(*outDir, *name)
-	rep := &report.Report{}
-	if *resume {
-		found, err := loadResume(stem, rep)
-		if err != nil {
-			return err
-		}
-		if found && (rep.Model != *model || rep.SeqLen != *seqLen) {
-			return fmt.Errorf("bench: --resume: %s.json is for model %s, seq-len %d", stem, rep.Model, rep.SeqLen)
-		}
-	}
-	rep.Title = fmt.Sprintf("%s: bits/weight vs quality", *model)
-	rep.Model, rep.Text, rep.SeqLen = *model, "WikiText-2 test (GPTQ convention)", *seqLen
+	rep.Title = fmt.Sprintf("%s: bits/weight vs quality", model)
+	rep.Model, rep.Text, rep.SeqLen = model, "WikiText-2 test (GPTQ convention)", *seqLen
 	rep.Command = "bin/nwc " + strings.Join(append([]string{"bench"}, args...), " ")
-	if err := os.MkdirAll(*outDir, 0o755); err != nil {
-		return err
-	}
 
-	src, _, err := loader.Open(*model, codec.Env{})
+	src, _, err := loader.Open(model, codec.Env{})
 	if err != nil {
 		return err
 	}
@@ -138,7 +113,7 @@ func runBenchRD(ctx context.Context, args []string) error {
 		return err
 	}
 	defer tok.Close()
-	refModel, _, err := openLM(*model, lf)
+	refModel, _, err := openLM(model, lf)
 	if err != nil {
 		return err
 	}
@@ -150,34 +125,18 @@ func runBenchRD(ctx context.Context, args []string) error {
 	defer os.RemoveAll(tmp)
 	ref := newMemoLM(refModel, tmp)
 
-	var hess loader.HessianFunc
 	note := noter(&rep.Notes)
-	for _, p := range points {
-		if rep.Has(p.method, p.setting) || !usesCalibration(p.codec) || hess != nil {
-			continue
-		}
-		h, info, err := calibrationFor(ctx, src, *noCalib, *calibTokens, *sinkWeight, lf, false)
-		if err != nil {
-			return err
-		}
-		hess = h
-		if info.Tokens == 0 {
-			note("gptq-g128, ecsq, nwc: " + info.Note)
-		} else {
-			note(fmt.Sprintf("gptq-g128, ecsq, nwc: H = X^T X from %d tokens (%d windows of %d) of %s, first token of each window weighted x%g (attention sink, docs/CALIBRATION.md); rtn-g128 uses no calibration.",
-				info.Tokens, info.Windows, info.Tokens/int64(max(info.Windows, 1)), info.Text, info.SinkWeight))
-		}
-		break
+	hess, err := sw.calibrate(ctx, src, points, rep, *sinkWeight, note, func(info *calibInfo) string {
+		return fmt.Sprintf("gptq-g128, ecsq, nwc: H = X^T X from %d tokens (%d windows of %d) of %s, first token of each window weighted x%g (attention sink, docs/CALIBRATION.md); rtn-g128 uses no calibration.",
+			info.Tokens, info.Windows, info.Tokens/int64(max(info.Windows, 1)), info.Text, info.SinkWeight)
+	})
+	if err != nil {
+		return err
 	}
-
-	fb := *fbBlock
-	if fb == 0 {
-		fb = ldlq.FeedbackBlock
-	}
-	note(fmt.Sprintf("nwc, ecsq: LDLQ error feedback every %d columns; gptq-g128: column by column (GPTQ), groups of 128; quantization levels of nwc: 88.9/10/1/0.1 %% of the columns by diag(H).", fb))
+	note(fmt.Sprintf("nwc, ecsq: LDLQ error feedback every %d columns; gptq-g128: column by column (GPTQ), groups of 128; quantization levels of nwc: 88.9/10/1/0.1 %% of the columns by diag(H).", sw.feedbackBlock()))
 	note("bits/weight counts the section bytes of the transformer blocks' linear weights (payload, scales, level maps, headers, checksums); the whole-file figure adds every other tensor (embeddings, norms: kept losslessly in their stored type).")
 	opts := eval.Options{SeqLen: *seqLen, MaxWindows: *maxWin}
-	base, err := eval.Evaluate(ctx, ref, nil, tok, eval.Config{Model: *model, Options: opts})
+	base, err := eval.Evaluate(ctx, ref, nil, tok, eval.Config{Model: model, Options: opts})
 	if err != nil {
 		return err
 	}
@@ -188,32 +147,16 @@ func runBenchRD(ctx context.Context, args []string) error {
 	if err := refModel.Close(); err != nil {
 		return err
 	}
-	fmt.Fprintf(os.Stderr, "reference %s: perplexity %.4f over %d tokens\n", *model, base.Perplexity, base.TokensScored)
-	for i, p := range points {
-		if rep.Has(p.method, p.setting) {
-			fmt.Fprintf(os.Stderr, "[%d/%d] %s %s: in the report already\n", i+1, len(points), p.method, p.setting)
-			continue
-		}
-		if strings.HasPrefix(p.codec, "nwc:") {
-			note(codecProvenance(strings.TrimPrefix(p.codec, "nwc:")))
-		}
-		fmt.Fprintf(os.Stderr, "[%d/%d] %s %s: compress\n", i+1, len(points), p.method, p.setting)
-		pt, err := benchOne(ctx, src, ref, tok, p, hess, *fbBlock, tmp, *model, opts, lf)
+	fmt.Fprintf(os.Stderr, "reference %s: perplexity %.4f over %d tokens\n", model, base.Perplexity, base.TokensScored)
+	return sw.measure(points, rep, stem, note, func(p benchPoint) (string, error) {
+		pt, err := benchOne(ctx, src, ref, tok, p, hess, *sw.fbBlock, tmp, model, opts, lf)
 		if err != nil {
-			return fmt.Errorf("bench: %s %s: %w", p.method, p.setting, err)
+			return "", err
 		}
 		rep.Points = append(rep.Points, pt)
-		fmt.Fprintf(os.Stderr, "[%d/%d] %s %s: %.3f bits/weight, perplexity %.4f, KL %.5f (compress %.0f s, load %.0f s)\n",
-			i+1, len(points), p.method, p.setting, pt.BitsPerWeight, pt.Perplexity, pt.MeanKL, pt.CompressSeconds, pt.LoadSeconds)
-		if err := writeReport(rep, len(rep.Points), stem); err != nil { // after every point: a long run keeps what it measured
-			return err
-		}
-	}
-	if err := writeReport(rep, len(rep.Points), stem); err != nil {
-		return err
-	}
-	fmt.Printf("wrote %s.md, %s.json, %s.png\n", stem, stem, stem)
-	return rep.WriteMarkdown(os.Stdout)
+		return fmt.Sprintf("%.3f bits/weight, perplexity %.4f, KL %.5f (compress %.0f s, load %.0f s)",
+			pt.BitsPerWeight, pt.Perplexity, pt.MeanKL, pt.CompressSeconds, pt.LoadSeconds), nil
+	}, func() int { return len(rep.Points) })
 }
 
 // benchOne compresses src with one codec setting, loads the file through
