@@ -1,10 +1,8 @@
 package report
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
-	"sort"
 	"strings"
 )
 
@@ -37,13 +35,10 @@ type EmbedReport struct {
 }
 
 // Has reports whether the report holds a point of this method and setting.
-func (r *EmbedReport) Has(method, setting string) bool {
-	for _, p := range r.Points {
-		if p.Method == method && p.Setting == setting {
-			return true
-		}
-	}
-	return false
+func (r *EmbedReport) Has(method, setting string) bool { return hasPoint(r.Points, method, setting) }
+
+func (p EmbedPoint) id() (method, setting string, bits float64) {
+	return p.Method, p.Setting, p.BitsPerWeight
 }
 
 // WriteMarkdown writes the table.
@@ -56,33 +51,15 @@ func (r *EmbedReport) WriteMarkdown(w io.Writer) error {
 	fmt.Fprintf(&b, "# %s\n\nModel `%s` against its own uncompressed embeddings, %d sentences (%s).\n\n", r.Title, r.Model, r.Sentences, r.SentenceRule)
 	fmt.Fprintf(&b, "Regenerate: `%s`\n\n", r.Command)
 	fmt.Fprintf(&b, "| method | setting | bits/weight (linear weights, from file bytes) | bits/weight (whole file) | mean cosine | p1 cosine | min cosine | top-%d agreement | compress s |\n|---|---|---|---|---|---|---|---|---|\n", k)
-	pts := append([]EmbedPoint(nil), r.Points...)
-	sort.SliceStable(pts, func(i, j int) bool {
-		if pts[i].Method != pts[j].Method {
-			return pts[i].Method < pts[j].Method
-		}
-		return pts[i].BitsPerWeight < pts[j].BitsPerWeight
-	})
-	for _, p := range pts {
+	for _, p := range sortedPoints(r.Points) {
 		fmt.Fprintf(&b, "| %s | %s | %.3f | %.3f | %.5f | %.5f | %.5f | %.4f | %s |\n", p.Method, p.Setting, p.BitsPerWeight, p.FileBits,
 			p.MeanCosine, p.P1Cosine, p.MinCosine, p.TopKAgreement, secs(p.CompressSeconds))
 	}
-	if len(r.Notes) > 0 {
-		b.WriteString("\n")
-		for _, n := range r.Notes {
-			fmt.Fprintf(&b, "- %s\n", n)
-		}
-	}
-	_, err := io.WriteString(w, b.String())
-	return err
+	return writeNotes(w, &b, r.Notes)
 }
 
 // WriteJSON writes the report as JSON.
-func (r *EmbedReport) WriteJSON(w io.Writer) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(r)
-}
+func (r *EmbedReport) WriteJSON(w io.Writer) error { return writeIndentedJSON(w, r) }
 
 // WritePlot writes a PNG with two log-scale panels against bits/weight, one
 // line per method: 1 - mean cosine, and 1 - top-k agreement (a point whose

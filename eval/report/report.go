@@ -49,13 +49,59 @@ type Report struct {
 }
 
 // Has reports whether the report holds a point of this method and setting.
-func (r *Report) Has(method, setting string) bool {
-	for _, p := range r.Points {
-		if p.Method == method && p.Setting == setting {
+func (r *Report) Has(method, setting string) bool { return hasPoint(r.Points, method, setting) }
+
+func (p Point) id() (method, setting string, bits float64) {
+	return p.Method, p.Setting, p.BitsPerWeight
+}
+
+// tablePoint is a point of a table: Point, EmbedPoint.
+type tablePoint interface {
+	id() (method, setting string, bits float64)
+}
+
+// hasPoint reports whether pts holds a point of this method and setting.
+func hasPoint[P tablePoint](pts []P, method, setting string) bool {
+	for _, p := range pts {
+		if m, s, _ := p.id(); m == method && s == setting {
 			return true
 		}
 	}
 	return false
+}
+
+// sortedPoints returns the points in table order: by method, then rate.
+func sortedPoints[P tablePoint](pts []P) []P {
+	out := append([]P(nil), pts...)
+	sort.SliceStable(out, func(i, j int) bool {
+		mi, _, bi := out[i].id()
+		mj, _, bj := out[j].id()
+		if mi != mj {
+			return mi < mj
+		}
+		return bi < bj
+	})
+	return out
+}
+
+// writeNotes ends a table with its notes, one bullet each, and writes the
+// document to w.
+func writeNotes(w io.Writer, b *strings.Builder, notes []string) error {
+	if len(notes) > 0 {
+		b.WriteString("\n")
+		for _, n := range notes {
+			fmt.Fprintf(b, "- %s\n", n)
+		}
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// writeIndentedJSON writes v as indented JSON.
+func writeIndentedJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }
 
 // WriteMarkdown writes the table.
@@ -65,24 +111,10 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 		r.Title, r.Model, r.Text, r.SeqLen, r.Windows, r.tokens(), r.RefPerplexity)
 	fmt.Fprintf(&b, "Regenerate: `%s`\n\n", r.Command)
 	b.WriteString("| method | setting | bits/weight (linear weights, from file bytes) | bits/weight (whole file) | perplexity | mean KL (nats) | compress s | load s |\n|---|---|---|---|---|---|---|---|\n")
-	pts := append([]Point(nil), r.Points...)
-	sort.SliceStable(pts, func(i, j int) bool {
-		if pts[i].Method != pts[j].Method {
-			return pts[i].Method < pts[j].Method
-		}
-		return pts[i].BitsPerWeight < pts[j].BitsPerWeight
-	})
-	for _, p := range pts {
+	for _, p := range sortedPoints(r.Points) {
 		fmt.Fprintf(&b, "| %s | %s | %.3f | %.3f | %.4f | %.5f | %s | %s |\n", p.Method, p.Setting, p.BitsPerWeight, p.FileBits, p.Perplexity, p.MeanKL, secs(p.CompressSeconds), secs(p.LoadSeconds))
 	}
-	if len(r.Notes) > 0 {
-		b.WriteString("\n")
-		for _, n := range r.Notes {
-			fmt.Fprintf(&b, "- %s\n", n)
-		}
-	}
-	_, err := io.WriteString(w, b.String())
-	return err
+	return writeNotes(w, &b, r.Notes)
 }
 
 func secs(s float64) string {
@@ -100,11 +132,7 @@ func (r *Report) tokens() int {
 }
 
 // WriteJSON writes the report as JSON.
-func (r *Report) WriteJSON(w io.Writer) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(r)
-}
+func (r *Report) WriteJSON(w io.Writer) error { return writeIndentedJSON(w, r) }
 
 // WritePlot writes a PNG with two panels side by side: bits/weight against
 // perplexity (log scale) and against mean KL (log scale), one line per method.
