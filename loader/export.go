@@ -115,10 +115,14 @@ func NewGGUFExport(src tensor.Source, opts ExportOptions) (*GGUFExport, error) {
 	if err != nil {
 		return nil, fmt.Errorf("export gguf: %w", err)
 	}
-	if cfg.QKVBias || cfg.QKNorm || (cfg.Arch != arch.ArchLlama && cfg.Arch != arch.ArchMistral) {
-		// The metadata written is llama.*: a model with q/k/v biases or q/k
-		// norms would need its own llama.cpp architecture.
-		return nil, tensor.Kind(fmt.Sprintf("export gguf: %s models are not supported (llama and mistral only)", cfg.Arch), tensor.ErrUnsupported)
+	// A model that came from a GGUF file is written back with its own
+	// metadata and tensor names, whatever its architecture (llama.cpp reads
+	// it as it read the original). One from a Hugging Face checkpoint gets
+	// llama.* metadata made here: a model with q/k/v biases or q/k norms
+	// would need its own llama.cpp architecture.
+	fromGGUF := has[gguf.MetadataAsset] && cfg.Naming != arch.NamingHF
+	if !fromGGUF && (cfg.QKVBias || cfg.QKNorm || (cfg.Arch != arch.ArchLlama && cfg.Arch != arch.ArchMistral)) {
+		return nil, tensor.Kind(fmt.Sprintf("export gguf: %s models from a Hugging Face checkpoint are not supported (llama and mistral only; any architecture exports from a GGUF-origin model)", cfg.Arch), tensor.ErrUnsupported)
 	}
 	kvs, err := ggufMetadataOf(src, cfg)
 	if err != nil {

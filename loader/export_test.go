@@ -13,10 +13,12 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 
+	"github.com/nwc-project/nwc/internal/tensortest"
 	"github.com/nwc-project/nwc/internal/tokentest"
 	"github.com/nwc-project/nwc/loader/arch"
 	"github.com/nwc-project/nwc/loader/codec"
@@ -540,5 +542,70 @@ func TestQuantizeQ8_0MatchesDequant(t *testing.T) {
 	zero, _ := gguf.QuantizeQ8_0(make([]float32, 32), nil)
 	if !bytes.Equal(zero, make([]byte, 34)) {
 		t.Errorf("zeros: %v", zero)
+	}
+}
+
+// TestExportGGUFGemma3: a model that came from a GGUF file exports whatever
+// its architecture (here the real gemma-3-270m, q/k norms and all): the same
+// metadata but general.file_type, the same tensor names and order, and F32
+// tensors equal to the source's dequantized values. (scripts/check-export-gguf.sh
+// finds the F32 file byte-identical to llama-quantize's F32 of the same GGUF.)
+func TestExportGGUFGemma3(t *testing.T) {
+	tensortest.RequireModel(t, "gemma3-270m")
+	src, _, err := Open("gemma3-270m", codec.Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	out := filepath.Join(t.TempDir(), "g.gguf")
+	if err := WriteGGUFFile(context.Background(), src, out, ExportOptions{DType: tensor.F32}); err != nil {
+		t.Fatal(err)
+	}
+	back, _, err := Open(out, codec.Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer back.Close()
+	meta := func(s tensor.Source) map[string]any {
+		t.Helper()
+		for _, a := range s.Assets() {
+			if a.Name == gguf.MetadataAsset {
+				kvs, err := gguf.ParseMetadataJSON(a.Data)
+				if err != nil {
+					t.Fatal(err)
+				}
+				m := map[string]any{}
+				for _, kv := range kvs {
+					if kv.Key != "general.file_type" {
+						m[kv.Key] = kv.Value
+					}
+				}
+				return m
+			}
+		}
+		t.Fatalf("no %s", gguf.MetadataAsset)
+		return nil
+	}
+	if a, b := meta(src), meta(back); !reflect.DeepEqual(a, b) || a["general.architecture"].(gguf.Value).V != "gemma3" {
+		t.Errorf("metadata differs: %d keys vs %d", len(a), len(b))
+	}
+	st, bt := src.Tensors(), back.Tensors()
+	if len(st) != len(bt) {
+		t.Fatalf("%d tensors exported, want %d", len(bt), len(st))
+	}
+	var raw, want []float32
+	for i, ti := range st {
+		if bt[i].Name != ti.Name || !reflect.DeepEqual(bt[i].Shape, ti.Shape) || bt[i].DType != tensor.F32 {
+			t.Fatalf("tensor %d: %s %v %s, want %s %v F32", i, bt[i].Name, bt[i].Shape, bt[i].DType, ti.Name, ti.Shape)
+		}
+		if want, err = src.ReadFloat32(ti.Name, want); err != nil {
+			t.Fatal(err)
+		}
+		if raw, err = back.ReadFloat32(ti.Name, raw); err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(raw, want) {
+			t.Fatalf("tensor %s: exported values differ from the source's", ti.Name)
+		}
 	}
 }
