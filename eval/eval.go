@@ -280,17 +280,13 @@ func Run(ctx context.Context, lm LM, ref LM, tokens []int32, opts Options) (Resu
 		}
 		var refLogits []float32
 		var refStats []RowStats
-		if sref, ok := ref.(StatsLM); ok {
-			refLogits, refStats, err = sref.LogitsStats(ctx, win)
-			if err == nil && len(refStats) != seqLen {
-				err = fmt.Errorf("%d row stats for a window of %d", len(refStats), seqLen)
+		if ref != nil {
+			sref, withStats := ref.(StatsLM)
+			if withStats {
+				refLogits, refStats, err = sref.LogitsStats(ctx, win)
+			} else {
+				refLogits, err = ref.Logits(ctx, win)
 			}
-			if err != nil {
-				finish()
-				return res, fmt.Errorf("eval: window %d: reference: %w", opts.FirstWindow+w, err)
-			}
-		} else if ref != nil {
-			refLogits, err = ref.Logits(ctx, win)
 			if err != nil {
 				finish()
 				return res, fmt.Errorf("eval: window %d: reference: %w", opts.FirstWindow+w, err)
@@ -298,6 +294,10 @@ func Run(ctx context.Context, lm LM, ref LM, tokens []int32, opts Options) (Resu
 			if len(refLogits) != seqLen*vocab {
 				finish()
 				return res, fmt.Errorf("eval: window %d: reference returned %d logits, want %d x %d", opts.FirstWindow+w, len(refLogits), seqLen, vocab)
+			}
+			if withStats && len(refStats) != seqLen {
+				finish()
+				return res, fmt.Errorf("eval: window %d: reference returned %d row stats for a window of %d", opts.FirstWindow+w, len(refStats), seqLen)
 			}
 		}
 		sc, err := scoreWindow(logits, refLogits, refStats, win, vocab, opts.ScoreFrom, scoreWorkers(opts.Workers))

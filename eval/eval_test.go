@@ -331,6 +331,18 @@ func TestRunScoreFrom(t *testing.T) {
 	}
 }
 
+// fixedStatsLM is a StatsLM returning its LM's logits with n zero RowStats,
+// whatever their count.
+type fixedStatsLM struct {
+	LM
+	n int
+}
+
+func (f fixedStatsLM) LogitsStats(ctx context.Context, tokens []int32) ([]float32, []RowStats, error) {
+	l, err := f.Logits(ctx, tokens)
+	return l, make([]RowStats, f.n), err
+}
+
 type badLM struct {
 	vocab, n int
 	err      error
@@ -371,6 +383,8 @@ func TestRunErrors(t *testing.T) {
 		{"model error", &badLM{vocab: 10, err: errors.New("boom")}, nil, tokens, Options{SeqLen: 4}, "boom"},
 		{"nan", &badLM{vocab: 10, n: 40, nan: true}, nil, tokens, Options{SeqLen: 4}, "NaN"},
 		{"ref short", &fakeLM{vocab: 10}, &badLM{vocab: 10, n: 3}, tokens, Options{SeqLen: 4}, "reference returned 3"},
+		{"ref with stats short", &fakeLM{vocab: 10}, fixedStatsLM{&badLM{vocab: 10, n: 30}, 4}, tokens, Options{SeqLen: 4}, "reference returned 30 logits"},
+		{"ref stats count", &fakeLM{vocab: 10}, fixedStatsLM{&fakeLM{vocab: 10}, 3}, tokens, Options{SeqLen: 4}, "reference returned 3 row stats"},
 	}
 	for _, c := range cases {
 		_, err := Run(ctx, c.lm, c.ref, c.tok, c.opts)
