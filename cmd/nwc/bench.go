@@ -156,7 +156,7 @@ func runBenchRD(ctx context.Context, args []string) error {
 		rep.Points = append(rep.Points, pt)
 		return fmt.Sprintf("%.3f bits/weight, perplexity %.4f, KL %.5f (compress %.0f s, load %.0f s)",
 			pt.BitsPerWeight, pt.Perplexity, pt.MeanKL, pt.CompressSeconds, pt.LoadSeconds), nil
-	}, func() int { return len(rep.Points) })
+	})
 }
 
 // benchOne compresses src with one codec setting, loads the file through
@@ -250,36 +250,13 @@ func noter(notes *[]string) func(string) {
 	}
 }
 
-// reportFiles is a report writeReport writes (report.Report,
-// report.EmbedReport).
-type reportFiles interface {
-	WriteMarkdown(io.Writer) error
-	WriteJSON(io.Writer) error
-	WritePlot(path string) error
-}
-
 // writeReport writes stem.md, stem.json and, when it has points, stem.png.
-func writeReport(rep reportFiles, points int, stem string) error {
-	for ext, write := range map[string]func(*os.File) error{
-		".md":   func(f *os.File) error { return rep.WriteMarkdown(f) },
-		".json": func(f *os.File) error { return rep.WriteJSON(f) },
-	} {
-		f, err := os.Create(stem + ext)
-		if err != nil {
-			return err
-		}
-		if err := write(f); err != nil {
-			f.Close()
-			return err
-		}
-		if err := f.Close(); err != nil {
-			return err
-		}
+func writeReport(rep sweepReport, stem string) error {
+	png := rep.WritePlot
+	if rep.Len() == 0 {
+		png = func(string) error { return nil }
 	}
-	if points == 0 {
-		return nil
-	}
-	return rep.WritePlot(stem + ".png")
+	return writeReportFiles(stem, rep.WriteMarkdown, rep, png)
 }
 
 // memoLM remembers the logits of every window it has computed, so that the

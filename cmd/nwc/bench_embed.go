@@ -88,7 +88,7 @@ func runBenchEmbed(ctx context.Context, args []string) error {
 		rep.Points = append(rep.Points, pt)
 		return fmt.Sprintf("%.3f bits/weight, mean cosine %.5f (p1 %.5f), top-%d agreement %.4f",
 			pt.BitsPerWeight, pt.MeanCosine, pt.P1Cosine, pt.TopK, pt.TopKAgreement), nil
-	}, func() int { return len(rep.Points) })
+	})
 }
 
 // benchEmbedOne compresses src with one codec setting, loads the file

@@ -6,6 +6,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -35,10 +36,13 @@ type benchSweep struct {
 	lf          lmFlags
 }
 
-// sweepReport is a report a sweep fills: a bench rd or bench embed report.
+// sweepReport is a report a sweep fills: report.Report (bench rd) or
+// report.EmbedReport (bench embed).
 type sweepReport interface {
-	reportFiles
+	WriteMarkdown(io.Writer) error
+	WritePlot(path string) error
 	Has(method, setting string) bool
+	Len() int
 }
 
 // newBenchSweep registers the shared flags on fs, with the command's
@@ -112,7 +116,7 @@ func (b *benchSweep) calibrate(ctx context.Context, src tensor.Source, points []
 // report (stem.{md,json,png}) after each, so a long run keeps what it
 // measured; one adds its point to rep and returns the line that reports it.
 // It ends by writing the report and printing its table.
-func (b *benchSweep) measure(points []benchPoint, rep sweepReport, stem string, note func(string), one func(benchPoint) (string, error), count func() int) error {
+func (b *benchSweep) measure(points []benchPoint, rep sweepReport, stem string, note func(string), one func(benchPoint) (string, error)) error {
 	for i, p := range points {
 		if rep.Has(p.method, p.setting) {
 			fmt.Fprintf(os.Stderr, "[%d/%d] %s %s: in the report already\n", i+1, len(points), p.method, p.setting)
@@ -127,11 +131,11 @@ func (b *benchSweep) measure(points []benchPoint, rep sweepReport, stem string, 
 			return fmt.Errorf("bench %s: %s %s: %w", b.kind, p.method, p.setting, err)
 		}
 		fmt.Fprintf(os.Stderr, "[%d/%d] %s %s: %s\n", i+1, len(points), p.method, p.setting, line)
-		if err := writeReport(rep, count(), stem); err != nil {
+		if err := writeReport(rep, stem); err != nil {
 			return err
 		}
 	}
-	if err := writeReport(rep, count(), stem); err != nil {
+	if err := writeReport(rep, stem); err != nil {
 		return err
 	}
 	fmt.Printf("wrote %s.md, %s.json, %s.png\n", stem, stem, stem)

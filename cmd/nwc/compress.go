@@ -68,7 +68,10 @@ func runCompress(ctx context.Context, args []string) error {
 			flag string
 			cfg  codec.Config
 		}{{*uniform, "--uniform-levels", codec.Config{UniformLevels: true}}, {*tuneScales, "--tune-row-scales", codec.Config{TuneRowScales: true}}} {
-			if err := c.Check(o.cfg); o.set && err != nil {
+			if !o.set {
+				continue
+			}
+			if err := c.Check(o.cfg); err != nil {
 				return fmt.Errorf("compress: %s: %w", o.flag, err)
 			}
 		}

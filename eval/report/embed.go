@@ -37,6 +37,9 @@ type EmbedReport struct {
 // Has reports whether the report holds a point of this method and setting.
 func (r *EmbedReport) Has(method, setting string) bool { return hasPoint(r.Points, method, setting) }
 
+// Len is the number of points.
+func (r *EmbedReport) Len() int { return len(r.Points) }
+
 func (p EmbedPoint) id() (method, setting string, bits float64) {
 	return p.Method, p.Setting, p.BitsPerWeight
 }

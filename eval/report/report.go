@@ -51,6 +51,9 @@ type Report struct {
 // Has reports whether the report holds a point of this method and setting.
 func (r *Report) Has(method, setting string) bool { return hasPoint(r.Points, method, setting) }
 
+// Len is the number of points.
+func (r *Report) Len() int { return len(r.Points) }
+
 func (p Point) id() (method, setting string, bits float64) {
 	return p.Method, p.Setting, p.BitsPerWeight
 }

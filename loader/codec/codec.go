@@ -184,14 +184,14 @@ func (c Codec) Check(cfg Config) error {
 		name string
 	}{{cfg.UniformLevels, TakesUniformLevels, "uniform levels"}, {cfg.TuneRowScales, TakesTuneRowScales, "row-scale tuning"}} {
 		if o.set && c.Takes&o.opt == 0 {
-			return fmt.Errorf("codec %s does not take %s (%s)", c.Name, o.name, c.takers(o.opt))
+			return fmt.Errorf("codec %s does not take %s (%s)", c.Name, o.name, takers(o.opt))
 		}
 	}
 	return nil
 }
 
 // takers names the registered codecs that take opt.
-func (c Codec) takers(opt Options) string {
+func takers(opt Options) string {
 	var names []string
 	for _, k := range List() {
 		if k.Takes&opt != 0 && k.NewEncoder != nil {
